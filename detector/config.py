@@ -1,0 +1,265 @@
+"""Settings: a YAML file plus ``DRIFT_*`` environment overrides, validated once.
+
+Environment variables win over the file; nested keys use ``__``::
+
+    DRIFT_KAFKA__BOOTSTRAP_SERVERS=broker:9092 DRIFT_METRICS__PORT=9108
+
+With no file and no variables every default applies: models and features are
+discovered from the stream, capped by ``max_models`` / ``max_features``.
+
+>>> s = Settings()
+>>> s.kafka.predictions_topic, s.metrics.port, [d.name for d in s.detectors.feature]
+('predictions', 9108, ['adwin', 'page_hinkley'])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from detector import detectors
+from detector.errors import ConfigError
+
+Task = Literal["auto", "classification", "regression"]
+MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2"]
+CLASSIFICATION_METRICS: tuple[MetricName, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc")
+REGRESSION_METRICS: tuple[MetricName, ...] = ("mae", "rmse", "r2")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DetectorSpec(_Section):
+    """One detector to run on a stream: River class by ``type``, exported under ``name``."""
+
+    type: detectors.DetectorType
+    name: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectorSpec:
+        if not self.name:
+            object.__setattr__(self, "name", self.type)
+        try:
+            detectors.build(self.type, self.params)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+def _unique_names(specs: tuple[DetectorSpec, ...]) -> tuple[DetectorSpec, ...]:
+    names = [s.name for s in specs]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"detector names must be unique, repeated: {duplicated}; set `name:`")
+    return specs
+
+
+class DetectorSets(_Section):
+    """Detectors per signal. Defaults are River's own parameters (calibration comes later)."""
+
+    feature: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"), DetectorSpec(type="page_hinkley"))
+    prediction: tuple[DetectorSpec, ...] = (
+        DetectorSpec(type="adwin"),
+        DetectorSpec(type="page_hinkley"),
+    )
+    error: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"),)
+
+    @field_validator("feature", "prediction")
+    @classmethod
+    def _real_valued(cls, specs: tuple[DetectorSpec, ...]) -> tuple[DetectorSpec, ...]:
+        binary = [s.type for s in specs if detectors.is_binary(s.type)]
+        if binary:
+            raise ValueError(f"{binary} take 0/1 error streams; use them under `error`")
+        return _unique_names(specs)
+
+    @field_validator("error")
+    @classmethod
+    def _names(cls, specs: tuple[DetectorSpec, ...]) -> tuple[DetectorSpec, ...]:
+        return _unique_names(specs)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "localhost:9092"
+    group_id: str = "drift-detector"
+    client_id: str = "drift-detector"
+    predictions_topic: str = "predictions"
+    labels_topic: str = "labels"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_records: int = Field(2_000, ge=1)
+    poll_timeout_ms: int = Field(500, ge=10, le=10_000)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = (
+        None
+    )
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSettings:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        needs_password = self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        if needs_password and (not self.sasl_plain_username or self.sasl_plain_password is None):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_plain_username and "
+                             "sasl_plain_password")
+        return self
+
+    @property
+    def topics(self) -> tuple[str, str]:
+        return self.predictions_topic, self.labels_topic
+
+
+class MetricsSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(9108, ge=0, le=65535)
+    detection_hold_seconds: float = Field(300.0, ge=0)
+
+
+class JoinSettings(_Section):
+    """Labels meet predictions here. TTL runs on event time (see README)."""
+
+    ttl_seconds: float = Field(12 * 3600.0, gt=0)
+    capacity: int = Field(500_000, ge=1)
+
+
+class ModelSettings(_Section):
+    task: Task = "auto"
+    features: tuple[str, ...] | None = None
+    thresholds: dict[MetricName, float] = Field(default_factory=dict)
+    positive_label: str | int | bool = 1
+    detectors: DetectorSets | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSettings:
+        allowed = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
+        if self.task in allowed:
+            wrong = sorted(set(self.thresholds) - set(allowed[self.task]))
+            if wrong:
+                raise ValueError(f"thresholds {wrong} do not apply to task {self.task}")
+        return self
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Frozen: read it, never change it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFT_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    join: JoinSettings = JoinSettings()
+    detectors: DetectorSets = DetectorSets()
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    discover_models: bool | None = Field(
+        None, description="accept models not under `models`; default: only when none is declared"
+    )
+    max_models: int = Field(100, ge=1)
+    max_features: int = Field(200, ge=1)
+    max_versions: int = Field(3, ge=1)
+    max_event_bytes: int = Field(1_048_576, ge=64)
+    rolling_window: int = Field(1000, ge=1)
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it.
+        return env_settings, init_settings
+
+    @property
+    def discovers_models(self) -> bool:
+        return self.discover_models if self.discover_models is not None else not self.models
+
+    def model(self, name: str) -> ModelSettings:
+        """Settings of one model; discovered models get the defaults."""
+        return self.models.get(name) or _DEFAULT_MODEL
+
+    def detectors_for(self, model: str) -> DetectorSets:
+        return self.model(model).detectors or self.detectors
+
+
+_DEFAULT_MODEL = ModelSettings()
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
+        secret = any(word in key for word in ("password", "secret"))
+        shown = "" if secret or isinstance(value, dict | list) else f" (got {value!r})"
+        lines.append(f"{key}: {msg}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read ``path`` (YAML) if given, apply ``DRIFT_*`` variables, validate.
+
+    Raises ``ConfigError`` whose message names each bad key.
+    """
+    data: Mapping[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None
+    except ValueError as exc:  # e.g. a DRIFT_* variable that is not valid JSON
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data, secrets masked, for ``check-config``."""
+    return settings.model_dump(mode="json")

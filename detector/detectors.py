@@ -1,0 +1,81 @@
+"""Build River drift detectors from their configured name and parameters.
+
+Every detector is River's own class, so a detection here is exactly the one
+River gives offline on the same values.
+
+>>> det = build("adwin", {})
+>>> fired = []
+>>> for i, x in enumerate([0.0] * 1000 + [5.0] * 100):
+...     det.update(x)
+...     if det.drift_detected:
+...         fired.append(i)
+>>> fired[0]
+1023
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, get_args
+
+from river import drift
+from river.base import BinaryDriftDetector, DriftDetector
+from river.drift import binary
+
+DetectorType = Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w", "fhddm"]
+
+_CLASSES: dict[str, type] = {
+    "adwin": drift.ADWIN,
+    "page_hinkley": drift.PageHinkley,
+    "kswin": drift.KSWIN,
+    "ddm": binary.DDM,
+    "eddm": binary.EDDM,
+    "hddm_a": binary.HDDMA,
+    "hddm_w": binary.HDDMW,
+    "fhddm": binary.FHDDM,
+}
+assert set(_CLASSES) == set(get_args(DetectorType))
+
+#: Parameters added when the user gives none, so that runs are reproducible.
+_DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"kswin": {"seed": 0}}
+
+#: Open intervals a parameter must lie in; River itself does not check them.
+_BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
+    ("adwin", "delta"): (0.0, 1.0),
+    ("page_hinkley", "threshold"): (0.0, math.inf),
+    ("page_hinkley", "alpha"): (0.0, 1.0 + 1e-12),
+    ("kswin", "alpha"): (0.0, 1.0),
+}
+
+
+def is_binary(kind: DetectorType) -> bool:
+    """True for detectors that take a 0/1 stream (error indicators), not real values.
+
+    >>> is_binary("ddm"), is_binary("adwin")
+    (True, False)
+    """
+    return issubclass(_CLASSES[kind], BinaryDriftDetector)
+
+
+def effective_params(kind: DetectorType, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a detector is built with: the user's over our reproducibility defaults."""
+    return {**_DEFAULT_PARAMS.get(kind, {}), **params}
+
+
+def build(kind: DetectorType, params: dict[str, Any]) -> DriftDetector:
+    """A fresh River detector of ``kind``.
+
+    Raises ``ValueError`` naming the parameter when a value is out of range or unknown.
+    """
+    cls = _CLASSES[kind]
+    full = effective_params(kind, params)
+    for name, value in full.items():
+        bounds = _BOUNDS.get((kind, name))
+        if bounds is None:
+            continue
+        if not isinstance(value, int | float) or not bounds[0] < value < bounds[1]:
+            raise ValueError(f"{name} must be a number in ({bounds[0]}, {bounds[1]}), got {value!r}")
+    try:
+        return cls(**full)
+    except TypeError as exc:  # unknown keyword argument
+        raise ValueError(f"invalid parameters for {kind}: {exc}") from None
