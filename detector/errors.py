@@ -5,7 +5,8 @@ The tree::
     DriftDetectorError          root: catch this to catch everything of ours
     ├── ConfigError             invalid settings; the CLI exits 2 naming the key
     ├── BrokerError             the bundled test/demo broker could not start
-    └── SourceError             a fatal Kafka error; the service exits non-zero
+    ├── SourceError             a fatal Kafka error; the service exits non-zero
+    └── SourceUnavailable       no broker answers yet; the service retries
 
 A malformed *event* is never an exception: ``events.decode`` returns a
 ``Rejection`` that is counted and skipped.
@@ -26,3 +27,7 @@ class BrokerError(DriftDetectorError):
 
 class SourceError(DriftDetectorError):
     """The event source failed in a way the service cannot recover from."""
+
+
+class SourceUnavailable(DriftDetectorError):
+    """No broker answered; retrying later may succeed."""

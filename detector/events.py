@@ -38,6 +38,7 @@ RejectReason = Literal[
     "model_cap",
     "feature_cap",
     "label_type",
+    "internal_error",
 ]
 REJECT_REASONS: tuple[str, ...] = RejectReason.__args__  # type: ignore[attr-defined]
 

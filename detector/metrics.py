@@ -1,0 +1,220 @@
+"""Prometheus export: a collector that reads monitor state at scrape time, and the
+HTTP server with ``/metrics``, ``/healthz``, ``/readyz`` and ``/detections``.
+
+No gauge is set per event: ``collect()`` builds fresh metric families from the
+pipeline's state under the same lock the run loop holds while it applies a
+batch, so a scrape always sees whole batches.
+
+>>> import threading
+>>> from detector.config import Settings
+>>> from detector.pipeline import Pipeline, Record
+>>> p = Pipeline(Settings())
+>>> _ = p.process([Record("prediction", b'{"model": "m", "prediction_id": "1", '
+...                b'"features": {"x": 2.0}, "prediction": 1}')], now=0.0)
+>>> ex = Exporter(p, threading.Lock(), RunStatus())
+>>> ex.registry.get_sample_value("drift_events_total", {"kind": "prediction", "model": "m"})
+1
+>>> ex.registry.get_sample_value("drift_detections_total", {"model": "m",
+...     "version": "unversioned", "signal": "feature", "feature": "x", "detector": "adwin"})
+0
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from detector import __version__
+from detector.monitor import Detection
+from detector.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+STREAM_LABELS = ["model", "version", "signal", "feature", "detector"]
+BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class RunStatus:
+    """What the run loop reports about itself: connection, freshness, lag, recent detections."""
+
+    def __init__(self, stale_after: float = 30.0, keep_detections: int = 1000) -> None:
+        self.stale_after = stale_after
+        self.connected = False
+        self.last_poll = float("-inf")
+        self.lag: dict[tuple[str, int], int] = {}
+        self.detections: deque[Detection] = deque(maxlen=keep_detections)
+        self.stopping = False
+
+    def readiness(self, now: float) -> tuple[bool, str]:
+        if self.stopping:
+            return False, "stopping"
+        if not self.connected:
+            return False, "not connected to Kafka"
+        if now - self.last_poll > self.stale_after:
+            return False, f"no poll for {now - self.last_poll:.0f} s"
+        return True, "consuming"
+
+
+class DriftCollector(Collector):
+    """Reads the pipeline at scrape time and yields the DESIGN.md metric contract."""
+
+    def __init__(self, pipeline: Pipeline, lock: threading.Lock, status: RunStatus,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._pipeline = pipeline
+        self._lock = lock
+        self._status = status
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            families = self._families(self._clock())
+        yield from families
+
+    def _families(self, now: float) -> list[Metric]:
+        p = self._pipeline
+        hold = p.settings.metrics.detection_hold_seconds
+        events = CounterMetricFamily("drift_events", "Valid events processed.",
+                                     labels=["kind", "model"])
+        rejected = CounterMetricFamily("drift_events_rejected",
+                                       "Messages rejected, by kind and reason.",
+                                       labels=["kind", "reason"])
+        detected = GaugeMetricFamily("drift_detected",
+                                     "1 while a detection is younger than the hold period.",
+                                     labels=STREAM_LABELS)
+        detections = CounterMetricFamily("drift_detections", "Detector firings.",
+                                         labels=STREAM_LABELS)
+        values = CounterMetricFamily("drift_stream_values", "Values fed to a stream's detectors.",
+                                     labels=["model", "version", "signal", "feature"])
+        missing = CounterMetricFamily("drift_feature_missing", "Missing (null) feature values.",
+                                      labels=["model", "version", "feature"])
+        model_metric = GaugeMetricFamily("drift_model_metric",
+                                         "Model performance on joined labels.",
+                                         labels=["model", "version", "metric", "window"])
+        thresholds = GaugeMetricFamily("drift_model_metric_threshold",
+                                       "Configured threshold of a model metric.",
+                                       labels=["model", "metric"])
+        join = CounterMetricFamily("drift_label_join", "Label join outcomes.",
+                                   labels=["model", "outcome"])
+        pending = GaugeMetricFamily("drift_pending_predictions",
+                                    "Predictions waiting for their label.", labels=["model"])
+        event_lag = GaugeMetricFamily("drift_event_lag_seconds",
+                                      "Now minus the newest event timestamp.", labels=["model"])
+        lag = GaugeMetricFamily("drift_consumer_lag_messages",
+                                "Messages behind the partition's end.",
+                                labels=["topic", "partition"])
+        build = GaugeMetricFamily("drift_build_info", "drift-detector build.", labels=["version"])
+        build.add_metric([__version__], 1)
+
+        for (kind, reason), n in p.rejected.items():
+            rejected.add_metric([kind, reason], n)
+        for state in p.models.values():
+            name = state.name
+            for kind, n in state.events.items():
+                events.add_metric([kind, name], n)
+            for outcome, n in state.join.items():
+                join.add_metric([name, outcome], n)
+            pending.add_metric([name], p.join.pending(name))
+            if state.newest_event_time is not None:
+                event_lag.add_metric([name], max(0.0, now - state.newest_event_time))
+        for monitor in p.monitors():
+            model, version = monitor.model, monitor.version
+            for stream in monitor.streams():
+                values.add_metric([model, version, stream.signal, stream.feature], stream.seen)
+                if stream.signal == "feature":
+                    missing.add_metric([model, version, stream.feature], stream.missing)
+                for ch in stream.channels:
+                    key = [model, version, stream.signal, stream.feature, ch.name]
+                    detections.add_metric(key, ch.detections)
+                    detected.add_metric(key, 1.0 if now - ch.last_at < hold else 0.0)
+            for metric, window, value in monitor.performance.values():
+                model_metric.add_metric([model, version, metric, window], value)
+        for model, cfg in p.settings.models.items():
+            for metric, value in cfg.thresholds.items():
+                thresholds.add_metric([model, metric], value)
+        for (topic, partition), n in sorted(self._status.lag.items()):
+            lag.add_metric([topic, str(partition)], n)
+        return [events, rejected, detected, detections, values, missing, model_metric,
+                thresholds, join, pending, event_lag, lag, build]
+
+
+class Exporter:
+    """The registry our HTTP server exposes: drift metrics, batch timing, process metrics."""
+
+    def __init__(self, pipeline: Pipeline, lock: threading.Lock, status: RunStatus) -> None:
+        self.status = status
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(DriftCollector(pipeline, lock, status))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self._batch = Histogram("drift_batch_seconds", "Time to apply one polled batch.",
+                                buckets=BATCH_BUCKETS, registry=self.registry)
+
+    def observe_batch(self, seconds: float) -> None:
+        self._batch.observe(seconds)
+
+
+class MetricsServer:
+    """Threaded HTTP server on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, exporter: Exporter, host: str, port: int) -> None:
+        handler = type("Handler", (_Handler,), {"exporter": exporter})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="metrics-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    exporter: Exporter
+    server_version = f"drift-detector/{__version__}"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self._send(200, encoder(self.exporter.registry), content_type)
+        elif path == "/healthz":
+            self._send(200, b"ok\n", "text/plain")
+        elif path == "/readyz":
+            ready, reason = self.exporter.status.readiness(time.time())
+            self._send(200 if ready else 503, f"{reason}\n".encode(), "text/plain")
+        elif path == "/detections":
+            recent = [asdict(d) for d in list(self.exporter.status.detections)]
+            self._send(200, json.dumps(recent).encode(), "application/json")
+        else:
+            self._send(404, b"not found: try /metrics, /healthz, /readyz, /detections\n",
+                       "text/plain")
+
+    def _send(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("http %s", format % args)

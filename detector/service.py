@@ -1,0 +1,148 @@
+"""The run loop: poll → decode → join → update → commit, plus the HTTP server.
+
+Side effects live here and only here: polling and committing, the clock,
+logging of detections and rejections, the metrics server. A batch is applied
+under the lock the collector reads with, then committed; a stop request
+(SIGTERM, SIGINT) ends the loop after the batch in hand, so nothing applied is
+left uncommitted and nothing committed is left unapplied.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import ExitStack
+from typing import Protocol
+
+from detector.config import Settings
+from detector.errors import SourceUnavailable
+from detector.events import Rejection
+from detector.metrics import Exporter, MetricsServer, RunStatus
+from detector.monitor import Detection
+from detector.pipeline import BatchResult, Pipeline, Record
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    def open(self) -> None: ...
+    def poll(self) -> list[Record]: ...
+    def commit(self) -> bool: ...
+    def lag(self) -> dict[tuple[str, int], int]: ...
+    def connected(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+class RejectionLog:
+    """Logs rejections at WARNING, at most once per ``every`` seconds per reason,
+    with the number left unlogged since the last line."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+
+    def __call__(self, rejection: Rejection, now: float) -> None:
+        key = (rejection.kind, rejection.reason)
+        if now - self._last.get(key, float("-inf")) < self.every:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        log.warning("event_rejected", extra={"fields": {
+            "kind": rejection.kind, "reason": rejection.reason, "detail": rejection.detail,
+            "suppressed": self._suppressed.pop(key, 0)}})
+
+
+def log_detection(d: Detection) -> None:
+    log.info("drift_detected", extra={"fields": {
+        "model": d.model, "version": d.version, "signal": d.signal, "feature": d.feature,
+        "detector": d.detector, "index": d.index, "value": d.value}})
+
+
+class Service:
+    """One drift-detector instance: a source, the pipeline, the metrics endpoint."""
+
+    def __init__(self, settings: Settings, source: Source, *, clock=time.time) -> None:
+        self.settings = settings
+        self.source = source
+        self.clock = clock
+        self.pipeline = Pipeline(settings)
+        self.lock = threading.Lock()
+        poll_s = settings.kafka.poll_timeout_ms / 1000.0
+        self.status = RunStatus(stale_after=max(15.0, 10 * poll_s))
+        self.exporter = Exporter(self.pipeline, self.lock, self.status)
+        self.server: MetricsServer | None = None
+        self._rejections = RejectionLog()
+
+    def start_http(self) -> int:
+        """Serve /metrics, /healthz, /readyz; return the bound port."""
+        m = self.settings.metrics
+        self.server = MetricsServer(self.exporter, m.host, m.port).start()
+        log.info("metrics_listening", extra={"fields": {"host": m.host, "port": self.server.port}})
+        return self.server.port
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; close everything on the way out."""
+        with ExitStack() as stack:
+            if self.server is None:
+                self.start_http()
+            stack.callback(self._stop_http)
+            if not self._open(stop):
+                return
+            stack.callback(self.source.close)
+            stack.callback(self._mark_stopping)
+            self._loop(stop)
+
+    def _stop_http(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def _mark_stopping(self) -> None:
+        self.status.stopping = True
+
+    def _open(self, stop: threading.Event) -> bool:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                self.source.open()
+                log.info("source_open", extra={"fields": {
+                    "bootstrap": self.settings.kafka.bootstrap_servers,
+                    "group": self.settings.kafka.group_id,
+                    "topics": ",".join(self.settings.kafka.topics)}})
+                return True
+            except SourceUnavailable as exc:
+                log.warning("source_unavailable", extra={"fields": {"error": str(exc),
+                                                                    "retry_in_s": delay}})
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return False
+
+    def _loop(self, stop: threading.Event) -> None:
+        source, pipeline, status, clock = self.source, self.pipeline, self.status, self.clock
+        next_health = 0.0
+        while not stop.is_set():
+            records = source.poll()
+            now = clock()
+            if records:
+                started = time.perf_counter()
+                with self.lock:
+                    result = pipeline.process(records, now)
+                self.exporter.observe_batch(time.perf_counter() - started)
+                source.commit()
+                self._report(result, now)
+            status.last_poll = now
+            if now >= next_health:
+                status.connected = source.connected()
+                status.lag = source.lag()
+                next_health = now + 1.0
+        log.info("stopping", extra={"fields": {"events": sum(
+            sum(m.events.values()) for m in pipeline.models.values())}})
+
+    def _report(self, result: BatchResult, now: float) -> None:
+        for d in result.detections:
+            log_detection(d)
+        self.status.detections.extend(result.detections)
+        for r in result.rejections:
+            self._rejections(r, now)

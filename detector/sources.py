@@ -1,0 +1,227 @@
+"""Event sources (Kafka consumer group, JSONL file) and the few Kafka admin and
+producer helpers the demo and tests need. The only module that imports ``kafka``.
+
+A source yields batches of ``Record``; the service applies a batch and only then
+calls ``commit()``, so a crash replays at most the uncommitted batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import (
+    CommitFailedError,
+    KafkaConfigurationError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
+
+from detector.config import KafkaSettings
+from detector.errors import SourceError, SourceUnavailable
+from detector.events import Kind
+from detector.pipeline import Record
+
+log = logging.getLogger(__name__)
+
+#: Errors after which retrying the same settings cannot help: exit and let the
+#: orchestrator (or the operator) act.
+_FATAL = (KafkaConfigurationError,)
+#: How long one connection attempt may take before the service logs and retries.
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
+
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """kafka-python keyword arguments common to consumer, producer and admin client.
+
+    >>> from detector.config import KafkaSettings
+    >>> client_options(KafkaSettings(bootstrap_servers="a:9092,b:9092"))["bootstrap_servers"]
+    ['a:9092', 'b:9092']
+    """
+    opts: dict[str, Any] = {
+        "bootstrap_servers": [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()],
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.sasl_mechanism:
+        opts["sasl_mechanism"] = kafka.sasl_mechanism
+    if kafka.sasl_plain_username:
+        opts["sasl_plain_username"] = kafka.sasl_plain_username
+    if kafka.sasl_plain_password is not None:
+        opts["sasl_plain_password"] = kafka.sasl_plain_password.get_secret_value()
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_check_hostname"] = kafka.ssl_check_hostname
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(kafka, key)
+            if value is not None:
+                opts[key] = str(value)
+        if kafka.ssl_password is not None:
+            opts["ssl_password"] = kafka.ssl_password.get_secret_value()
+    return opts
+
+
+class KafkaSource:
+    """A consumer-group member on the predictions and labels topics."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._settings = kafka
+        self._kinds: dict[str, Kind] = {kafka.predictions_topic: "prediction",
+                                        kafka.labels_topic: "label"}
+        self._consumer: KafkaConsumer | None = None
+        self.polled = 0
+
+    def open(self) -> None:
+        """Connect and subscribe. Raises ``SourceUnavailable`` while no broker answers
+        (the caller retries) and ``SourceError`` on settings that can never work."""
+        k = self._settings
+        try:
+            consumer = KafkaConsumer(
+                **client_options(k),
+                group_id=k.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=k.auto_offset_reset,
+                session_timeout_ms=k.session_timeout_ms,
+                heartbeat_interval_ms=k.heartbeat_interval_ms,
+                max_poll_records=k.max_poll_records,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+            )
+        except _FATAL as exc:
+            raise SourceError(f"Kafka settings rejected: {exc}") from exc
+        except KafkaTimeoutError as exc:
+            raise SourceUnavailable(f"no broker answers at {k.bootstrap_servers}") from exc
+        consumer.subscribe(list(self._kinds))
+        self._consumer = consumer
+
+    def poll(self) -> list[Record]:
+        """The next batch (possibly empty) from every assigned partition."""
+        assert self._consumer is not None, "open() first"
+        try:
+            batches = self._consumer.poll(timeout_ms=self._settings.poll_timeout_ms)
+        except _FATAL as exc:
+            raise SourceError(f"Kafka consumer failed: {exc}") from exc
+        kinds = self._kinds
+        records = []
+        for tp, messages in batches.items():
+            kind = kinds[tp.topic]
+            for m in messages:
+                ts = m.timestamp / 1000.0 if m.timestamp is not None and m.timestamp >= 0 else None
+                records.append(Record(kind, m.value, ts))
+        self.polled += len(records)
+        return records
+
+    def commit(self) -> bool:
+        """Commit the positions of everything polled so far. False if a rebalance
+        took the partitions away first (their new owner re-reads the batch)."""
+        assert self._consumer is not None
+        try:
+            self._consumer.commit()
+            return True
+        except CommitFailedError as exc:
+            log.warning("commit_failed", extra={"fields": {"error": str(exc)}})
+            return False
+        except KafkaError as exc:
+            log.warning("commit_failed", extra={"fields": {"error": repr(exc)}})
+            return False
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages between our position and the partition end, from fetch metadata (no I/O)."""
+        c = self._consumer
+        if c is None:
+            return {}
+        out = {}
+        for tp in c.assignment():
+            try:
+                high = c.highwater(tp)
+                pos = c.position(tp, timeout_ms=0) if high is not None else None
+            except KafkaError:
+                continue
+            if high is not None and pos is not None:
+                out[(tp.topic, tp.partition)] = max(0, high - pos)
+        return out
+
+    def connected(self) -> bool:
+        """True while the client holds at least one live broker connection."""
+        c = self._consumer
+        if c is None:
+            return False
+        for group in c.metrics().values():
+            if isinstance(group, dict) and group.get("connection-count", 0) > 0:
+                return True
+        return False
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None
+
+
+class FileSource:
+    """Replay JSONL files in batches: one event per line; lines with a ``features``
+    field are predictions, the others labels."""
+
+    def __init__(self, paths: Iterable[str | Path], batch_size: int = 2000) -> None:
+        self._paths = [Path(p) for p in paths]
+        self._batch_size = batch_size
+
+    def batches(self) -> Iterator[list[Record]]:
+        batch: list[Record] = []
+        for path in self._paths:
+            with path.open("rb") as fh:
+                for line in fh:
+                    line = line.rstrip(b"\r\n")
+                    if not line:
+                        continue
+                    kind: Kind = "prediction" if b'"features"' in line else "label"
+                    batch.append(Record(kind, line))
+                    if len(batch) >= self._batch_size:
+                        yield batch
+                        batch = []
+        if batch:
+            yield batch
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
+    """Block until the broker answers a metadata request, or raise ``SourceError``."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,
+                                     bootstrap_timeout_ms=2000)
+            try:
+                admin.list_topics()
+                return
+            finally:
+                admin.close()
+        except (KafkaError, OSError) as exc:
+            last = exc
+            time.sleep(0.05)
+    raise SourceError(f"broker {bootstrap} not ready after {timeout:.0f} s: {last!r}")
+
+
+def create_topics(kafka: KafkaSettings, names: Iterable[str], partitions: int = 1) -> None:
+    """Create topics that do not exist yet."""
+    admin = KafkaAdminClient(**client_options(kafka))
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(n, num_partitions=partitions, replication_factor=1)
+               for n in names if n not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """A producer with batching suited to bulk event streams (demo, tests, benchmarks)."""
+    opts = {"linger_ms": 20, "batch_size": 1 << 20, **overrides}
+    return KafkaProducer(**client_options(kafka), **opts)
