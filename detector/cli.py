@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from detector.demo import run_demo
             logs.configure("WARNING", "text")
+            logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the demo's own view says more
             return run_demo(duration=args.duration, rate=args.rate, seed=args.seed,
                             port=args.port, live=not args.no_live)
         settings = load_settings(args.config)

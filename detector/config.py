@@ -146,7 +146,7 @@ class MetricsSettings(_Section):
 
 
 class JoinSettings(_Section):
-    """Labels meet predictions here. TTL runs on event time (see README)."""
+    """Labels meet predictions here. An entry waits at most ``ttl_seconds`` (service clock)."""
 
     ttl_seconds: float = Field(12 * 3600.0, gt=0)
     capacity: int = Field(500_000, ge=1)

@@ -2,12 +2,14 @@
 
 Either side may arrive first: a prediction waits for its label, a label waits
 for its prediction (as when a consumer catches up on a backlog of both topics,
-read in any order). Time is *event time*: the clock is the newest event
-timestamp seen (the watermark), so replaying the same stream gives the same
-joins whatever the wall clock does. An entry waits ``ttl`` seconds of event
-time after it arrived; then a waiting prediction is ``expired`` and a waiting
-label is an ``orphan``. When a side holds ``capacity`` entries, the oldest is
-evicted and counted the same way, so memory stays bounded.
+read in any order). An entry waits ``ttl`` seconds *of the service's clock*
+from the moment it entered the buffer; then a waiting prediction is
+``expired`` and a waiting label is an ``orphan``. Counting from arrival, not
+from event timestamps, means a backlog read at full speed never expires an
+entry early, whichever topic or partition the consumer happens to read first.
+When a side holds ``capacity`` entries, the oldest is evicted and counted the
+same way, so memory stays bounded. The clock is passed in, so the buffer
+itself stays pure and testable.
 
 >>> j = JoinBuffer(ttl=60.0, capacity=10)
 >>> j.add_prediction("fraud", "a", 0.0, ("v1", 1, 0.9))
@@ -17,8 +19,8 @@ evicted and counted the same way, so memory stays bounded.
 >>> j.add_prediction("fraud", "b", 11.0, ("v1", 0, 0.2))
 (('v1', 0, 0.2), 1)
 >>> j.add_prediction("fraud", "c", 12.0, ("v1", 1, 0.7))
->>> j.expire(200.0)  # watermark far past c's deadline
-([('fraud', 'c')], [])
+>>> j.expire(71.0), j.expire(72.0)  # c waited 60 s at 72.0
+(([], []), ([('fraud', 'c')], []))
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ class JoinBuffer:
     def __init__(self, ttl: float, capacity: int) -> None:
         self.ttl = ttl
         self.capacity = capacity
-        self.watermark = float("-inf")
-        # key -> (deadline, payload); deadlines grow with insertion order, so the
-        # oldest entry is always first and expiry is a pop from the front.
+        self.clock = float("-inf")
+        # key -> (deadline, payload); deadlines grow with insertion order (the
+        # clock never goes back), so the oldest entry is first and expiry pops the front.
         self._predictions: OrderedDict[Key, tuple[float, Any]] = OrderedDict()
         self._labels: OrderedDict[Key, tuple[float, Any]] = OrderedDict()
         self._pending: dict[str, int] = {}
@@ -52,19 +54,19 @@ class JoinBuffer:
     def waiting_labels(self) -> int:
         return len(self._labels)
 
-    def _advance(self, timestamp: float) -> float:
-        if timestamp > self.watermark:
-            self.watermark = timestamp
-        return self.watermark + self.ttl
+    def _advance(self, now: float) -> float:
+        if now > self.clock:
+            self.clock = now
+        return self.clock + self.ttl
 
-    def add_prediction(self, model: str, prediction_id: str, timestamp: float,
+    def add_prediction(self, model: str, prediction_id: str, now: float,
                        payload: Any) -> tuple[Any, Any] | None:
         """Store a prediction, or return ``(payload, label)`` if its label was waiting.
 
         A second prediction with a waiting id replaces the first (last one wins).
         """
         key = (model, prediction_id)
-        deadline = self._advance(timestamp)
+        deadline = self._advance(now)
         waiting = self._labels.pop(key, None)
         if waiting is not None:
             return payload, waiting[1]
@@ -79,11 +81,11 @@ class JoinBuffer:
             self.evicted_predictions.append(old)
         return None
 
-    def add_label(self, model: str, prediction_id: str, timestamp: float,
+    def add_label(self, model: str, prediction_id: str, now: float,
                   label: Any) -> tuple[Any, Any] | None:
         """Return ``(payload, label)`` if the prediction is waiting, else keep the label."""
         key = (model, prediction_id)
-        deadline = self._advance(timestamp)
+        deadline = self._advance(now)
         waiting = self._predictions.pop(key, None)
         if waiting is not None:
             self._forget(model)
@@ -95,12 +97,11 @@ class JoinBuffer:
             self.evicted_labels.append(old)
         return None
 
-    def expire(self, watermark: float | None = None) -> tuple[list[Key], list[Key]]:
+    def expire(self, now: float) -> tuple[list[Key], list[Key]]:
         """Drop entries whose deadline passed; return ``(expired predictions, orphan labels)``,
         including those evicted for capacity since the last call."""
-        if watermark is not None and watermark > self.watermark:
-            self.watermark = watermark
-        now = self.watermark
+        now = max(now, self.clock)
+        self.clock = now
         expired, self.evicted_predictions = self.evicted_predictions, []
         orphans, self.evicted_labels = self.evicted_labels, []
         while self._predictions:

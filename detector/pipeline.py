@@ -107,7 +107,7 @@ class Pipeline:
             except Exception as exc:  # the one guard of the loop: a bug costs one record
                 log.exception("internal_error", extra={"fields": {"model": event.model}})
                 self._reject(Rejection(record.kind, "internal_error", repr(exc)[:200]), result)
-        self._expire()
+        self.expire(now)
         return result
 
     def _apply(self, state: ModelState, record: Record, event: Prediction | Label, now: float,
@@ -119,9 +119,9 @@ class Pipeline:
         state.events[record.kind] += 1
         result.events += 1
         if isinstance(event, Prediction):
-            self._prediction(state, event, when, now, result)
+            self._prediction(state, event, now, result)
         else:
-            self._label(state, event, when, now, result)
+            self._label(state, event, now, result)
 
     def _reject(self, rejection: Rejection, result: BatchResult) -> None:
         self.rejected[(rejection.kind, rejection.reason)] += 1
@@ -147,7 +147,7 @@ class Pipeline:
             state.versions.move_to_end(version)
         return monitor
 
-    def _prediction(self, state: ModelState, event: Prediction, when: float, now: float,
+    def _prediction(self, state: ModelState, event: Prediction, now: float,
                     result: BatchResult) -> None:
         monitor = self._monitor(state, event.version, event.prediction, event.score, now)
         dropped = monitor.observe(event.features, event.prediction, event.score, now,
@@ -160,14 +160,14 @@ class Pipeline:
             state.join["matched"] += 1
             self._score(state, payload, event.label, now, result)
             return
-        pair = self.join.add_prediction(state.name, event.prediction_id, when, payload)
+        pair = self.join.add_prediction(state.name, event.prediction_id, now, payload)
         if pair is not None:
             state.join["matched"] += 1
             self._score(state, pair[0], pair[1], now, result)
 
-    def _label(self, state: ModelState, event: Label, when: float, now: float,
+    def _label(self, state: ModelState, event: Label, now: float,
                result: BatchResult) -> None:
-        pair = self.join.add_label(state.name, event.prediction_id, when, event.label)
+        pair = self.join.add_label(state.name, event.prediction_id, now, event.label)
         if pair is not None:
             state.join["matched"] += 1
             self._score(state, pair[0], pair[1], now, result)
@@ -181,8 +181,9 @@ class Pipeline:
                                    f"model {state.name!r}: regression needs numeric labels"),
                          result)
 
-    def _expire(self) -> None:
-        expired, orphans = self.join.expire()
+    def expire(self, now: float) -> None:
+        """Count join entries that waited longer than the TTL (also call it when idle)."""
+        expired, orphans = self.join.expire(now)
         for model, _ in expired:
             self.models[model].join["expired"] += 1
         for model, _ in orphans:

@@ -132,6 +132,9 @@ class Service:
                 self.exporter.observe_batch(time.perf_counter() - started)
                 source.commit()
                 self._report(result, now)
+            else:
+                with self.lock:
+                    pipeline.expire(now)
             status.last_poll = now
             if now >= next_health:
                 status.connected = source.connected()

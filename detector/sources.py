@@ -8,6 +8,7 @@ calls ``commit()``, so a crash replays at most the uncommitted batch.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -190,6 +191,14 @@ def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     """Block until the broker answers a metadata request, or raise ``SourceError``."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    while time.monotonic() < deadline:  # first the TCP port, quietly
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            break
+        except OSError as exc:
+            last = exc
+            time.sleep(0.02)
     while time.monotonic() < deadline:
         try:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,
