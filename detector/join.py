@@ -63,7 +63,8 @@ class JoinBuffer:
                        payload: Any) -> tuple[Any, Any] | None:
         """Store a prediction, or return ``(payload, label)`` if its label was waiting.
 
-        A second prediction with a waiting id replaces the first (last one wins).
+        A second prediction with a waiting id replaces the first (last one wins);
+        the first is counted as expired at the next ``expire``.
         """
         key = (model, prediction_id)
         deadline = self._advance(now)
@@ -72,6 +73,7 @@ class JoinBuffer:
             return payload, waiting[1]
         if key in self._predictions:
             del self._predictions[key]
+            self.evicted_predictions.append(key)
         else:
             self._pending[model] = self._pending.get(model, 0) + 1
         self._predictions[key] = (deadline, payload)
@@ -83,14 +85,16 @@ class JoinBuffer:
 
     def add_label(self, model: str, prediction_id: str, now: float,
                   label: Any) -> tuple[Any, Any] | None:
-        """Return ``(payload, label)`` if the prediction is waiting, else keep the label."""
+        """Return ``(payload, label)`` if the prediction is waiting, else keep the label
+        (a repeated label replaces the waiting one, which then counts as an orphan)."""
         key = (model, prediction_id)
         deadline = self._advance(now)
         waiting = self._predictions.pop(key, None)
         if waiting is not None:
             self._forget(model)
             return waiting[1], label
-        self._labels.pop(key, None)
+        if self._labels.pop(key, None) is not None:
+            self.evicted_labels.append(key)
         self._labels[key] = (deadline, label)
         if len(self._labels) > self.capacity:
             old, _ = self._labels.popitem(last=False)

@@ -1,0 +1,172 @@
+"""Shared fixtures: one real broker (Tansu) per session, uuid-named topics and
+groups per test, and a helper that runs ``drift-detector run`` as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from detector.broker import Tansu, free_port
+from detector.config import KafkaSettings
+from detector.sources import create_topics, producer
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tansu]:
+    log = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with Tansu(log_path=log) as b:
+        yield b
+
+
+class Topics:
+    def __init__(self, broker: Tansu, partitions: int = 1) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.bootstrap = broker.bootstrap
+        self.predictions = f"predictions-{tag}"
+        self.labels = f"labels-{tag}"
+        self.group = f"group-{tag}"
+        self.kafka = KafkaSettings(bootstrap_servers=broker.bootstrap,
+                                   predictions_topic=self.predictions, labels_topic=self.labels,
+                                   group_id=self.group)
+        create_topics(self.kafka, [self.predictions, self.labels], partitions)
+
+    def produce(self, topic: str, messages: Iterable[bytes | dict]) -> int:
+        prod = producer(self.kafka)
+        n = 0
+        for m in messages:
+            prod.send(topic, m if isinstance(m, bytes) else json.dumps(m).encode())
+            n += 1
+        prod.flush()
+        prod.close()
+        return n
+
+
+@pytest.fixture
+def topics(broker: Tansu) -> Topics:
+    return Topics(broker)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` over HTTP, as {(sample name, sorted labels): value}."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def sample(metrics: dict, name: str, **labels: str) -> float | None:
+    return metrics.get((name, tuple(sorted(labels.items()))))
+
+
+def http_status(port: int, path: str) -> int:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+class DetectorProcess:
+    """``python -m detector run`` against the test broker, configured by YAML + env."""
+
+    def __init__(self, topics: Topics, tmp: Path, config: dict | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.config_path = tmp / f"config-{uuid.uuid4().hex[:6]}.yaml"
+        base = {
+            "kafka": {"bootstrap_servers": topics.bootstrap, "group_id": topics.group,
+                      "predictions_topic": topics.predictions, "labels_topic": topics.labels,
+                      "session_timeout_ms": 2000, "heartbeat_interval_ms": 500},
+            "metrics": {"host": "127.0.0.1", "port": self.port},
+            "log": {"format": "json"},
+        }
+        for key, value in (config or {}).items():
+            base[key] = {**base[key], **value} if isinstance(base.get(key), dict) else value
+        import yaml
+        self.config_path.write_text(yaml.safe_dump(base))
+        self.log_path = tmp / f"detector-{uuid.uuid4().hex[:6]}.log"
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> DetectorProcess:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "detector", "run", "--config", str(self.config_path)],
+            stdout=self._log, stderr=self._log, env=self.env)
+        wait_for(lambda: http_status(self.port, "/readyz") == 200 or self.proc.poll() is not None,
+                 30, "readiness")
+        assert self.proc.poll() is None, self.logs()
+        return self
+
+    def metrics(self) -> dict:
+        return scrape(self.port)
+
+    def wait_events(self, kind: str, model: str, n: int, timeout: float = 60) -> dict:
+        def done() -> dict | None:
+            m = self.metrics()
+            return m if (sample(m, "drift_events_total", kind=kind, model=model) or 0) >= n else None
+        return wait_for(done, timeout, f"{n} {kind} events of {model}", every=0.2)
+
+    def log_records(self) -> list[dict]:
+        records = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                records.append(json.loads(line))
+        return records
+
+    def logs(self) -> str:
+        return self.log_path.read_text()[-5000:]
+
+    def terminate(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def detector(topics: Topics, tmp_path: Path) -> Iterator[Callable[..., DetectorProcess]]:
+    started: list[DetectorProcess] = []
+
+    def make(config: dict | None = None, env: dict[str, str] | None = None) -> DetectorProcess:
+        d = DetectorProcess(topics, tmp_path, config, env).start()
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.kill()

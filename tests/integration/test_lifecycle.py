@@ -1,0 +1,65 @@
+"""Restarts and shutdown: committed offsets are honoured, SIGTERM exits 0 and commits."""
+
+from __future__ import annotations
+
+import time
+
+from kafka import KafkaConsumer, TopicPartition
+
+from tests.conftest import sample, wait_for
+
+
+def _events(start: int, n: int) -> list[dict]:
+    return [{"model": "m", "prediction_id": str(i), "features": {"x": float(i % 11)},
+             "prediction": 0.5 * (i % 3)} for i in range(start, start + n)]
+
+
+def _committed(topics) -> int:
+    c = KafkaConsumer(bootstrap_servers=topics.bootstrap, group_id=topics.group,
+                      enable_auto_commit=False)
+    try:
+        return c.committed(TopicPartition(topics.predictions, 0)) or 0
+    finally:
+        c.close(autocommit=False)
+
+
+def test_sigterm_exits_zero_quickly_and_commits(topics, detector) -> None:
+    topics.produce(topics.predictions, _events(0, 2500))
+    d = detector()
+    d.wait_events("prediction", "m", 2500)
+    started = time.monotonic()
+    assert d.terminate() == 0, d.logs()
+    assert time.monotonic() - started < 5
+    assert _committed(topics) == 2500
+    assert any(r.get("event") == "stopping" for r in d.log_records())
+
+
+def test_restart_in_the_same_group_skips_nothing_and_repeats_nothing(topics, detector) -> None:
+    topics.produce(topics.predictions, _events(0, 3000))
+    first = detector()
+    first.wait_events("prediction", "m", 3000)
+    assert first.terminate() == 0
+    topics.produce(topics.predictions, _events(3000, 2000))
+    second = detector()
+    m = second.wait_events("prediction", "m", 2000)
+    # caught up: lag 0 on the predictions partition, and exactly the new events counted
+    m = wait_for(lambda: (lambda s: s if sample(s, "drift_consumer_lag_messages",
+                                                 topic=topics.predictions, partition="0") == 0
+                          else None)(second.metrics()), 20, "lag 0")
+    assert sample(m, "drift_events_total", kind="prediction", model="m") == 2000
+
+
+def test_after_kill_9_the_restart_resumes_from_the_last_commit(topics, detector) -> None:
+    total = 60_000
+    topics.produce(topics.predictions, _events(0, total))
+    first = detector({"kafka": {"max_poll_records": 500}})
+    first.wait_events("prediction", "m", 1000)
+    first.kill()                                          # SIGKILL mid-stream
+    committed = _committed(topics)
+    assert 0 < committed < total, committed  # killed mid-stream, not after the end
+    second = detector()
+    m = second.wait_events("prediction", "m", total - committed)
+    m = wait_for(lambda: (lambda s: s if sample(s, "drift_consumer_lag_messages",
+                                                 topic=topics.predictions, partition="0") == 0
+                          else None)(second.metrics()), 20, "lag 0")
+    assert sample(m, "drift_events_total", kind="prediction", model="m") == total - committed
