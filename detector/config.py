@@ -106,8 +106,8 @@ class KafkaSettings(_Section):
     predictions_topic: str = "predictions"
     labels_topic: str = "labels"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    session_timeout_ms: int = Field(10_000, ge=1_000)
-    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    session_timeout_ms: int = Field(6_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(2_000, ge=100)
     max_poll_records: int = Field(2_000, ge=1)
     poll_timeout_ms: int = Field(500, ge=10, le=10_000)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

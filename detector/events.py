@@ -125,7 +125,7 @@ def _prediction(obj: dict[str, Any], max_features: int) -> Prediction:
         version=_version(obj.get("model_version")),
         prediction_id=_identifier(obj),
         timestamp=_timestamp(obj.get("timestamp")),
-        features={_feature_name(k): _feature_value(k, v) for k, v in features.items()},
+        features=_features(features),
         prediction=_target(_field(obj, "prediction"), "prediction"),
         score=score,
         label=None if label is None else _target(label, "label"),
@@ -203,6 +203,18 @@ def _target(value: Any, key: str) -> Target:
             raise _Invalid("non_finite", f"{key}: {value} is not finite")
         return value
     raise _Invalid("invalid_type", f"{key}: expected a number, string or boolean")
+
+
+def _features(raw: dict[str, Any]) -> dict[str, FeatureValue]:
+    out: dict[str, FeatureValue] = {}
+    for name, value in raw.items():
+        if not name or len(name) > MAX_NAME_LENGTH:
+            _feature_name(name)
+        if type(value) is float and value - value == 0.0:  # fast path: a finite float
+            out[name] = value
+        else:
+            out[name] = _feature_value(name, value)
+    return out
 
 
 def _feature_name(name: str) -> str:

@@ -213,7 +213,10 @@ class ModelMonitor:
                     dropped += 1
                     continue
                 stream = self._add_feature(name)
-            stream.observe(value, now, out)
+            if type(value) is float:
+                stream.update(value, now, out)
+            else:
+                stream.observe(value, now, out)
         output = score if score is not None else prediction
         if isinstance(output, str):
             self.prediction.categorical += 1

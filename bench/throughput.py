@@ -1,0 +1,125 @@
+"""Throughput of a 20-feature classifier stream: from a JSONL file (pipeline only)
+and through the bundled broker (Kafka consume + pipeline + commits).
+
+    python bench/throughput.py [--events 100000] [--labels 0.5]
+
+Prints events/s, µs/event and the process's peak RSS. The detectors are the
+defaults (ADWIN + Page-Hinkley on every feature and the score, ADWIN on errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from detector.broker import Tansu  # noqa: E402
+from detector.config import Settings  # noqa: E402
+from detector.pipeline import Pipeline  # noqa: E402
+from detector.service import Service  # noqa: E402
+from detector.sources import FileSource, KafkaSource, create_topics, producer  # noqa: E402
+
+FEATURES = 20
+
+
+def make_events(n: int, label_share: float, seed: int) -> tuple[list[bytes], list[bytes]]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, FEATURES))
+    score = 1 / (1 + np.exp(-x[:, 0]))
+    preds, labels = [], []
+    for i in range(n):
+        preds.append(json.dumps({
+            "model": "bench", "model_version": "1", "prediction_id": f"p{i}",
+            "timestamp": 1_790_000_000 + i * 0.01,
+            "features": {f"f{j:02d}": round(float(x[i, j]), 5) for j in range(FEATURES)},
+            "prediction": int(score[i] > 0.5), "score": round(float(score[i]), 5)}).encode())
+        if rng.random() < label_share:
+            labels.append(json.dumps({"model": "bench", "prediction_id": f"p{i}",
+                                      "label": int(rng.random() < score[i])}).encode())
+    return preds, labels
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def report(name: str, events: int, seconds: float) -> None:
+    print(f"{name:<28} {events:>9,} events  {events / seconds:>10,.0f} events/s  "
+          f"{seconds / events * 1e6:>7.1f} µs/event   peak RSS {rss_mib():.0f} MiB", flush=True)
+
+
+def bench_file(preds: list[bytes], labels: list[bytes]) -> None:
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as fh:
+        fh.write(b"\n".join(preds + labels) + b"\n")
+    pipeline = Pipeline(Settings())
+    started = time.perf_counter()
+    for batch in FileSource([fh.name]).batches():
+        pipeline.process(batch, now=time.time())
+    report("file → pipeline", len(preds) + len(labels), time.perf_counter() - started)
+    os.unlink(fh.name)
+
+
+def bench_broker(preds: list[bytes], labels: list[bytes]) -> None:
+    with Tansu() as broker:
+        settings = Settings(kafka={"bootstrap_servers": broker.bootstrap, "group_id": "bench",
+                                   "session_timeout_ms": 2000, "heartbeat_interval_ms": 500},
+                            metrics={"host": "127.0.0.1", "port": 0})
+        create_topics(settings.kafka, settings.kafka.topics)
+        prod = producer(settings.kafka)
+        t0 = time.perf_counter()
+        for raw in preds:
+            prod.send("predictions", raw)
+        for raw in labels:
+            prod.send("labels", raw)
+        prod.flush()
+        prod.close()
+        report("produce (kafka-python)", len(preds) + len(labels), time.perf_counter() - t0)
+
+        service = Service(settings, KafkaSource(settings.kafka))
+        stop = threading.Event()
+        worker = threading.Thread(target=service.run, args=(stop,))
+        started = time.perf_counter()
+        worker.start()
+        total = len(preds) + len(labels)
+        first = None
+        while True:
+            with service.lock:
+                state = service.pipeline.models.get("bench")
+                done = sum(state.events.values()) if state else 0
+            if done and first is None:
+                first = time.perf_counter()
+            if done >= total:
+                break
+            time.sleep(0.01)
+        end = time.perf_counter()
+        stop.set()
+        worker.join()
+        print(f"{'first event after start':<28} {first - started:.2f} s (fresh group, "
+              "session_timeout_ms=2000)")
+        report("broker → service", total, end - first)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--labels", type=float, default=0.5, help="share of predictions labelled")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    preds, labels = make_events(args.events, args.labels, args.seed)
+    print(f"{args.events:,} predictions with {FEATURES} numeric features, {len(labels):,} labels; "
+          f"{os.cpu_count()} CPUs", flush=True)
+    bench_file(preds, labels)
+    bench_broker(preds, labels)
+
+
+if __name__ == "__main__":
+    main()
