@@ -57,8 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args.file)
         if args.command == "demo":
             from detector.demo import run_demo
-            logs.configure("WARNING", "text")
-            logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the demo's own view says more
+            # The demo's view shows counts; log lines would tear it (it injects bad messages).
+            logs.configure("ERROR", "text")
+            logging.getLogger("kafka").setLevel(logging.CRITICAL)
             return run_demo(duration=args.duration, rate=args.rate, seed=args.seed,
                             port=args.port, live=not args.no_live)
         settings = load_settings(args.config)

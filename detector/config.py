@@ -149,7 +149,7 @@ class JoinSettings(_Section):
     """Labels meet predictions here. An entry waits at most ``ttl_seconds`` (service clock)."""
 
     ttl_seconds: float = Field(12 * 3600.0, gt=0)
-    capacity: int = Field(500_000, ge=1)
+    capacity: int = Field(200_000, ge=1)
 
 
 class ModelSettings(_Section):

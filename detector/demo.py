@@ -182,6 +182,7 @@ def _render(service: Service, prod: Producer, started: float, port: int, rate_hi
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table
+    from rich.text import Text
 
     snap = _snapshot(service)
     now = time.time()
@@ -215,7 +216,7 @@ def _render(service: Service, prod: Producer, started: float, port: int, rate_hi
             th = thresholds.get(name)
             roll = m[(name, "rolling")]
             style = "bold red" if th is not None and roll < th else ""
-            perf.add_row(name, f"{m[(name, 'cumulative')]:.3f}", f"[{style}]{roll:.3f}[/]",
+            perf.add_row(name, f"{m[(name, 'cumulative')]:.3f}", Text(f"{roll:.3f}", style=style),
                          f"{th:.2f}" if th is not None else "")
 
     det = Table("time", "signal", "feature", "detector", "index", box=None)
