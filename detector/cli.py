@@ -86,9 +86,12 @@ def _check_config(path: str | None) -> int:
 
 def _run(settings: Settings) -> int:
     from detector.service import Service
-    from detector.sources import KafkaSource
+    from detector.sources import DriftEventSink, KafkaSource
 
-    service = Service(settings, KafkaSource(settings.kafka))
+    sink = None
+    if settings.drift_events.enabled:
+        sink = DriftEventSink(settings.kafka, settings.drift_events.topic)
+    service = Service(settings, KafkaSource(settings.kafka), sink=sink)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -152,6 +152,13 @@ class JoinSettings(_Section):
     capacity: int = Field(200_000, ge=1)
 
 
+class DriftEventSettings(_Section):
+    """The retraining hook: one Kafka message per detection (off unless enabled)."""
+
+    enabled: bool = False
+    topic: str = "drift-events"
+
+
 class ModelSettings(_Section):
     task: Task = "auto"
     features: tuple[str, ...] | None = None
@@ -184,6 +191,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     metrics: MetricsSettings = MetricsSettings()
     join: JoinSettings = JoinSettings()
+    drift_events: DriftEventSettings = DriftEventSettings()
     detectors: DetectorSets = DetectorSets()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     discover_models: bool | None = Field(

@@ -79,3 +79,20 @@ def build(kind: DetectorType, params: dict[str, Any]) -> DriftDetector:
         return cls(**full)
     except TypeError as exc:  # unknown keyword argument
         raise ValueError(f"invalid parameters for {kind}: {exc}") from None
+
+
+def statistic(detector: DriftDetector) -> dict[str, float]:
+    """The detector's public state at the moment it fired, for drift events.
+
+    >>> det = build("adwin", {})
+    >>> for x in [0.0] * 200 + [5.0] * 40:
+    ...     det.update(x)
+    >>> sorted(statistic(det))
+    ['estimation', 'variance', 'width']
+    """
+    out = {}
+    for name in ("estimation", "variance", "width", "p_value"):
+        value = getattr(detector, name, None)
+        if isinstance(value, int | float) and not isinstance(value, bool) or hasattr(value, "item"):
+            out[name] = float(value)
+    return out

@@ -136,7 +136,11 @@ class DriftCollector(Collector):
                     missing.add_metric([model, version, stream.feature], stream.missing)
                 for ch in stream.channels:
                     key = [model, version, stream.signal, stream.feature, ch.name]
-                    detections.add_metric(key, ch.detections)
+                    # A series' first exposition is 0 even if the detector already fired
+                    # (a new version can fire in its first batch): increase() needs a 0
+                    # before the first detection to see it.
+                    detections.add_metric(key, ch.detections if ch.announced else 0)
+                    ch.announced = True
                     detected.add_metric(key, 1.0 if now - ch.last_at < hold else 0.0)
             for metric, window, value in monitor.performance.values():
                 model_metric.add_metric([model, version, metric, window], value)

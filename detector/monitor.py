@@ -35,7 +35,8 @@ Window = Literal["cumulative", "rolling"]
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """One detector firing. ``index`` counts values of that stream from 0."""
+    """One detector firing. ``index`` counts values of that stream from 0;
+    ``statistic`` is the detector's public state when it fired."""
 
     model: str
     version: str
@@ -45,18 +46,21 @@ class Detection:
     index: int
     value: float
     at: float
+    statistic: dict[str, float]
 
 
 class Channel:
     """One River detector on one stream, with its detection count and last firing time."""
 
-    __slots__ = ("name", "detector", "detections", "last_at")
+    __slots__ = ("name", "detector", "detections", "last_at", "announced")
 
     def __init__(self, spec: DetectorSpec) -> None:
         self.name = spec.name
         self.detector = detectors.build(spec.type, spec.params)
         self.detections = 0
         self.last_at = float("-inf")
+        #: False until a scrape has shown this channel's counter (at 0, see metrics.py)
+        self.announced = False
 
 
 class Stream:
@@ -87,7 +91,7 @@ class Stream:
                 ch.detections += 1
                 ch.last_at = now
                 out.append(Detection(self.model, self.version, self.signal, self.feature,
-                                     ch.name, index, value, now))
+                                     ch.name, index, value, now, detectors.statistic(det)))
 
     def observe(self, value: FeatureValue, now: float, out: list[Detection]) -> None:
         """Route a raw feature value: numbers to the detectors, the rest counted."""

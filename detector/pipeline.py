@@ -50,11 +50,16 @@ class Record:
     kind: Kind
     value: bytes | None
     timestamp: float | None = None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
 
 
 @dataclass(slots=True)
 class BatchResult:
     detections: list[Detection] = field(default_factory=list)
+    #: the record that caused each detection, index for index
+    origins: list[Record] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     events: int = 0
 
@@ -102,11 +107,13 @@ class Pipeline:
                 reason = "unknown_model" if not s.discovers_models else "model_cap"
                 self._reject(Rejection(record.kind, reason, f"model {event.model!r}"), result)
                 continue
+            before = len(result.detections)
             try:
                 self._apply(state, record, event, now, result)
             except Exception as exc:  # the one guard of the loop: a bug costs one record
                 log.exception("internal_error", extra={"fields": {"model": event.model}})
                 self._reject(Rejection(record.kind, "internal_error", repr(exc)[:200]), result)
+            result.origins.extend([record] * (len(result.detections) - before))
         self.expire(now)
         return result
 

@@ -9,9 +9,11 @@ left uncommitted and nothing committed is left unapplied.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from contextlib import ExitStack
 from typing import Protocol
 
@@ -32,6 +34,31 @@ class Source(Protocol):
     def lag(self) -> dict[tuple[str, int], int]: ...
     def connected(self) -> bool: ...
     def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    def publish(self, messages: Iterable[tuple[str, bytes]]) -> None: ...
+    def close(self) -> None: ...
+
+
+def drift_event(d: Detection, origin: Record) -> tuple[str, bytes]:
+    """The retraining hook's message for one detection: ``(key, JSON)``.
+
+    >>> from detector.monitor import Detection
+    >>> d = Detection("fraud", "3", "feature", "amount", "adwin", 4095, 88.0, 1.5e9, {"width": 64.0})
+    >>> key, raw = drift_event(d, Record("prediction", b"", 1.4e9, "predictions", 2, 77))
+    >>> key, json.loads(raw)["id"], json.loads(raw)["partition"]
+    ('fraud', 'fraud/3/feature/amount/adwin/4095', 2)
+    """
+    body = {
+        "id": f"{d.model}/{d.version}/{d.signal}/{d.feature}/{d.detector}/{d.index}",
+        "model": d.model, "version": d.version, "signal": d.signal, "feature": d.feature,
+        "detector": d.detector, "index": d.index, "value": d.value,
+        "statistic": d.statistic, "detected_at": d.at,
+        "event_time": origin.timestamp, "topic": origin.topic,
+        "partition": origin.partition, "offset": origin.offset,
+    }
+    return d.model, json.dumps(body).encode()
 
 
 class RejectionLog:
@@ -63,9 +90,11 @@ def log_detection(d: Detection) -> None:
 class Service:
     """One drift-detector instance: a source, the pipeline, the metrics endpoint."""
 
-    def __init__(self, settings: Settings, source: Source, *, clock=time.time) -> None:
+    def __init__(self, settings: Settings, source: Source, *, sink: Sink | None = None,
+                 clock=time.time) -> None:
         self.settings = settings
         self.source = source
+        self.sink = sink
         self.clock = clock
         self.pipeline = Pipeline(settings)
         self.lock = threading.Lock()
@@ -91,6 +120,8 @@ class Service:
             if not self._open(stop):
                 return
             stack.callback(self.source.close)
+            if self.sink is not None:
+                stack.callback(self.sink.close)
             stack.callback(self._mark_stopping)
             self._loop(stop)
 
@@ -130,6 +161,9 @@ class Service:
                 with self.lock:
                     result = pipeline.process(records, now)
                 self.exporter.observe_batch(time.perf_counter() - started)
+                if self.sink is not None and result.detections:
+                    self.sink.publish(drift_event(d, o) for d, o in
+                                      zip(result.detections, result.origins, strict=True))
                 source.commit()
                 self._report(result, now)
             else:

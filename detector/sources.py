@@ -112,7 +112,7 @@ class KafkaSource:
             kind = kinds[tp.topic]
             for m in messages:
                 ts = m.timestamp / 1000.0 if m.timestamp is not None and m.timestamp >= 0 else None
-                records.append(Record(kind, m.value, ts))
+                records.append(Record(kind, m.value, ts, tp.topic, tp.partition, m.offset))
         self.polled += len(records)
         return records
 
@@ -234,3 +234,21 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
     """A producer with batching suited to bulk event streams (demo, tests, benchmarks)."""
     opts = {"linger_ms": 20, "batch_size": 1 << 20, **overrides}
     return KafkaProducer(**client_options(kafka), **opts)
+
+
+class DriftEventSink:
+    """Publishes one JSON message per detection to a topic, keyed by model, for
+    retraining pipelines. Sent before the batch's offsets are committed, so a
+    crash can repeat an event but never lose one; ``id`` identifies repeats."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.topic = topic
+        self._producer = KafkaProducer(**client_options(kafka), linger_ms=5, acks="all")
+
+    def publish(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        for key, value in messages:
+            self._producer.send(self.topic, key=key.encode(), value=value)
+        self._producer.flush(timeout=30)
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)
