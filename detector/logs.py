@@ -48,3 +48,5 @@ def configure(level: str, fmt: Literal["text", "json"]) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    # kafka-python 3 warns when a batch holds the GIL for >0.1 s; harmless, and frequent
+    logging.getLogger("kafka.net.selector").setLevel(max(logging.ERROR, root.level))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+PROMETHEUS_TOOLS = ("prometheus", "promtool", "prometheus-alertmanager", "amtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_tools() -> dict[str, str]:
+    """Paths of Prometheus, promtool, Alertmanager and amtool; installs the Debian
+    packages when they are missing. Never skips: a missing tool fails the run."""
+    if not all(shutil.which(t) for t in PROMETHEUS_TOOLS):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-qq"],
+                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                     "prometheus", "prometheus-alertmanager"]):
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
+    missing = [t for t in PROMETHEUS_TOOLS if not shutil.which(t)]
+    assert not missing, f"still missing after install: {missing}"
+    return {t: shutil.which(t) for t in PROMETHEUS_TOOLS}
 
 
 @pytest.fixture(scope="session")

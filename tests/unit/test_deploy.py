@@ -1,0 +1,168 @@
+"""What an operator applies: manifests parse and agree with the code's defaults, the
+alert rules pass promtool's unit tests, the Alertmanager config passes amtool."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detector.config import MetricsSettings, load_settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+PORT = MetricsSettings().port
+
+
+def _docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def _run(*cmd: str, cwd: Path | None = None) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=120)
+    assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def _containers() -> list[tuple[str, dict]]:
+    out = []
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in _docs(path):
+            if doc["kind"] == "Deployment":
+                for c in doc["spec"]["template"]["spec"]["containers"]:
+                    if c["name"] == "drift-detector":
+                        out.append((path.name, c))
+    return out
+
+
+def test_every_manifest_has_the_required_fields() -> None:
+    kinds = set()
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in _docs(path):
+            assert doc.get("apiVersion") and doc.get("kind"), path
+            assert doc["metadata"]["name"], path
+            kinds.add(doc["kind"])
+            if doc["kind"] == "Deployment":
+                spec = doc["spec"]
+                labels = spec["template"]["metadata"]["labels"]
+                assert spec["selector"]["matchLabels"].items() <= labels.items(), path
+                assert spec["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert kinds >= {"Deployment", "Service", "ConfigMap", "PodMonitor", "ServiceMonitor",
+                     "PrometheusRule"}
+
+
+def test_detector_containers_agree_with_the_code() -> None:
+    containers = _containers()
+    assert {name for name, _ in containers} == {"sidecar.yaml", "deployment.yaml"}
+    for name, c in containers:
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports == {"metrics": PORT}, name
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        assert c["args"][0] == "run"
+        assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
+        mount = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}["drift-detector-config"]
+        assert c["args"][c["args"].index("--config") + 1].startswith(mount + "/")
+    standalone = _docs(DEPLOY / "k8s" / "deployment.yaml")[0]
+    assert standalone["spec"]["replicas"] == 2
+
+
+def test_service_and_monitors_point_at_the_metrics_port() -> None:
+    service = _docs(DEPLOY / "k8s" / "service.yaml")[0]
+    assert service["spec"]["ports"][0]["port"] == PORT
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    pod_monitor, service_monitor = _docs(DEPLOY / "k8s" / "podmonitor.yaml")
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0] == {"port": "metrics", "path": "/metrics",
+                                                              "interval": "15s"}
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    for _, doc in ((d["kind"], d) for p in ("sidecar.yaml", "deployment.yaml")
+                   for d in _docs(DEPLOY / "k8s" / p)):
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_config_map_is_a_valid_config(tmp_path: Path) -> None:
+    cm = _docs(DEPLOY / "k8s" / "configmap.yaml")[0]
+    f = tmp_path / "config.yaml"
+    f.write_text(cm["data"]["config.yaml"])
+    settings = load_settings(f)
+    assert settings.metrics.port == PORT and settings.models["fraud"].thresholds
+    load_settings(DEPLOY / "docker" / "config.yaml")
+
+
+def test_prometheus_rule_resource_equals_the_rule_file() -> None:
+    rule = _docs(DEPLOY / "k8s" / "prometheusrule.yaml")[0]
+    assert rule["spec"] == yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
+
+
+def test_dockerfile_runs_as_non_root_with_a_health_check() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    user = re.search(r"^USER\s+(\S+)", text, re.M)
+    assert user and user.group(1) not in ("root", "0")
+    assert f"EXPOSE {PORT}" in text
+    health = re.search(r"^HEALTHCHECK .*?$(?:\n\s+.*)*", text, re.M).group(0)
+    assert f"127.0.0.1:{PORT}/healthz" in health
+    assert re.search(r'^ENTRYPOINT \["drift-detector"\]', text, re.M)
+    assert re.search(r'^CMD \["run", "--config", "/etc/drift-detector/config.yaml"\]', text, re.M)
+    ignored = (DEPLOY.parent / ".dockerignore").read_text().split()
+    assert ".git" in ignored and "tests" in ignored
+
+
+def test_every_alert_rule_has_severity_summary_description_and_a_promtool_case(
+        prometheus_tools) -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
+    tests = (DEPLOY / "prometheus" / "rules.test.yml").read_text()
+    names = []
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            names.append(rule["alert"])
+            assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+            for key in ("summary", "description", "runbook_url"):
+                assert rule["annotations"][key], (rule["alert"], key)
+            if "model" in rule["expr"] or "by (model" in rule["expr"]:
+                assert "$labels.model" in rule["annotations"]["description"], rule["alert"]
+            if 'signal="feature"' in rule["expr"]:
+                assert "$labels.feature" in rule["annotations"]["description"]
+            assert re.search(rf"alertname: {rule['alert']}\n\s+exp_alerts:\n\s+- exp_labels", tests), \
+                f"no firing promtool case for {rule['alert']}"
+    readme = (DEPLOY.parent / "README.md").read_text().lower()
+    for anchor in {r["annotations"]["runbook_url"].split("#")[1]
+                   for g in rules["groups"] for r in g["rules"]}:
+        assert f"### {anchor.replace('-', ' ')}" in readme, f"README has no runbook for {anchor}"
+    _run(prometheus_tools["promtool"], "check", "rules", "rules.yml", cwd=DEPLOY / "prometheus")
+    _run(prometheus_tools["promtool"], "check", "config", "prometheus.yml",
+         cwd=DEPLOY / "prometheus")
+    out = _run(prometheus_tools["promtool"], "test", "rules", "rules.test.yml",
+               cwd=DEPLOY / "prometheus")
+    assert "SUCCESS" in out
+
+
+@pytest.mark.parametrize("labels, receivers", [
+    ({"severity": "critical", "model": "fraud", "alertname": "ModelMetricBelowThreshold"},
+     "ml-oncall-pager,fraud-team"),
+    ({"severity": "warning", "model": "churn", "alertname": "FeatureDriftDetected"}, "ml-team"),
+    ({"severity": "warning", "model": "fraud", "alertname": "FeatureDriftDetected"}, "fraud-team"),
+])
+def test_alertmanager_config_is_valid_and_routes_by_severity_and_model(
+        prometheus_tools, labels, receivers) -> None:
+    config = str(DEPLOY / "alertmanager" / "alertmanager.yml")
+    _run(prometheus_tools["amtool"], "check-config", config)
+    out = _run(prometheus_tools["amtool"], "config", "routes", "test", f"--config.file={config}",
+               *(f"{k}={v}" for k, v in labels.items()))
+    assert out.splitlines()[0].strip() == receivers
+
+
+def test_dashboard_has_a_model_variable_and_queries_in_every_panel() -> None:
+    dash = json.loads((DEPLOY / "grafana" / "drift-detector.json").read_text())
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert "drift_events_total" in variables["model"]["definition"]
+    for panel in dash["panels"]:
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
+    for metric in ("drift_detections_total", "drift_model_metric", "drift_model_metric_threshold",
+                   "drift_label_join_total", "drift_consumer_lag_messages", "drift_events_total",
+                   "drift_events_rejected_total"):
+        assert metric in exprs
