@@ -40,6 +40,22 @@ def _parser() -> argparse.ArgumentParser:
                         "and labels, in order")
     replay.add_argument("--config", "-c")
 
+    prof = sub.add_parser("profile", help="reference profile of training data (CSV, JSONL, "
+                          "Parquet)")
+    prof.add_argument("data", help="CSV, JSONL or Parquet file")
+    prof.add_argument("--model", required=True)
+    prof.add_argument("--version", help="model version the profile is for (default: any)")
+    prof.add_argument("--label-column")
+    prof.add_argument("--prediction-column")
+    prof.add_argument("--score-column", help="used for prediction drift instead of the "
+                      "prediction column, as the service does when events carry a score")
+    prof.add_argument("--exclude", action="append", default=[], metavar="COLUMN",
+                      help="a column that is not a feature (repeatable), e.g. an id")
+    prof.add_argument("--format", choices=["csv", "jsonl", "parquet"])
+    prof.add_argument("--bins", type=int, default=10)
+    prof.add_argument("--top-k", type=int, default=20)
+    prof.add_argument("--output", "-o", required=True, help="profile JSON to write")
+
     demo = sub.add_parser("demo", help="bundled broker + drifting model stream + live view")
     demo.add_argument("--duration", type=float, default=60.0,
                       help="seconds to run (0: until Ctrl-C; default 60)")
@@ -55,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return _check_config(args.file)
+        if args.command == "profile":
+            return _profile(args)
         if args.command == "demo":
             from detector.demo import run_demo
             # The demo's view shows counts; log lines would tear it (it injects bad messages).
@@ -81,6 +99,40 @@ def _check_config(path: str | None) -> int:
     yaml.safe_dump(effective_config(settings), sys.stdout, sort_keys=False)
     print(f"# valid; models {'discovered from the stream' if settings.discovers_models else 'declared only'}",
           file=sys.stderr)
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from detector.profile import ProfileError, build_profile
+
+    if not 2 <= args.bins <= 100 or args.top_k < 1:
+        print("drift-detector: --bins must be 2..100 and --top-k at least 1", file=sys.stderr)
+        return 2
+    try:
+        profile, report = build_profile(
+            args.data, args.model, version=args.version, label_column=args.label_column,
+            prediction_column=args.prediction_column, score_column=args.score_column,
+            exclude=tuple(args.exclude), bins=args.bins, top_k=args.top_k, fmt=args.format)
+    except ProfileError as exc:
+        print(f"drift-detector: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(profile.to_json()))
+    tmp.replace(out)
+    kinds = {n: r.kind for n, r in profile.features.items()}
+    print(f"wrote {out}: {report.rows:,} rows, {len(kinds)} features "
+          f"({sum(k == 'numeric' for k in kinds.values())} numeric, "
+          f"{sum(k == 'categorical' for k in kinds.values())} categorical)"
+          + (f", label {profile.label.kind}" if profile.label else "")
+          + (f", prediction {profile.prediction.kind}" if profile.prediction else ""))
+    if report.skipped:
+        print("skipped: " + ", ".join(f"{k} {n:,}" for k, n in sorted(report.skipped.items())))
+    for name, col in profile.meta["columns"].items():
+        if col["invalid"]:
+            print(f"column {name}: {col['invalid']:,} non-numeric values ignored")
     return 0
 
 

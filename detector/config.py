@@ -76,7 +76,9 @@ def _unique_names(specs: tuple[DetectorSpec, ...]) -> tuple[DetectorSpec, ...]:
 
 
 class DetectorSets(_Section):
-    """Detectors per signal. Defaults are River's own parameters (calibration comes later)."""
+    """Online detectors per signal. Defaults are River's own parameters (calibration comes
+    later). ``categorical`` runs on the 0/1 share stream of each top category of a
+    categorical feature; ``label`` on numeric (e.g. 0/1) labels of joined pairs."""
 
     feature: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"), DetectorSpec(type="page_hinkley"))
     prediction: tuple[DetectorSpec, ...] = (
@@ -84,8 +86,10 @@ class DetectorSets(_Section):
         DetectorSpec(type="page_hinkley"),
     )
     error: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"),)
+    categorical: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"),)
+    label: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"),)
 
-    @field_validator("feature", "prediction")
+    @field_validator("feature", "prediction", "label")
     @classmethod
     def _real_valued(cls, specs: tuple[DetectorSpec, ...]) -> tuple[DetectorSpec, ...]:
         binary = [s.type for s in specs if detectors.is_binary(s.type)]
@@ -93,7 +97,7 @@ class DetectorSets(_Section):
             raise ValueError(f"{binary} take 0/1 error streams; use them under `error`")
         return _unique_names(specs)
 
-    @field_validator("error")
+    @field_validator("error", "categorical")
     @classmethod
     def _names(cls, specs: tuple[DetectorSpec, ...]) -> tuple[DetectorSpec, ...]:
         return _unique_names(specs)
@@ -152,6 +156,36 @@ class JoinSettings(_Section):
     capacity: int = Field(200_000, ge=1)
 
 
+class DistanceThresholds(_Section):
+    """A window counts as drifted when psi, js or ks rise above, or chi2's p-value falls below."""
+
+    psi: float = Field(0.25, gt=0)
+    js: float = Field(0.2, gt=0, le=1)
+    ks: float = Field(0.15, gt=0, le=1)
+    chi2: float = Field(1e-6, gt=0, lt=1)
+
+
+class ReferenceSettings(_Section):
+    """Comparison of recent windows with a reference (a profile, or the warm-up)."""
+
+    enabled: bool = True
+    warmup: int = Field(1000, ge=10, description="values that form the reference without a profile")
+    window: int = Field(1000, ge=10)
+    evaluate_every: int = Field(100, ge=1)
+    bins: int = Field(10, ge=2, le=100)
+    top_k: int = Field(20, ge=1, le=1000)
+    share_streams: int = Field(5, ge=0, le=50, description="top categories with an online detector")
+    numeric_methods: tuple[Literal["psi", "js", "ks"], ...] = ("psi", "js", "ks")
+    categorical_methods: tuple[Literal["psi", "js", "chi2"], ...] = ("psi", "js", "chi2")
+    thresholds: DistanceThresholds = DistanceThresholds()
+
+    @model_validator(mode="after")
+    def _check(self) -> ReferenceSettings:
+        if self.evaluate_every > self.window:
+            raise ValueError("evaluate_every must not exceed window")
+        return self
+
+
 class DriftEventSettings(_Section):
     """The retraining hook: one Kafka message per detection (off unless enabled)."""
 
@@ -165,6 +199,8 @@ class ModelSettings(_Section):
     thresholds: dict[MetricName, float] = Field(default_factory=dict)
     positive_label: str | int | bool = 1
     detectors: DetectorSets | None = None
+    profile: Path | None = None
+    profiles: dict[str, Path] = Field(default_factory=dict, description="per model version")
 
     @model_validator(mode="after")
     def _check(self) -> ModelSettings:
@@ -193,6 +229,7 @@ class Settings(BaseSettings):
     join: JoinSettings = JoinSettings()
     drift_events: DriftEventSettings = DriftEventSettings()
     detectors: DetectorSets = DetectorSets()
+    reference: ReferenceSettings = ReferenceSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     discover_models: bool | None = Field(
         None, description="accept models not under `models`; default: only when none is declared"

@@ -99,6 +99,10 @@ class DriftCollector(Collector):
                                      labels=["model", "version", "signal", "feature"])
         missing = CounterMetricFamily("drift_feature_missing", "Missing (null) feature values.",
                                       labels=["model", "version", "feature"])
+        distance = GaugeMetricFamily("drift_feature_distance",
+                                     "Distance of the latest window from the reference "
+                                     "(chi2: p-value).",
+                                     labels=["model", "version", "feature", "method"])
         model_metric = GaugeMetricFamily("drift_model_metric",
                                          "Model performance on joined labels.",
                                          labels=["model", "version", "metric", "window"])
@@ -134,7 +138,9 @@ class DriftCollector(Collector):
                 values.add_metric([model, version, stream.signal, stream.feature], stream.seen)
                 if stream.signal == "feature":
                     missing.add_metric([model, version, stream.feature], stream.missing)
-                for ch in stream.channels:
+                ref = stream.ref
+                channels = (*stream.channels, *(ref.channels if ref is not None else ()))
+                for ch in channels:
                     key = [model, version, stream.signal, stream.feature, ch.name]
                     # A series' first exposition is 0 even if the detector already fired
                     # (a new version can fire in its first batch): increase() needs a 0
@@ -142,6 +148,10 @@ class DriftCollector(Collector):
                     detections.add_metric(key, ch.detections if ch.announced else 0)
                     ch.announced = True
                     detected.add_metric(key, 1.0 if now - ch.last_at < hold else 0.0)
+                if ref is not None:
+                    for ch in ref.channels:
+                        if ch.value is not None:
+                            distance.add_metric([model, version, ref.label, ch.name], ch.value)
             for metric, window, value in monitor.performance.values():
                 model_metric.add_metric([model, version, metric, window], value)
         for model, cfg in p.settings.models.items():
@@ -149,7 +159,7 @@ class DriftCollector(Collector):
                 thresholds.add_metric([model, metric], value)
         for (topic, partition), n in sorted(self._status.lag.items()):
             lag.add_metric([topic, str(partition)], n)
-        return [events, rejected, detected, detections, values, missing, model_metric,
+        return [events, rejected, detected, detections, values, missing, distance, model_metric,
                 thresholds, join, pending, event_lag, lag, build]
 
 

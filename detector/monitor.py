@@ -19,15 +19,24 @@ index River reports offline on the same sequence.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from river import metrics, utils
 
 from detector import detectors
-from detector.config import DetectorSpec, ModelSettings, Settings
+from detector.config import DetectorSpec, ModelSettings, ReferenceSettings, Settings
 from detector.events import FeatureValue, Target
+from detector.reference import (
+    OTHER,
+    CategoricalReference,
+    NumericReference,
+    Profile,
+    Reference,
+)
 
 Signal = Literal["feature", "prediction", "error", "label"]
 Window = Literal["cumulative", "rolling"]
@@ -67,7 +76,7 @@ class Stream:
     """A sequence of real values (one feature, the prediction, the error) and its detectors."""
 
     __slots__ = ("model", "version", "signal", "feature", "channels", "seen", "missing",
-                 "categorical")
+                 "categorical", "ref")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
                  specs: tuple[DetectorSpec, ...]) -> None:
@@ -79,6 +88,8 @@ class Stream:
         self.seen = 0
         self.missing = 0
         self.categorical = 0
+        #: the comparison of this stream with its reference, if enabled
+        self.ref: ReferenceStream | None = None
 
     def update(self, value: float, now: float, out: list[Detection]) -> None:
         """Feed one value to every detector; append a ``Detection`` per firing to ``out``."""
@@ -94,13 +105,166 @@ class Stream:
                                      ch.name, index, value, now, detectors.statistic(det)))
 
     def observe(self, value: FeatureValue, now: float, out: list[Detection]) -> None:
-        """Route a raw feature value: numbers to the detectors, the rest counted."""
+        """Route a raw feature value: numbers to the detectors, strings (categories) to
+        the reference comparison only, ``None`` counted as missing."""
         if value is None:
             self.missing += 1
-        elif isinstance(value, str):
+            return
+        if isinstance(value, str):
             self.categorical += 1
         else:
             self.update(value, now, out)
+        if self.ref is not None:
+            self.ref.add(value)
+
+
+class DistanceChannel:
+    """One distance method on one reference stream: latest value and threshold crossings.
+    Exported like a detector channel (``detector`` = the method's name)."""
+
+    __slots__ = ("name", "threshold", "value", "above", "detections", "last_at", "announced")
+
+    def __init__(self, name: str, threshold: float) -> None:
+        self.name = name
+        self.threshold = threshold
+        self.value: float | None = None
+        self.above = False
+        self.detections = 0
+        self.last_at = float("-inf")
+        self.announced = False
+
+    def alarming(self, value: float) -> bool:
+        return value < self.threshold if self.name == "chi2" else value > self.threshold
+
+
+class ReferenceStream:
+    """Windows of one stream compared with its reference.
+
+    Values are buffered per event (``add``) and evaluated per batch (``flush``) with
+    numpy. Without a given reference, the first ``warmup`` values become it. After
+    that, at every ``evaluate_every``-th value the last ``window`` values are compared
+    with the reference; a method whose distance crosses its threshold counts one
+    detection, and it re-arms when the distance is back on the safe side.
+    """
+
+    __slots__ = ("model", "version", "signal", "feature", "reference", "cfg", "channels",
+                 "pending", "warm", "warmup_used", "history", "seen", "mismatched", "shares",
+                 "_share_specs", "_index")
+
+    def __init__(self, model: str, version: str, signal: Signal, feature: str,
+                 cfg: ReferenceSettings, reference: Reference | None,
+                 share_specs: tuple[DetectorSpec, ...]) -> None:
+        self.model, self.version, self.signal, self.feature = model, version, signal, feature
+        self.cfg = cfg
+        self.reference: Reference | None = None
+        self.channels: list[DistanceChannel] = []
+        self.pending: list[float | str] = []
+        self.warm: list[float | str] = []
+        self.warmup_used = 0
+        self.history: np.ndarray = np.empty(0)
+        self.seen = 0              # values compared since the reference was set
+        self.mismatched = 0        # values of the other kind (a string in a numeric stream)
+        self.shares: list[Stream] = []
+        self._share_specs = share_specs
+        self._index: dict[str, int] = {}
+        if reference is not None:
+            self._set(reference)
+
+    @property
+    def label(self) -> str:
+        """The ``feature`` label of ``drift_feature_distance``."""
+        return self.feature or f"__{self.signal}__"
+
+    def add(self, value: float | str) -> None:
+        self.pending.append(value)
+
+    def _set(self, reference: Reference) -> None:
+        self.reference = reference
+        t = self.cfg.thresholds
+        methods = (self.cfg.numeric_methods if isinstance(reference, NumericReference)
+                   else self.cfg.categorical_methods)
+        self.channels = [DistanceChannel(m, getattr(t, m)) for m in methods]
+        if isinstance(reference, CategoricalReference):
+            self._index = reference.index()
+            if self.signal == "feature" and self._share_specs:
+                names = [*reference.categories[: self.cfg.share_streams], OTHER]
+                self.shares = [Stream(self.model, self.version, "feature",
+                                      f"{self.feature}={c}", self._share_specs) for c in names]
+
+    def flush(self, now: float, out: list[Detection]) -> None:
+        if not self.pending:
+            return
+        values, self.pending = self.pending, []
+        if self.reference is None:
+            need = self.cfg.warmup - len(self.warm)
+            self.warm.extend(values[:need])
+            values = values[need:]
+            if len(self.warm) < self.cfg.warmup:
+                return
+            self._learn()
+            if self.reference is None:
+                return
+        if isinstance(self.reference, NumericReference):
+            kept = [v for v in values if not isinstance(v, str)]
+            self.mismatched += len(values) - len(kept)
+            new = np.asarray(kept, dtype=float)
+        else:
+            kept = [v for v in values if isinstance(v, str)]
+            self.mismatched += len(values) - len(kept)
+            self._update_shares(kept, now, out)
+            other = len(self._index)
+            new = np.fromiter((self._index.get(v, other) for v in kept), dtype=np.int64,
+                              count=len(kept))
+        if new.size:
+            self._evaluate(new, now, out)
+
+    def _learn(self) -> None:
+        warm, self.warm = self.warm, []
+        self.warmup_used = len(warm)
+        numbers = [v for v in warm if not isinstance(v, str)]
+        if len(numbers) * 2 >= len(warm):
+            self._set(NumericReference.from_values(np.asarray(numbers, dtype=float),
+                                                   self.cfg.bins))
+        else:
+            self._set(CategoricalReference.from_counts(
+                Counter(v for v in warm if isinstance(v, str)), self.cfg.top_k))
+
+    def _update_shares(self, values: list[str], now: float, out: list[Detection]) -> None:
+        if not self.shares:
+            return
+        top = {s.feature.split("=", 1)[1]: i for i, s in enumerate(self.shares[:-1])}
+        other = len(self.shares) - 1
+        for v in values:
+            hit = top.get(v, other)
+            for i, stream in enumerate(self.shares):
+                stream.update(1.0 if i == hit else 0.0, now, out)
+
+    def _evaluate(self, new: np.ndarray, now: float, out: list[Detection]) -> None:
+        w, every = self.cfg.window, self.cfg.evaluate_every
+        combined = np.concatenate([self.history.astype(new.dtype), new])
+        start, self.seen = self.seen, self.seen + new.size
+        offset = self.seen - combined.size      # stream position of combined[0]
+        first = (start // every + 1) * every
+        lowest = -(-w // every) * every         # the first multiple of every with a full window
+        for end in range(max(first, lowest), self.seen + 1, every):
+            window = combined[end - w - offset: end - offset]
+            self._judge(self.reference.distances(window, (c.name for c in self.channels)),
+                        end, now, out)
+        self.history = combined[-w:]
+
+    def _judge(self, distances: dict[str, float], end: int, now: float,
+               out: list[Detection]) -> None:
+        index = self.warmup_used + end - 1
+        for ch in self.channels:
+            value = distances[ch.name]
+            ch.value = value
+            alarm = ch.alarming(value)
+            if alarm and not ch.above:
+                ch.detections += 1
+                ch.last_at = now
+                out.append(Detection(self.model, self.version, self.signal, self.feature,
+                                     ch.name, index, value, now, {"threshold": ch.threshold}))
+            ch.above = alarm
 
 
 _CLASSIFICATION = {
@@ -172,8 +336,11 @@ class ModelMonitor:
     """All monitors of one model version."""
 
     def __init__(self, model: str, version: str, settings: Settings, *, now: float,
-                 task: Literal["classification", "regression"] = "classification") -> None:
+                 task: Literal["classification", "regression"] = "classification",
+                 profile: Profile | None = None) -> None:
         cfg: ModelSettings = settings.model(model)
+        self._refcfg = settings.reference if settings.reference.enabled else None
+        self._profile = profile
         self.model = model
         self.version = version
         self.task = task if cfg.task == "auto" else cfg.task
@@ -185,20 +352,47 @@ class ModelMonitor:
         self.features: dict[str, Stream] = {}
         for name in cfg.features or ():
             self._add_feature(name)
-        self.prediction = Stream(model, version, "prediction", "", self._sets.prediction)
+        self.prediction = self._with_reference(
+            Stream(model, version, "prediction", "", self._sets.prediction),
+            profile.prediction if profile else None)
         self.error = Stream(model, version, "error", "", self._sets.error)
+        self.label = self._with_reference(Stream(model, version, "label", "", self._sets.label),
+                                          profile.label if profile else None)
         self.performance = Performance(self.task, cfg.positive_label, settings.rolling_window)
         self.predictions = 0
 
+    def _with_reference(self, stream: Stream, reference: Reference | None) -> Stream:
+        if self._refcfg is not None:
+            stream.ref = ReferenceStream(self.model, self.version, stream.signal, stream.feature,
+                                         self._refcfg, reference, self._sets.categorical)
+        return stream
+
     def _add_feature(self, name: str) -> Stream:
-        stream = Stream(self.model, self.version, "feature", name, self._sets.feature)
+        reference = self._profile.features.get(name) if self._profile else None
+        stream = self._with_reference(
+            Stream(self.model, self.version, "feature", name, self._sets.feature), reference)
         self.features[name] = stream
         return stream
 
     def streams(self) -> Iterator[Stream]:
-        yield from self.features.values()
+        """Every value stream, including the share streams of categorical features."""
+        for stream in self.features.values():
+            yield stream
+            if stream.ref is not None:
+                yield from stream.ref.shares
         yield self.prediction
         yield self.error
+        yield self.label
+
+    def references(self) -> Iterator[ReferenceStream]:
+        for stream in (*self.features.values(), self.prediction, self.label):
+            if stream.ref is not None:
+                yield stream.ref
+
+    def flush(self, now: float, out: list[Detection]) -> None:
+        """Evaluate the reference windows of values buffered since the last flush."""
+        for ref in self.references():
+            ref.flush(now, out)
 
     def observe(self, features: dict[str, FeatureValue], prediction: Target, score: float | None,
                 now: float, out: list[Detection]) -> int:
@@ -219,13 +413,12 @@ class ModelMonitor:
                 stream = self._add_feature(name)
             if type(value) is float:
                 stream.update(value, now, out)
+                if stream.ref is not None:
+                    stream.ref.pending.append(value)
             else:
                 stream.observe(value, now, out)
         output = score if score is not None else prediction
-        if isinstance(output, str):
-            self.prediction.categorical += 1
-        else:
-            self.prediction.update(float(output), now, out)
+        self.prediction.observe(output if isinstance(output, str) else float(output), now, out)
         return dropped
 
     def score(self, y_true: Target, y_pred: Target, score: float | None, now: float,
@@ -238,4 +431,5 @@ class ModelMonitor:
             return False
         error = self.performance.update(y_true, y_pred, score)
         self.error.update(error, now, out)
+        self.label.observe(y_true if isinstance(y_true, str) else float(y_true), now, out)
         return True

@@ -18,12 +18,15 @@ read from here.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from detector.config import Settings
+from detector.errors import ConfigError
 from detector.events import (
     REJECT_REASONS,
     Kind,
@@ -35,6 +38,7 @@ from detector.events import (
 )
 from detector.join import JoinBuffer
 from detector.monitor import Detection, ModelMonitor, infer_task
+from detector.reference import Profile
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,8 @@ class Pipeline:
         )
         self.join = JoinBuffer(settings.join.ttl_seconds, settings.join.capacity)
         self.evicted_versions = 0
+        self.profiles = load_profiles(settings)
+        self._touched: set[ModelMonitor] = set()
         for name in settings.models:
             self.models[name] = ModelState(name)
 
@@ -113,6 +119,12 @@ class Pipeline:
             except Exception as exc:  # the one guard of the loop: a bug costs one record
                 log.exception("internal_error", extra={"fields": {"model": event.model}})
                 self._reject(Rejection(record.kind, "internal_error", repr(exc)[:200]), result)
+            result.origins.extend([record] * (len(result.detections) - before))
+        if self._touched:
+            before = len(result.detections)
+            for monitor in self._touched:
+                monitor.flush(now, result.detections)
+            self._touched.clear()
             result.origins.extend([record] * (len(result.detections) - before))
         self.expire(now)
         return result
@@ -144,14 +156,17 @@ class Pipeline:
                  score: float | None, now: float) -> ModelMonitor:
         monitor = state.versions.get(version)
         if monitor is None:
+            profile = self.profiles.get((state.name, version)) or self.profiles.get(
+                (state.name, None))
             monitor = ModelMonitor(state.name, version, self.settings, now=now,
-                                   task=infer_task(prediction, score))
+                                   task=infer_task(prediction, score), profile=profile)
             state.versions[version] = monitor
             if len(state.versions) > self.settings.max_versions:
                 state.versions.popitem(last=False)
                 self.evicted_versions += 1
         else:
             state.versions.move_to_end(version)
+        self._touched.add(monitor)
         return monitor
 
     def _prediction(self, state: ModelState, event: Prediction, now: float,
@@ -199,3 +214,23 @@ class Pipeline:
     def monitors(self) -> Iterable[ModelMonitor]:
         for state in self.models.values():
             yield from state.versions.values()
+
+
+def load_profiles(settings: Settings) -> dict[tuple[str, str | None], Profile]:
+    """Profiles named in the settings, by (model, version or None for every version).
+
+    Raises ``ConfigError`` naming the setting of a file that is missing or invalid.
+    """
+    out: dict[tuple[str, str | None], Profile] = {}
+    for model, cfg in settings.models.items():
+        wanted = [(f"models.{model}.profile", None, cfg.profile)] if cfg.profile else []
+        wanted += [(f"models.{model}.profiles.{v}", v, p) for v, p in cfg.profiles.items()]
+        for key, version, path in wanted:
+            try:
+                profile = Profile.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+            except OSError as exc:
+                raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+            except ValueError as exc:  # JSON syntax or content
+                raise ConfigError(f"{key}: {path} is not a valid profile: {exc}") from None
+            out[(model, version)] = profile
+    return out
