@@ -132,7 +132,7 @@ def _profile(args: argparse.Namespace) -> int:
         print("skipped: " + ", ".join(f"{k} {n:,}" for k, n in sorted(report.skipped.items())))
     for name, col in profile.meta["columns"].items():
         if col["invalid"]:
-            print(f"column {name}: {col['invalid']:,} non-numeric values ignored")
+            print(f"column {name}: {col['invalid']:,} values that are not finite numbers ignored")
     return 0
 
 

@@ -93,6 +93,7 @@ def _events(rng: np.random.Generator, start: int, n: int, shift: float, correct:
         x = {f: float(rng.normal(0, 1)) for f in FEATURES}
         x[DRIFTED] += shift if i - start >= shift_from else 0.0
         x["visits"] = None if rng.random() < 0.02 else x["visits"]
+        x["channel"] = str(rng.choice(["web", "app", "pos"], p=[0.5, 0.3, 0.2]))  # stable
         prediction = int(x["age"] + x["tenure"] > 0)          # amount plays no part
         label = prediction if rng.random() < correct else 1 - prediction
         preds.append({"model": "fraud", "model_version": version, "prediction_id": f"p{i}",
