@@ -9,7 +9,7 @@ discovered from the stream, capped by ``max_models`` / ``max_features``.
 
 >>> s = Settings()
 >>> s.kafka.predictions_topic, s.metrics.port, [d.name for d in s.detectors.feature]
-('predictions', 9108, ['adwin', 'page_hinkley'])
+('predictions', 9108, ['adwin', 'cusum'])
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from detector import detectors
+from detector import calibration, detectors
 from detector.errors import ConfigError
 
 Task = Literal["auto", "classification", "regression"]
@@ -76,16 +76,14 @@ def _unique_names(specs: tuple[DetectorSpec, ...]) -> tuple[DetectorSpec, ...]:
 
 
 class DetectorSets(_Section):
-    """Online detectors per signal. Defaults are River's own parameters (calibration comes
-    later). ``categorical`` runs on the 0/1 share stream of each top category of a
+    """Online detectors per signal, on standardised values; parameters the user leaves
+    out follow from ``detection.false_alarm_rate`` (see ``detector.calibration``).
+    ``categorical`` runs on the 0/1 share stream of each top category of a
     categorical feature; ``label`` on numeric (e.g. 0/1) labels of joined pairs."""
 
-    feature: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"), DetectorSpec(type="page_hinkley"))
-    prediction: tuple[DetectorSpec, ...] = (
-        DetectorSpec(type="adwin"),
-        DetectorSpec(type="page_hinkley"),
-    )
-    error: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"),)
+    feature: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"), DetectorSpec(type="cusum"))
+    prediction: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"), DetectorSpec(type="cusum"))
+    error: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"), DetectorSpec(type="cusum"))
     categorical: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"),)
     label: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"),)
 
@@ -186,6 +184,25 @@ class ReferenceSettings(_Section):
         return self
 
 
+class DetectionSettings(_Section):
+    """How online detectors see their streams and how their parameters are chosen."""
+
+    false_alarm_rate: float = Field(1e-9, gt=0, lt=0.1, description=(
+        "false alarms per value per stream on stable data; sets adwin, page_hinkley and "
+        "cusum parameters the user leaves out"))
+    mean_run_length: float | None = Field(None, gt=10, description="alternative: 1 / rate")
+    calibrate: bool = True
+    standardize: bool = True
+    warmup: int = Field(1000, ge=2, description="values after which mean and sd stay fixed")
+    min_samples: int = Field(5, ge=3, description="values that only teach the baseline")
+    clip: float = Field(5.0, ge=1.0, description="z-scores are clipped to +-clip")
+    cooldown: int = Field(500, ge=0, description="firings this close continue an episode")
+
+    @property
+    def rate(self) -> float:
+        return 1.0 / self.mean_run_length if self.mean_run_length else self.false_alarm_rate
+
+
 class DriftEventSettings(_Section):
     """The retraining hook: one Kafka message per detection (off unless enabled)."""
 
@@ -229,6 +246,7 @@ class Settings(BaseSettings):
     join: JoinSettings = JoinSettings()
     drift_events: DriftEventSettings = DriftEventSettings()
     detectors: DetectorSets = DetectorSets()
+    detection: DetectionSettings = DetectionSettings()
     reference: ReferenceSettings = ReferenceSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     discover_models: bool | None = Field(
@@ -252,6 +270,29 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init kwargs; the environment overrides it.
         return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _calibrate(self) -> Settings:
+        """Fill in the parameters the false-alarm budget sets (explicit ones win), so
+        that the effective config shows every detector's real parameters."""
+        if not self.detection.calibrate:
+            return self
+        rate = self.detection.rate
+        warmup = self.detection.warmup if self.detection.standardize else None
+
+        def resolve(sets: DetectorSets) -> DetectorSets:
+            def spec(s: DetectorSpec) -> DetectorSpec:
+                derived = calibration.derive(s.type, rate, warmup)
+                return s.model_copy(update={"params": {**derived, **s.params}}) if derived else s
+            return sets.model_copy(update={
+                name: tuple(spec(s) for s in getattr(sets, name))
+                for name in DetectorSets.model_fields})
+
+        object.__setattr__(self, "detectors", resolve(self.detectors))
+        object.__setattr__(self, "models", {
+            name: m.model_copy(update={"detectors": resolve(m.detectors)}) if m.detectors else m
+            for name, m in self.models.items()})
+        return self
 
     @property
     def discovers_models(self) -> bool:

@@ -22,12 +22,62 @@ from river import drift
 from river.base import BinaryDriftDetector, DriftDetector
 from river.drift import binary
 
-DetectorType = Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w", "fhddm"]
+DetectorType = Literal["adwin", "page_hinkley", "kswin", "cusum", "ddm", "eddm", "hddm_a",
+                       "hddm_w", "fhddm"]
+
+
+class CUSUM(DriftDetector):
+    """Two-sided tabular CUSUM for standardised values (mean 0, sd 1 when stable).
+
+    ``s+ = max(0, s+ + x - k)`` and ``s- = max(0, s- - x - k)``; a drift is
+    detected when either exceeds ``h``, and both restart from 0. ``k`` is half
+    the shift (in standard deviations) it is tuned to find fastest; ``h`` sets
+    the mean run length between false alarms (see ``detector.calibration``).
+
+    >>> import random
+    >>> rng = random.Random(42)
+    >>> det, fired = CUSUM(k=0.5, h=8.0), []
+    >>> for i in range(2000):
+    ...     det.update(rng.gauss(0.0 if i < 1500 else 1.0, 1.0))
+    ...     if det.drift_detected:
+    ...         fired.append(i)
+    >>> fired[:3]    # a lasting shift fires again and again: see Standardizer and episodes
+    [1509, 1534, 1552]
+    """
+
+    def __init__(self, k: float = 0.5, h: float = 19.4) -> None:
+        super().__init__()
+        self.k = k
+        self.h = h
+        self._reset()
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.upper = 0.0
+        self.lower = 0.0
+        self._upper_age = 0
+        self._lower_age = 0
+        #: values since the estimated start of the change (last time its sum was 0)
+        self.change_age = 0
+
+    def update(self, x: float) -> None:
+        if self._drift_detected:
+            self._reset()
+        self.upper = max(0.0, self.upper + x - self.k)
+        self.lower = max(0.0, self.lower - x - self.k)
+        self._upper_age = self._upper_age + 1 if self.upper > 0 else 0
+        self._lower_age = self._lower_age + 1 if self.lower > 0 else 0
+        if self.upper > self.h:
+            self._drift_detected, self.change_age = True, self._upper_age
+        elif self.lower > self.h:
+            self._drift_detected, self.change_age = True, self._lower_age
+
 
 _CLASSES: dict[str, type] = {
     "adwin": drift.ADWIN,
     "page_hinkley": drift.PageHinkley,
     "kswin": drift.KSWIN,
+    "cusum": CUSUM,
     "ddm": binary.DDM,
     "eddm": binary.EDDM,
     "hddm_a": binary.HDDMA,
@@ -45,6 +95,8 @@ _BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("page_hinkley", "threshold"): (0.0, math.inf),
     ("page_hinkley", "alpha"): (0.0, 1.0 + 1e-12),
     ("kswin", "alpha"): (0.0, 1.0),
+    ("cusum", "k"): (0.0, math.inf),
+    ("cusum", "h"): (0.0, math.inf),
 }
 
 
@@ -81,6 +133,23 @@ def build(kind: DetectorType, params: dict[str, Any]) -> DriftDetector:
         raise ValueError(f"invalid parameters for {kind}: {exc}") from None
 
 
+def onset_age(detector: DriftDetector) -> int | None:
+    """How many values ago the change began, by the detector's own estimate, right
+    after it fired: CUSUM's last zero of the sum that crossed, ADWIN's cut point.
+
+    >>> det = CUSUM(k=0.5, h=4.0)
+    >>> for x in [0.0] * 50 + [3.0] * 2:
+    ...     det.update(x)
+    >>> det.drift_detected, onset_age(det)
+    (True, 2)
+    """
+    if isinstance(detector, CUSUM):
+        return detector.change_age
+    if isinstance(detector, drift.ADWIN):
+        return int(detector.width)
+    return None
+
+
 def statistic(detector: DriftDetector) -> dict[str, float]:
     """The detector's public state at the moment it fired, for drift events.
 
@@ -91,7 +160,7 @@ def statistic(detector: DriftDetector) -> dict[str, float]:
     ['estimation', 'variance', 'width']
     """
     out = {}
-    for name in ("estimation", "variance", "width", "p_value"):
+    for name in ("estimation", "variance", "width", "p_value", "upper", "lower"):
         value = getattr(detector, name, None)
         if isinstance(value, int | float) and not isinstance(value, bool) or hasattr(value, "item"):
             out[name] = float(value)

@@ -93,8 +93,12 @@ class DriftCollector(Collector):
         detected = GaugeMetricFamily("drift_detected",
                                      "1 while a detection is younger than the hold period.",
                                      labels=STREAM_LABELS)
-        detections = CounterMetricFamily("drift_detections", "Detector firings.",
+        detections = CounterMetricFamily("drift_detections",
+                                         "Detection episodes (firings closer than "
+                                         "detection.cooldown values are one episode).",
                                          labels=STREAM_LABELS)
+        firings = CounterMetricFamily("drift_detector_firings", "Raw detector firings.",
+                                      labels=STREAM_LABELS)
         values = CounterMetricFamily("drift_stream_values", "Values fed to a stream's detectors.",
                                      labels=["model", "version", "signal", "feature"])
         missing = CounterMetricFamily("drift_feature_missing", "Missing (null) feature values.",
@@ -146,6 +150,7 @@ class DriftCollector(Collector):
                     # (a new version can fire in its first batch): increase() needs a 0
                     # before the first detection to see it.
                     detections.add_metric(key, ch.detections if ch.announced else 0)
+                    firings.add_metric(key, ch.firings if ch.announced else 0)
                     ch.announced = True
                     detected.add_metric(key, 1.0 if now - ch.last_at < hold else 0.0)
                 if ref is not None:
@@ -159,7 +164,7 @@ class DriftCollector(Collector):
                 thresholds.add_metric([model, metric], value)
         for (topic, partition), n in sorted(self._status.lag.items()):
             lag.add_metric([topic, str(partition)], n)
-        return [events, rejected, detected, detections, values, missing, distance, model_metric,
+        return [events, rejected, detected, detections, firings, values, missing, distance, model_metric,
                 thresholds, join, pending, event_lag, lag, build]
 
 

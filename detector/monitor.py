@@ -14,11 +14,12 @@ index River reports offline on the same sequence.
 ...     x = rng.gauss(0.0 if i < 2000 else 3.0, 1.0)
 ...     _ = m.observe({"amount": x}, prediction=0, score=None, now=float(i), out=found)
 >>> [(d.feature, d.detector, d.index) for d in found if d.index >= 2000][:2]
-[('amount', 'page_hinkley', 2012), ('amount', 'adwin', 2015)]
+[('amount', 'cusum', 2011)]
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 from river import metrics, utils
+from scipy.special import ndtri, stdtr
 
 from detector import detectors
 from detector.config import DetectorSpec, ModelSettings, ReferenceSettings, Settings
@@ -56,18 +58,88 @@ class Detection:
     value: float
     at: float
     statistic: dict[str, float]
+    #: the index where the detector estimates the change began (``index`` if unknown)
+    onset: int | None = None
+
+
+class Standardizer:
+    """Self-starting standardisation of one stream, so one threshold means the same
+    on every feature whatever its units.
+
+    Each value is scaled by the mean and standard deviation of the ``n`` values
+    *before* it in the current regime. While the baseline is still learning (``n`` below
+    ``warmup``), ``t = (x - mean) / (sd * sqrt(1 + 1/n))`` follows Student's t with
+    ``n - 1`` degrees of freedom on stable normal data, and is mapped to the normal
+    quantile of the same probability, so early values are not heavy-tailed
+    (a self-starting transform). Once ``warmup`` values are learned (or when the
+    reference profile gives mean and sd) ``z = (x - mean) / sd``. z is clipped to
+    ``[-clip, clip]``; the first ``min_samples`` values only teach. After a detection
+    the stream ``restart``s: the new regime becomes the baseline.
+
+    >>> s = Standardizer(warmup=1000, min_samples=3, clip=5.0)
+    >>> [None if z is None else round(z, 3) for z in (s.transform(x) for x in
+    ...     (10.0, 12.0, 14.0, 12.0, 40.0))]
+    [None, None, None, 0.0, 3.431]
+    """
+
+    __slots__ = ("warmup", "min_samples", "clip", "n", "mean", "m2", "loc", "scale")
+
+    def __init__(self, warmup: int, min_samples: int, clip: float,
+                 loc: float | None = None, scale: float | None = None) -> None:
+        self.warmup, self.min_samples, self.clip = warmup, min_samples, clip
+        self.loc = loc
+        self.scale = scale if scale else None
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def transform(self, x: float) -> float | None:
+        if self.loc is not None and self.scale is not None:
+            z = (x - self.loc) / self.scale
+        else:
+            n = self.n
+            if n >= self.min_samples:
+                sd = math.sqrt(self.m2 / (n - 1))
+                if sd <= 0:
+                    z = 0.0 if x == self.mean else math.copysign(self.clip, x - self.mean)
+                elif n < self.warmup:
+                    t = (x - self.mean) / (sd * math.sqrt(1.0 + 1.0 / n))
+                    z = float(ndtri(stdtr(n - 1, t)))
+                else:
+                    z = (x - self.mean) / sd
+            else:
+                z = None
+            if n < self.warmup:
+                n += 1
+                delta = x - self.mean
+                self.mean += delta / n
+                self.m2 += delta * (x - self.mean)
+                self.n = n
+            if z is None:
+                return None
+        c = self.clip
+        return c if z > c else -c if z < -c else z
+
+    def restart(self) -> None:
+        """Forget the baseline (after a detection): learn the new regime."""
+        self.loc = self.scale = None
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
 
 
 class Channel:
-    """One River detector on one stream, with its detection count and last firing time."""
+    """One River detector on one stream. Firings within ``cooldown`` values of the
+    previous firing continue its episode; ``detections`` counts episodes."""
 
-    __slots__ = ("name", "detector", "detections", "last_at", "announced")
+    __slots__ = ("name", "detector", "scaled", "detections", "firings", "last_at",
+                 "last_index", "announced")
 
     def __init__(self, spec: DetectorSpec) -> None:
         self.name = spec.name
         self.detector = detectors.build(spec.type, spec.params)
+        #: binary detectors (DDM, ...) need the raw 0/1 values, the others get z-scores
+        self.scaled = not detectors.is_binary(spec.type)
         self.detections = 0
+        self.firings = 0
         self.last_at = float("-inf")
+        self.last_index = -(1 << 62)
         #: False until a scrape has shown this channel's counter (at 0, see metrics.py)
         self.announced = False
 
@@ -76,15 +148,18 @@ class Stream:
     """A sequence of real values (one feature, the prediction, the error) and its detectors."""
 
     __slots__ = ("model", "version", "signal", "feature", "channels", "seen", "missing",
-                 "categorical", "ref")
+                 "categorical", "ref", "std", "cooldown")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
-                 specs: tuple[DetectorSpec, ...]) -> None:
+                 specs: tuple[DetectorSpec, ...], std: Standardizer | None = None,
+                 cooldown: int = 0) -> None:
         self.model = model
         self.version = version
         self.signal = signal
         self.feature = feature
         self.channels = [Channel(s) for s in specs]
+        self.std = std
+        self.cooldown = cooldown
         self.seen = 0
         self.missing = 0
         self.categorical = 0
@@ -92,17 +167,34 @@ class Stream:
         self.ref: ReferenceStream | None = None
 
     def update(self, value: float, now: float, out: list[Detection]) -> None:
-        """Feed one value to every detector; append a ``Detection`` per firing to ``out``."""
+        """Feed one value (standardised, if enabled) to every detector; append a
+        ``Detection`` to ``out`` for each firing that starts an episode."""
         index = self.seen
         self.seen = index + 1
+        z = value if self.std is None else self.std.transform(value)
+        fired = False
         for ch in self.channels:
+            if ch.scaled:
+                if z is None:
+                    continue
+                x = z
+            else:
+                x = value
             det = ch.detector
-            det.update(value)
+            det.update(x)
             if det.drift_detected:
-                ch.detections += 1
+                fired = True
+                ch.firings += 1
                 ch.last_at = now
-                out.append(Detection(self.model, self.version, self.signal, self.feature,
-                                     ch.name, index, value, now, detectors.statistic(det)))
+                if index - ch.last_index > self.cooldown:
+                    ch.detections += 1
+                    age = detectors.onset_age(det)
+                    out.append(Detection(self.model, self.version, self.signal, self.feature,
+                                         ch.name, index, value, now, detectors.statistic(det),
+                                         index - age + 1 if age else index))
+                ch.last_index = index
+        if fired and self.std is not None:
+            self.std.restart()
 
     def observe(self, value: FeatureValue, now: float, out: list[Detection]) -> None:
         """Route a raw feature value: numbers to the detectors, strings (categories) to
@@ -120,7 +212,10 @@ class Stream:
 
 class DistanceChannel:
     """One distance method on one reference stream: latest value and threshold crossings.
-    Exported like a detector channel (``detector`` = the method's name)."""
+    Exported like a detector channel (``detector`` = the method's name). A crossing is an
+    episode; the channel re-arms only when the distance is clearly back (below 0.8 x the
+    threshold; for chi2 a p-value above 100 x it), so a distance hovering at the
+    threshold does not raise an alarm storm."""
 
     __slots__ = ("name", "threshold", "value", "above", "detections", "last_at", "announced")
 
@@ -129,12 +224,21 @@ class DistanceChannel:
         self.threshold = threshold
         self.value: float | None = None
         self.above = False
-        self.detections = 0
+        self.detections = 0      # one per crossing: a crossing is an episode
         self.last_at = float("-inf")
         self.announced = False
 
+    @property
+    def firings(self) -> int:
+        return self.detections
+
     def alarming(self, value: float) -> bool:
         return value < self.threshold if self.name == "chi2" else value > self.threshold
+
+    def calm(self, value: float) -> bool:
+        if self.name == "chi2":
+            return value > min(1.0, self.threshold * 100)
+        return value < self.threshold * 0.8
 
 
 class ReferenceStream:
@@ -149,11 +253,11 @@ class ReferenceStream:
 
     __slots__ = ("model", "version", "signal", "feature", "reference", "cfg", "channels",
                  "pending", "warm", "warmup_used", "history", "seen", "mismatched", "shares",
-                 "_share_specs", "_index")
+                 "_share_specs", "_index", "_make")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
                  cfg: ReferenceSettings, reference: Reference | None,
-                 share_specs: tuple[DetectorSpec, ...]) -> None:
+                 share_specs: tuple[DetectorSpec, ...], make_stream) -> None:
         self.model, self.version, self.signal, self.feature = model, version, signal, feature
         self.cfg = cfg
         self.reference: Reference | None = None
@@ -166,6 +270,7 @@ class ReferenceStream:
         self.mismatched = 0        # values of the other kind (a string in a numeric stream)
         self.shares: list[Stream] = []
         self._share_specs = share_specs
+        self._make = make_stream
         self._index: dict[str, int] = {}
         if reference is not None:
             self._set(reference)
@@ -188,8 +293,8 @@ class ReferenceStream:
             self._index = reference.index()
             if self.signal == "feature" and self._share_specs:
                 names = [*reference.categories[: self.cfg.share_streams], OTHER]
-                self.shares = [Stream(self.model, self.version, "feature",
-                                      f"{self.feature}={c}", self._share_specs) for c in names]
+                self.shares = [self._make("feature", f"{self.feature}={c}", self._share_specs, None)
+                               for c in names]
 
     def flush(self, now: float, out: list[Detection]) -> None:
         if not self.pending:
@@ -258,13 +363,16 @@ class ReferenceStream:
         for ch in self.channels:
             value = distances[ch.name]
             ch.value = value
-            alarm = ch.alarming(value)
-            if alarm and not ch.above:
-                ch.detections += 1
+            if ch.alarming(value):
+                if not ch.above:
+                    ch.detections += 1
+                    out.append(Detection(self.model, self.version, self.signal, self.feature,
+                                         ch.name, index, value, now,
+                                         {"threshold": ch.threshold}))
+                ch.above = True
                 ch.last_at = now
-                out.append(Detection(self.model, self.version, self.signal, self.feature,
-                                     ch.name, index, value, now, {"threshold": ch.threshold}))
-            ch.above = alarm
+            elif ch.above and ch.calm(value):
+                ch.above = False
 
 
 _CLASSIFICATION = {
@@ -341,6 +449,7 @@ class ModelMonitor:
         cfg: ModelSettings = settings.model(model)
         self._refcfg = settings.reference if settings.reference.enabled else None
         self._profile = profile
+        self._detection = settings.detection
         self.model = model
         self.version = version
         self.task = task if cfg.task == "auto" else cfg.task
@@ -353,24 +462,38 @@ class ModelMonitor:
         for name in cfg.features or ():
             self._add_feature(name)
         self.prediction = self._with_reference(
-            Stream(model, version, "prediction", "", self._sets.prediction),
+            self._stream("prediction", "", self._sets.prediction,
+                         profile.prediction if profile else None),
             profile.prediction if profile else None)
-        self.error = Stream(model, version, "error", "", self._sets.error)
-        self.label = self._with_reference(Stream(model, version, "label", "", self._sets.label),
-                                          profile.label if profile else None)
+        self.error = self._stream("error", "", self._sets.error, None)
+        self.label = self._with_reference(
+            self._stream("label", "", self._sets.label, profile.label if profile else None),
+            profile.label if profile else None)
         self.performance = Performance(self.task, cfg.positive_label, settings.rolling_window)
         self.predictions = 0
+
+    def _stream(self, signal: Signal, feature: str, specs: tuple[DetectorSpec, ...],
+                reference: Reference | None) -> Stream:
+        d = self._detection
+        std = None
+        if d.standardize:
+            loc = scale = None
+            if isinstance(reference, NumericReference) and reference.std > 0:
+                loc, scale = reference.mean, reference.std
+            std = Standardizer(d.warmup, d.min_samples, d.clip, loc, scale)
+        return Stream(self.model, self.version, signal, feature, specs, std, d.cooldown)
 
     def _with_reference(self, stream: Stream, reference: Reference | None) -> Stream:
         if self._refcfg is not None:
             stream.ref = ReferenceStream(self.model, self.version, stream.signal, stream.feature,
-                                         self._refcfg, reference, self._sets.categorical)
+                                         self._refcfg, reference, self._sets.categorical,
+                                         self._stream)
         return stream
 
     def _add_feature(self, name: str) -> Stream:
         reference = self._profile.features.get(name) if self._profile else None
         stream = self._with_reference(
-            Stream(self.model, self.version, "feature", name, self._sets.feature), reference)
+            self._stream("feature", name, self._sets.feature, reference), reference)
         self.features[name] = stream
         return stream
 

@@ -53,7 +53,7 @@ def drift_event(d: Detection, origin: Record) -> tuple[str, bytes]:
     body = {
         "id": f"{d.model}/{d.version}/{d.signal}/{d.feature}/{d.detector}/{d.index}",
         "model": d.model, "version": d.version, "signal": d.signal, "feature": d.feature,
-        "detector": d.detector, "index": d.index, "value": d.value,
+        "detector": d.detector, "index": d.index, "onset_index": d.onset, "value": d.value,
         "statistic": d.statistic, "detected_at": d.at,
         "event_time": origin.timestamp, "topic": origin.topic,
         "partition": origin.partition, "offset": origin.offset,

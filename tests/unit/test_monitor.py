@@ -8,8 +8,9 @@ from river import drift
 
 from detector import detectors
 from detector.config import Settings
-from detector.monitor import ModelMonitor, Stream
 from detector.config import DetectorSpec
+from detector.monitor import ModelMonitor, Stream
+from tests.streams import simulate
 
 ALL = list(detectors._CLASSES)
 
@@ -48,17 +49,27 @@ def test_every_detector_is_river_exact_deterministic_and_picklable(kind: str) ->
     assert ours == _fired(reference, values)
 
 
-def test_detections_carry_model_version_signal_feature_and_index() -> None:
-    m = ModelMonitor("fraud", "3", Settings(detectors={"feature": ["adwin"]}), now=0.0)
+@pytest.mark.parametrize("standardize", [True, False])
+def test_detections_equal_river_on_the_transformed_values(standardize: bool) -> None:
+    settings = Settings(detectors={"feature": ["adwin", "cusum", "page_hinkley"]},
+                        detection={"standardize": standardize, "cooldown": 50},
+                        reference={"enabled": False})
+    m = ModelMonitor("fraud", "3", settings, now=0.0)
     out: list = []
-    values = _values("adwin", seed=5)
+    rng = random.Random(5)
+    values = [rng.gauss(40 if i < 3000 else 46, 10) for i in range(6000)]   # a 0.6 sd shift
     for v in values:
         m.observe({"amount": v}, prediction=0, score=None, now=1.0, out=out)
-    expected = _fired(drift.ADWIN(), values)
-    got = [(d.model, d.version, d.signal, d.feature, d.detector, d.index) for d in out
-           if d.signal == "feature"]
-    assert got == [("fraud", "3", "feature", "amount", "adwin", i) for i in expected]
-    assert expected  # the shift is real
+    expected = simulate(values, settings.detectors.feature, settings)
+    stream = m.features["amount"]
+    for ch in stream.channels:
+        firings, episodes = expected[ch.name]
+        got = [d.index for d in out if d.feature == "amount" and d.detector == ch.name]
+        assert got == episodes, ch.name
+        assert (ch.firings, ch.detections) == (len(firings), len(episodes)), ch.name
+    assert all(d.model == "fraud" and d.version == "3" for d in out)
+    first = min((i for f, e in expected.values() for i in e if i >= 3000), default=None)
+    assert first is not None and first < 3300                      # the shift is found
 
 
 def test_declared_features_only_and_feature_cap() -> None:
