@@ -252,7 +252,7 @@ class ReferenceStream:
     """
 
     __slots__ = ("model", "version", "signal", "feature", "reference", "cfg", "channels",
-                 "pending", "warm", "warmup_used", "history", "seen", "mismatched", "shares",
+                 "pending", "warm", "warmup_used", "history", "seen", "shares",
                  "_share_specs", "_index", "_make")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
@@ -267,7 +267,6 @@ class ReferenceStream:
         self.warmup_used = 0
         self.history: np.ndarray = np.empty(0)
         self.seen = 0              # values compared since the reference was set
-        self.mismatched = 0        # values of the other kind (a string in a numeric stream)
         self.shares: list[Stream] = []
         self._share_specs = share_specs
         self._make = make_stream
@@ -309,13 +308,11 @@ class ReferenceStream:
             self._learn()
             if self.reference is None:
                 return
+        # values of the other kind (a string in a numeric stream) are left out
         if isinstance(self.reference, NumericReference):
-            kept = [v for v in values if not isinstance(v, str)]
-            self.mismatched += len(values) - len(kept)
-            new = np.asarray(kept, dtype=float)
+            new = np.asarray([v for v in values if not isinstance(v, str)], dtype=float)
         else:
             kept = [v for v in values if isinstance(v, str)]
-            self.mismatched += len(values) - len(kept)
             self._update_shares(kept, now, out)
             other = len(self._index)
             new = np.fromiter((self._index.get(v, other) for v in kept), dtype=np.int64,

@@ -39,8 +39,6 @@ import numpy as np
 from scipy.stats import chi2 as _chi2
 
 Method = Literal["psi", "js", "ks", "chi2"]
-NUMERIC_METHODS: tuple[Method, ...] = ("psi", "js", "ks")
-CATEGORICAL_METHODS: tuple[Method, ...] = ("psi", "js", "chi2")
 OTHER = "__other__"
 PSI_FLOOR = 1e-4
 #: the largest reference sample kept for the KS test
@@ -93,6 +91,15 @@ def chi2_pvalue(reference_counts: np.ndarray, window_counts: np.ndarray) -> floa
     return float(_chi2.sf(stat, table.shape[1] - 1))
 
 
+def _distances(p: np.ndarray, q: np.ndarray, methods: Iterable[Method],
+               tests: dict[str, Any]) -> dict[str, float]:
+    """psi and js on the shares; every other method by its own test in ``tests``."""
+    out = {}
+    for m in methods:
+        out[m] = psi(p, q) if m == "psi" else js(p, q) if m == "js" else tests[m]()
+    return out
+
+
 @dataclass(frozen=True)
 class NumericReference:
     """Quantile bins of the reference and a sorted sample of its values."""
@@ -127,17 +134,8 @@ class NumericReference:
         return self.window_counts(window) / window.size
 
     def distances(self, window: np.ndarray, methods: Iterable[Method]) -> dict[str, float]:
-        q = self.window_shares(window)
-        p = self.shares()
-        out = {}
-        for m in methods:
-            if m == "psi":
-                out[m] = psi(p, q)
-            elif m == "js":
-                out[m] = js(p, q)
-            elif m == "ks":
-                out[m] = ks(self.sample, window)
-        return out
+        return _distances(self.shares(), self.window_shares(window), methods,
+                          {"ks": lambda: ks(self.sample, window)})
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "numeric", "edges": self.edges.tolist(), "counts": self.counts.tolist(),
@@ -184,16 +182,8 @@ class CategoricalReference:
 
     def distances(self, window_codes: np.ndarray, methods: Iterable[Method]) -> dict[str, float]:
         wc = np.bincount(window_codes, minlength=self.counts.size)
-        q, p = wc / wc.sum(), self.shares()
-        out = {}
-        for m in methods:
-            if m == "psi":
-                out[m] = psi(p, q)
-            elif m == "js":
-                out[m] = js(p, q)
-            elif m == "chi2":
-                out[m] = chi2_pvalue(self.counts, wc)
-        return out
+        return _distances(self.shares(), wc / wc.sum(), methods,
+                          {"chi2": lambda: chi2_pvalue(self.counts, wc)})
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "categorical",
