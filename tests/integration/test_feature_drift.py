@@ -8,6 +8,8 @@ import json
 import urllib.request
 
 import numpy as np
+import pytest
+from river import drift
 
 from detector.config import Settings
 from tests.conftest import sample
@@ -31,11 +33,19 @@ def _stream(seed: int) -> dict[str, list]:
     return out
 
 
-def _offline(values: list, specs) -> dict[str, tuple[list[int], list[int]]]:
-    return simulate([v for v in values if v is not None], specs)
+def _offline(values: list, specs, settings: Settings) -> dict[str, tuple[list[int], list[int]]]:
+    return simulate([v for v in values if v is not None], specs, settings)
 
 
-def test_mean_shift_is_exported_and_every_feature_matches_river(topics, detector) -> None:
+RIVER_MODE = {"detectors": {"feature": ["adwin", "page_hinkley"],
+                             "prediction": ["adwin", "page_hinkley"]},
+              "detection": {"standardize": False, "calibrate": False, "cooldown": 0}}
+
+
+@pytest.mark.parametrize("mode", ["defaults", "river"])
+def test_mean_shift_is_exported_and_every_feature_matches_river(topics, detector, mode) -> None:
+    """``defaults``: calibrated detectors on standardised values; ``river``: River's own
+    default parameters on the raw values, firing for firing as River offline."""
     data = _stream(seed=20261123)
     features = [k for k in data if k != "score"]
     events = ({"model": "credit", "model_version": "7", "prediction_id": f"id-{i}",
@@ -44,15 +54,15 @@ def test_mean_shift_is_exported_and_every_feature_matches_river(topics, detector
               for i in range(N))
     topics.produce(topics.predictions, events)
 
-    d = detector()
+    d = detector(RIVER_MODE if mode == "river" else None)
     m = d.wait_events("prediction", "credit", N)
     recent = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{d.port}/detections").read())
 
-    defaults = Settings()                      # the service runs with the defaults
+    defaults = Settings(**RIVER_MODE) if mode == "river" else Settings()   # what the service runs
     labels = dict(model="credit", version="7", signal="feature")
     fired_on = {}
     for feature in features:
-        expected = _offline(data[feature], defaults.detectors.feature)
+        expected = _offline(data[feature], defaults.detectors.feature, defaults)
         for name, (firings, episodes) in expected.items():
             got = [r["index"] for r in recent if r["signal"] == "feature"
                    and r["feature"] == feature and r["detector"] == name]
@@ -63,18 +73,30 @@ def test_mean_shift_is_exported_and_every_feature_matches_river(topics, detector
                           detector=name) == len(firings), (feature, name)
             fired_on[(feature, name)] = episodes
     # the prediction stream (scores) is checked the same way
-    for name, (_, episodes) in _offline(data["score"], defaults.detectors.prediction).items():
+    for name, (_, episodes) in _offline(data["score"], defaults.detectors.prediction,
+                                        defaults).items():
         got = [r["index"] for r in recent if r["signal"] == "prediction" and r["detector"] == name]
         assert got == episodes, name
 
     # the shift itself is found soon after it starts, and the gauge is latched
-    first = min(i for (f, _), eps in fired_on.items() if f == SHIFTED for i in eps)
-    assert SHIFT_AT <= first < SHIFT_AT + 100
+    first = min(i for (f, _), eps in fired_on.items() if f == SHIFTED for i in eps
+                if i >= SHIFT_AT)
+    assert first < SHIFT_AT + 100
     for (feature, name), episodes in fired_on.items():
         assert sample(m, "drift_detected", **labels, feature=feature, detector=name) == (
             1.0 if episodes else 0.0), (feature, name)
-    # calibrated, standardised defaults: stable features stay quiet
-    assert all(not eps for (f, _), eps in fired_on.items() if f != SHIFTED)
+    if mode == "river":    # River's own detectors, checked against River's classes directly
+        for feature in features:
+            for name, cls in (("adwin", drift.ADWIN), ("page_hinkley", drift.PageHinkley)):
+                det, fired = cls(), []
+                for i, v in enumerate(x for x in data[feature] if x is not None):
+                    det.update(v)
+                    if det.drift_detected:
+                        fired.append(i)
+                assert fired_on[(feature, name)] == fired, (feature, name)
+    else:                  # calibrated, standardised defaults: quiet until the shift
+        assert all(not eps for (f, _), eps in fired_on.items() if f != SHIFTED)
+        assert all(i >= SHIFT_AT for (f, _), eps in fired_on.items() for i in eps)
     # missing values counted per feature; categorical values are not fed to detectors
     assert sample(m, "drift_feature_missing_total", model="credit", version="7",
                   feature="x4") == sum(v is None for v in data["x4"])
