@@ -203,6 +203,24 @@ class DetectionSettings(_Section):
         return 1.0 / self.mean_run_length if self.mean_run_length else self.false_alarm_rate
 
 
+class CheckpointSettings(_Section):
+    """Periodic checkpoints of the whole state and its Kafka positions (off without a path)."""
+
+    path: Path | None = None
+    key: SecretStr | None = Field(None, description="HMAC key that signs checkpoints")
+    interval_seconds: float = Field(30.0, gt=0)
+    interval_events: int = Field(100_000, ge=1)
+    on_invalid: Literal["fresh", "refuse"] = "fresh"
+
+    @model_validator(mode="after")
+    def _check(self) -> CheckpointSettings:
+        if self.path is not None and (self.key is None or
+                                      len(self.key.get_secret_value()) < 16):
+            raise ValueError("checkpoint.key (16+ characters) is required with checkpoint.path: "
+                             "checkpoints are signed and unsigned ones are refused")
+        return self
+
+
 class DriftEventSettings(_Section):
     """The retraining hook: one Kafka message per detection (off unless enabled)."""
 
@@ -245,6 +263,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     join: JoinSettings = JoinSettings()
     drift_events: DriftEventSettings = DriftEventSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
     detectors: DetectorSets = DetectorSets()
     detection: DetectionSettings = DetectionSettings()
     reference: ReferenceSettings = ReferenceSettings()
@@ -297,6 +316,12 @@ class Settings(BaseSettings):
     @property
     def discovers_models(self) -> bool:
         return self.discover_models if self.discover_models is not None else not self.models
+
+    def state_shape(self) -> dict[str, Any]:
+        """The settings a checkpoint's state depends on (its fingerprint)."""
+        return self.model_dump(mode="json", include={
+            "detectors", "detection", "reference", "join", "models", "rolling_window",
+            "max_features", "max_versions"})
 
     def model(self, name: str) -> ModelSettings:
         """Settings of one model; discovered models get the defaults."""

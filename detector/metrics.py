@@ -56,6 +56,7 @@ class RunStatus:
         self.lag: dict[tuple[str, int], int] = {}
         self.detections: deque[Detection] = deque(maxlen=keep_detections)
         self.stopping = False
+        self.checkpoint_at: float | None = None
 
     def readiness(self, now: float) -> tuple[bool, str]:
         if self.stopping:
@@ -122,6 +123,10 @@ class DriftCollector(Collector):
         lag = GaugeMetricFamily("drift_consumer_lag_messages",
                                 "Messages behind the partition's end.",
                                 labels=["topic", "partition"])
+        checkpoint = GaugeMetricFamily("drift_checkpoint_timestamp_seconds",
+                                       "When the last checkpoint was saved or restored.")
+        if self._status.checkpoint_at is not None:
+            checkpoint.add_metric([], self._status.checkpoint_at)
         build = GaugeMetricFamily("drift_build_info", "drift-detector build.", labels=["version"])
         build.add_metric([__version__], 1)
 
@@ -165,7 +170,7 @@ class DriftCollector(Collector):
         for (topic, partition), n in sorted(self._status.lag.items()):
             lag.add_metric([topic, str(partition)], n)
         return [events, rejected, detected, detections, firings, values, missing, distance, model_metric,
-                thresholds, join, pending, event_lag, lag, build]
+                thresholds, join, pending, event_lag, lag, checkpoint, build]
 
 
 class Exporter:

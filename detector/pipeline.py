@@ -211,6 +211,19 @@ class Pipeline:
         for model, _ in orphans:
             self.models[model].join["orphan"] += 1
 
+    def snapshot(self) -> dict:
+        """Everything a checkpoint must hold (the caller pickles it under the lock)."""
+        return {"models": self.models, "rejected": self.rejected, "join": self.join,
+                "evicted_versions": self.evicted_versions}
+
+    def restore(self, state: dict) -> None:
+        self.models = state["models"]
+        self.rejected = state["rejected"]
+        self.join = state["join"]
+        self.evicted_versions = state["evicted_versions"]
+        for name in self.settings.models:
+            self.models.setdefault(name, ModelState(name))
+
     def monitors(self) -> Iterable[ModelMonitor]:
         for state in self.models.values():
             yield from state.versions.values()

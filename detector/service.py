@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from typing import Protocol
 
+from detector import state
 from detector.config import Settings
 from detector.errors import SourceUnavailable
 from detector.events import Rejection
@@ -33,6 +34,8 @@ class Source(Protocol):
     def commit(self) -> bool: ...
     def lag(self) -> dict[tuple[str, int], int]: ...
     def connected(self) -> bool: ...
+    def positions(self) -> dict[tuple[str, int], int]: ...
+    def resume_from(self, offsets: dict[tuple[str, int], int]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -103,6 +106,10 @@ class Service:
         self.exporter = Exporter(self.pipeline, self.lock, self.status)
         self.server: MetricsServer | None = None
         self._rejections = RejectionLog()
+        self._fingerprint = state.fingerprint(settings.state_shape())
+        self._events = 0                 # messages applied, restored from a checkpoint
+        self._saved_events = 0
+        self._saved_at = clock()
 
     def start_http(self) -> int:
         """Serve /metrics, /healthz, /readyz; return the bound port."""
@@ -117,12 +124,15 @@ class Service:
             if self.server is None:
                 self.start_http()
             stack.callback(self._stop_http)
+            self._restore()
             if not self._open(stop):
                 return
             stack.callback(self.source.close)
             if self.sink is not None:
                 stack.callback(self.sink.close)
             stack.callback(self._mark_stopping)
+            if self.settings.checkpoint.path is not None:
+                stack.callback(self._save)       # runs before the source closes
             self._loop(stop)
 
     def _stop_http(self) -> None:
@@ -132,6 +142,51 @@ class Service:
 
     def _mark_stopping(self) -> None:
         self.status.stopping = True
+
+    def _key(self) -> bytes:
+        return self.settings.checkpoint.key.get_secret_value().encode()
+
+    def _restore(self) -> None:
+        """Load the newest valid checkpoint, if any; raises ``CheckpointError`` when it is
+        unusable and ``checkpoint.on_invalid`` is ``refuse``."""
+        cfg = self.settings.checkpoint
+        if cfg.path is None:
+            return
+        for stale in cfg.path.parent.glob(cfg.path.name + ".*.tmp"):  # left by a crash
+            stale.unlink(missing_ok=True)
+        if not cfg.path.exists():
+            log.info("checkpoint_none", extra={"fields": {"path": str(cfg.path)}})
+            return
+        try:
+            ckpt = state.load(cfg.path, self._key(), self._fingerprint)
+        except state.CheckpointError as exc:
+            if cfg.on_invalid == "refuse":
+                raise
+            log.error("checkpoint_invalid", extra={"fields": {"error": str(exc),
+                                                              "action": "starting fresh"}})
+            return
+        self.pipeline.restore(ckpt.state)
+        self.source.resume_from(ckpt.offsets)
+        self._events = self._saved_events = ckpt.events
+        self.status.checkpoint_at = ckpt.created
+        log.info("checkpoint_restored", extra={"fields": {
+            "path": str(cfg.path), "events": ckpt.events,
+            "age_s": round(self.clock() - ckpt.created, 1),
+            "offsets": ",".join(f"{t}/{p}@{o}" for (t, p), o in sorted(ckpt.offsets.items()))}})
+
+    def _save(self) -> None:
+        """Checkpoint the state with the positions it corresponds to (between batches)."""
+        started = time.perf_counter()
+        offsets = self.source.positions()
+        with self.lock:
+            payload = state.encode(self.pipeline.snapshot(), offsets, self._fingerprint,
+                                   self._events)
+        size = state.write(self.settings.checkpoint.path, self._key(), payload)
+        self._saved_events, self._saved_at = self._events, self.clock()
+        self.status.checkpoint_at = self._saved_at
+        log.info("checkpoint_saved", extra={"fields": {
+            "events": self._events, "bytes": size,
+            "seconds": round(time.perf_counter() - started, 3)}})
 
     def _open(self, stop: threading.Event) -> bool:
         delay = 0.5
@@ -166,6 +221,12 @@ class Service:
                                       zip(result.detections, result.origins, strict=True))
                 source.commit()
                 self._report(result, now)
+                self._events += len(records)
+                ck = self.settings.checkpoint
+                if ck.path is not None and (
+                        self._events - self._saved_events >= ck.interval_events
+                        or now - self._saved_at >= ck.interval_seconds):
+                    self._save()
             else:
                 with self.lock:
                     pipeline.expire(now)

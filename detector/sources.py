@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import (
     CommitFailedError,
@@ -76,6 +76,24 @@ class KafkaSource:
                                         kafka.labels_topic: "label"}
         self._consumer: KafkaConsumer | None = None
         self.polled = 0
+        #: positions from a checkpoint, applied when those partitions are first assigned
+        self._resume: dict[tuple[str, int], int] = {}
+
+    def resume_from(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Start these partitions at these offsets (a checkpoint's), not at the group's."""
+        self._resume = dict(offsets)
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to read of every assigned partition."""
+        c = self._consumer
+        out = {}
+        if c is not None:
+            for tp in c.assignment():
+                try:
+                    out[(tp.topic, tp.partition)] = c.position(tp, timeout_ms=5000)
+                except KafkaError:
+                    continue
+        return out
 
     def open(self) -> None:
         """Connect and subscribe. Raises ``SourceUnavailable`` while no broker answers
@@ -96,7 +114,7 @@ class KafkaSource:
             raise SourceError(f"Kafka settings rejected: {exc}") from exc
         except KafkaTimeoutError as exc:
             raise SourceUnavailable(f"no broker answers at {k.bootstrap_servers}") from exc
-        consumer.subscribe(list(self._kinds))
+        consumer.subscribe(list(self._kinds), listener=_Resume(self, consumer))
         self._consumer = consumer
 
     def poll(self) -> list[Record]:
@@ -160,6 +178,24 @@ class KafkaSource:
         if self._consumer is not None:
             self._consumer.close(autocommit=False)
             self._consumer = None
+
+
+class _Resume(ConsumerRebalanceListener):
+    """Seeks newly assigned partitions to the checkpoint's positions, once."""
+
+    def __init__(self, source: KafkaSource, consumer: KafkaConsumer) -> None:
+        self._source, self._consumer = source, consumer
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        for tp in assigned:
+            offset = self._source._resume.pop((tp.topic, tp.partition), None)
+            if offset is not None:
+                self._consumer.seek(tp, offset)
+                log.info("resumed_from_checkpoint", extra={"fields": {
+                    "topic": tp.topic, "partition": tp.partition, "offset": offset}})
 
 
 class FileSource:
