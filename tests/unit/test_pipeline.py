@@ -47,3 +47,31 @@ def test_idle_expiry_counts_per_model() -> None:
     assert p.models["m"].join == {"matched": 0, "expired": 0, "orphan": 0}
     p.expire(5.0)
     assert p.models["m"].join == {"matched": 0, "expired": 1, "orphan": 1}
+
+
+from hypothesis import given, settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                         st.sampled_from(["model", "prediction_id", "features", "prediction",
+                                          "label", "score", "timestamp", "model_version", "x"]),
+                         inner, max_size=6), max_leaves=15)
+_message = st.one_of(st.binary(max_size=200), _json.map(lambda v: json.dumps(v).encode()),
+                     st.builds(lambda f, p, l: json.dumps({"model": "m", "prediction_id": "1",
+                                                          "features": f, "prediction": p,
+                                                          "label": l}).encode(),
+                               st.dictionaries(st.text(max_size=4), _json, max_size=4),
+                               _json, _json))
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["prediction", "label"]), _message), max_size=30))
+def test_whole_pipeline_processes_or_rejects_every_message(batch) -> None:
+    """Fuzz: no exception escapes, and every message is an event or a counted rejection."""
+    p = Pipeline(Settings(reference={"warmup": 10, "window": 10, "evaluate_every": 5}))
+    result = p.process([Record(kind, raw) for kind, raw in batch], now=0.0)
+    rejected = [r for r in result.rejections if r.kind != "feature" and r.reason != "label_type"]
+    assert result.events + len(rejected) == len(batch)
+    assert p.rejected[("prediction", "internal_error")] == 0
+    assert p.rejected[("label", "internal_error")] == 0

@@ -1,0 +1,89 @@
+"""Checkpoints: signed, atomic, refused when unsigned, altered or for other settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detector import state
+from detector.config import Settings
+from detector.pipeline import Pipeline, Record
+
+KEY = b"0123456789abcdef0123456789abcdef"
+
+
+def _pipeline() -> Pipeline:
+    p = Pipeline(Settings())
+    p.process([Record("prediction", json.dumps({
+        "model": "m", "prediction_id": str(i), "features": {"x": float(i % 7), "c": "a"},
+        "prediction": i % 2, "label": 1}).encode()) for i in range(1500)], now=0.0)
+    return p
+
+
+def test_round_trip_restores_the_whole_state(tmp_path: Path) -> None:
+    p = _pipeline()
+    fp = state.fingerprint(p.settings.state_shape())
+    state.save(tmp_path / "c", KEY, p.snapshot(), {("predictions", 0): 1500}, fp, 1500)
+    q = Pipeline(Settings())
+    q.restore(state.load(tmp_path / "c", KEY, fp).state)
+    more = [Record("prediction", json.dumps({"model": "m", "prediction_id": "x",
+                                             "features": {"x": 50.0}, "prediction": 0}).encode())]
+    a, b = p.process(more, now=1.0), q.process(more, now=1.0)
+    assert [d.index for d in a.detections] == [d.index for d in b.detections]
+    assert p.models["m"].events == q.models["m"].events == {"prediction": 1501, "label": 0}
+    pa = dict((m, v) for m, w, v in p.models["m"].versions["unversioned"].performance.values())
+    pb = dict((m, v) for m, w, v in q.models["m"].versions["unversioned"].performance.values())
+    assert pa == pb
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: raw[:-10], "signature does not match"),                      # truncated
+    (lambda raw: raw[:40] + bytes([raw[40] ^ 1]) + raw[41:], "signature does not match"),
+    (lambda raw: pickle.dumps({"evil": True}), "unsigned or truncated"),       # plain pickle
+    (lambda raw: b"", "unsigned or truncated"),
+])
+def test_damaged_or_unsigned_files_are_refused_before_unpickling(tmp_path, damage, message):
+    path = tmp_path / "c"
+    state.save(path, KEY, {"x": 1}, {}, "fp")
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(state.CheckpointError, match=message):
+        state.load(path, KEY, "fp")
+
+
+def test_other_settings_or_key_are_incompatible(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    state.save(path, KEY, {"x": 1}, {}, state.fingerprint(Settings().state_shape()))
+    other = state.fingerprint(Settings(detectors={"feature": ["adwin"]}).state_shape())
+    with pytest.raises(state.CheckpointError, match="other settings"):
+        state.load(path, KEY, other)
+    with pytest.raises(state.CheckpointError, match="another key"):
+        state.load(path, b"x" * 32, state.fingerprint(Settings().state_shape()))
+
+
+def _run(config: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DRIFT_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    return subprocess.run([sys.executable, "-m", "detector", "run", "--config", str(config)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_refuse_mode_exits_non_zero_with_a_clear_message(tmp_path: Path) -> None:
+    ckpt = tmp_path / "state"
+    ckpt.write_bytes(b"not a checkpoint at all")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"metrics: {{port: 0}}\ncheckpoint: {{path: {ckpt}, key: '{'k' * 20}', "
+                   "on_invalid: refuse}\n")
+    done = _run(cfg)
+    assert done.returncode == 1 and "not a drift-detector checkpoint" in done.stderr
+
+
+def test_a_checkpoint_path_without_a_key_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"checkpoint: {{path: {tmp_path / 'state'}}}\n")
+    done = _run(cfg)
+    assert done.returncode == 2 and "checkpoint.key" in done.stderr
