@@ -178,12 +178,14 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _run(settings: Settings) -> int:
     from detector.service import Service
-    from detector.sources import DriftEventSink, KafkaSource
+    from detector.sources import KafkaSource, TopicSink
 
-    sink = None
+    sink = dead = None
     if settings.drift_events.enabled:
-        sink = DriftEventSink(settings.kafka, settings.drift_events.topic)
-    service = Service(settings, KafkaSource(settings.kafka), sink=sink)
+        sink = TopicSink(settings.kafka, settings.drift_events.topic)
+    if settings.dead_letter.enabled:
+        dead = TopicSink(settings.kafka, settings.dead_letter.topic)
+    service = Service(settings, KafkaSource(settings.kafka), sink=sink, dead_letters=dead)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -228,6 +228,13 @@ class DriftEventSettings(_Section):
     topic: str = "drift-events"
 
 
+class DeadLetterSettings(_Section):
+    """Rejected messages, unchanged, with the reason in headers (off unless enabled)."""
+
+    enabled: bool = False
+    topic: str = "drift-dead-letters"
+
+
 class ModelSettings(_Section):
     task: Task = "auto"
     features: tuple[str, ...] | None = None
@@ -263,6 +270,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     join: JoinSettings = JoinSettings()
     drift_events: DriftEventSettings = DriftEventSettings()
+    dead_letter: DeadLetterSettings = DeadLetterSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     detectors: DetectorSets = DetectorSets()
     detection: DetectionSettings = DetectionSettings()

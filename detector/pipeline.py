@@ -65,6 +65,8 @@ class BatchResult:
     #: the record that caused each detection, index for index
     origins: list[Record] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    #: whole messages rejected, with the message (for a dead-letter topic)
+    dead: list[tuple[Rejection, Record]] = field(default_factory=list)
     events: int = 0
 
 
@@ -106,19 +108,21 @@ class Pipeline:
             event = decode(record.value, record.kind, max_bytes=max_bytes,
                            max_features=max_features)
             if isinstance(event, Rejection):
-                self._reject(event, result)
+                self._reject(event, result, record)
                 continue
             state = self._model(event.model)
             if state is None:
                 reason = "unknown_model" if not s.discovers_models else "model_cap"
-                self._reject(Rejection(record.kind, reason, f"model {event.model!r}"), result)
+                self._reject(Rejection(record.kind, reason, f"model {event.model!r}"), result,
+                             record)
                 continue
             before = len(result.detections)
             try:
                 self._apply(state, record, event, now, result)
             except Exception as exc:  # the one guard of the loop: a bug costs one record
                 log.exception("internal_error", extra={"fields": {"model": event.model}})
-                self._reject(Rejection(record.kind, "internal_error", repr(exc)[:200]), result)
+                self._reject(Rejection(record.kind, "internal_error", repr(exc)[:200]), result,
+                             record)
             result.origins.extend([record] * (len(result.detections) - before))
         if self._touched:
             before = len(result.detections)
@@ -142,9 +146,12 @@ class Pipeline:
         else:
             self._label(state, event, now, result)
 
-    def _reject(self, rejection: Rejection, result: BatchResult) -> None:
+    def _reject(self, rejection: Rejection, result: BatchResult,
+                record: Record | None = None) -> None:
         self.rejected[(rejection.kind, rejection.reason)] += 1
         result.rejections.append(rejection)
+        if record is not None:
+            result.dead.append((rejection, record))
 
     def _model(self, name: str) -> ModelState | None:
         state = self.models.get(name)

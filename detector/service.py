@@ -39,17 +39,35 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+Message = tuple[str | None, bytes, list[tuple[str, bytes]]]
+
+
 class Sink(Protocol):
-    def publish(self, messages: Iterable[tuple[str, bytes]]) -> None: ...
+    def publish(self, messages: Iterable[Message]) -> None: ...
     def close(self) -> None: ...
 
 
-def drift_event(d: Detection, origin: Record) -> tuple[str, bytes]:
+def dead_letter(rejection: Rejection, record: Record) -> Message:
+    """A rejected message for the dead-letter topic: the original bytes, the reason
+    and where it came from in headers.
+
+    >>> _, value, headers = dead_letter(Rejection("label", "invalid_json", "oops"),
+    ...                                 Record("label", b"{", None, "labels", 3, 17))
+    >>> value, dict(headers)["drift.reason"], dict(headers)["drift.offset"]
+    (b'{', b'invalid_json', b'17')
+    """
+    headers = [("drift.kind", rejection.kind), ("drift.reason", rejection.reason),
+               ("drift.detail", rejection.detail[:500]), ("drift.topic", record.topic),
+               ("drift.partition", str(record.partition)), ("drift.offset", str(record.offset))]
+    return None, record.value or b"", [(k, v.encode()) for k, v in headers]
+
+
+def drift_event(d: Detection, origin: Record) -> Message:
     """The retraining hook's message for one detection: ``(key, JSON)``.
 
     >>> from detector.monitor import Detection
     >>> d = Detection("fraud", "3", "feature", "amount", "adwin", 4095, 88.0, 1.5e9, {"width": 64.0})
-    >>> key, raw = drift_event(d, Record("prediction", b"", 1.4e9, "predictions", 2, 77))
+    >>> key, raw, _ = drift_event(d, Record("prediction", b"", 1.4e9, "predictions", 2, 77))
     >>> key, json.loads(raw)["id"], json.loads(raw)["partition"]
     ('fraud', 'fraud/3/feature/amount/adwin/4095', 2)
     """
@@ -61,7 +79,7 @@ def drift_event(d: Detection, origin: Record) -> tuple[str, bytes]:
         "event_time": origin.timestamp, "topic": origin.topic,
         "partition": origin.partition, "offset": origin.offset,
     }
-    return d.model, json.dumps(body).encode()
+    return d.model, json.dumps(body).encode(), []
 
 
 class RejectionLog:
@@ -94,10 +112,11 @@ class Service:
     """One drift-detector instance: a source, the pipeline, the metrics endpoint."""
 
     def __init__(self, settings: Settings, source: Source, *, sink: Sink | None = None,
-                 clock=time.time) -> None:
+                 dead_letters: Sink | None = None, clock=time.time) -> None:
         self.settings = settings
         self.source = source
         self.sink = sink
+        self.dead_letters = dead_letters
         self.clock = clock
         self.pipeline = Pipeline(settings)
         self.lock = threading.Lock()
@@ -128,8 +147,9 @@ class Service:
             if not self._open(stop):
                 return
             stack.callback(self.source.close)
-            if self.sink is not None:
-                stack.callback(self.sink.close)
+            for sink in (self.sink, self.dead_letters):
+                if sink is not None:
+                    stack.callback(sink.close)
             stack.callback(self._mark_stopping)
             if self.settings.checkpoint.path is not None:
                 stack.callback(self._save)       # runs before the source closes
@@ -219,6 +239,8 @@ class Service:
                 if self.sink is not None and result.detections:
                     self.sink.publish(drift_event(d, o) for d, o in
                                       zip(result.detections, result.origins, strict=True))
+                if self.dead_letters is not None and result.dead:
+                    self.dead_letters.publish(dead_letter(r, rec) for r, rec in result.dead)
                 source.commit()
                 self._report(result, now)
                 self._events += len(records)

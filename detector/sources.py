@@ -272,18 +272,21 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**client_options(kafka), **opts)
 
 
-class DriftEventSink:
-    """Publishes one JSON message per detection to a topic, keyed by model, for
-    retraining pipelines. Sent before the batch's offsets are committed, so a
-    crash can repeat an event but never lose one; ``id`` identifies repeats."""
+class TopicSink:
+    """Publishes messages to one topic and waits until the broker has them. The
+    service calls it before committing the batch's offsets, so a crash can repeat a
+    message but never lose one. Used for drift events (retraining hook) and for
+    dead letters (rejected messages, reason in the headers)."""
 
     def __init__(self, kafka: KafkaSettings, topic: str) -> None:
         self.topic = topic
         self._producer = KafkaProducer(**client_options(kafka), linger_ms=5, acks="all")
 
-    def publish(self, messages: Iterable[tuple[str, bytes]]) -> None:
-        for key, value in messages:
-            self._producer.send(self.topic, key=key.encode(), value=value)
+    def publish(self, messages: Iterable[tuple[str | None, bytes, list[tuple[str, bytes]]]]
+                ) -> None:
+        for key, value, headers in messages:
+            self._producer.send(self.topic, key=key.encode() if key else None, value=value,
+                                headers=headers or None)
         self._producer.flush(timeout=30)
 
     def close(self) -> None:

@@ -4,7 +4,12 @@ counted under its reason, every valid one is processed, the service stays ready.
 from __future__ import annotations
 
 import json
+import uuid
+from collections import Counter
 
+from kafka import KafkaConsumer, TopicPartition
+
+from detector.sources import create_topics
 from tests.conftest import http_status, sample
 
 
@@ -52,8 +57,11 @@ def test_every_bad_message_is_counted_and_every_good_one_processed(topics, detec
     label_msgs.append(b'{"model": "fraud", "prediction_id": "ok-3", "label": 0}')
     topics.produce(topics.labels, label_msgs)
 
+    dlq = f"dead-letters-{uuid.uuid4().hex[:6]}"
+    create_topics(topics.kafka, [dlq])
     d = detector({"max_event_bytes": 4096, "max_features": 30,
-                  "models": {"fraud": {"task": "classification"}}})
+                  "models": {"fraud": {"task": "classification"}},
+                  "dead_letter": {"enabled": True, "topic": dlq}})
     m = d.wait_events("prediction", "fraud", len(valid))
     m = d.wait_events("label", "fraud", 1)
     assert len(BAD_PREDICTIONS) >= 10
@@ -69,3 +77,23 @@ def test_every_bad_message_is_counted_and_every_good_one_processed(topics, detec
     assert d.proc.poll() is None
     logged = [r for r in d.log_records() if r.get("event") == "event_rejected"]
     assert {r["reason"] for r in logged} >= set(BAD_PREDICTIONS)
+
+    # every rejected message is on the dead-letter topic, unchanged, reason in the headers
+    consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    tp = TopicPartition(dlq, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    letters = list(consumer)
+    consumer.close()
+    reasons = Counter((dict(m.headers)["drift.kind"].decode(), dict(m.headers)["drift.reason"].decode())
+                      for m in letters)
+    expected = Counter({("prediction", r): len(v) for r, v in BAD_PREDICTIONS.items()})
+    expected.update({("label", r): len(v) for r, v in BAD_LABELS.items()})
+    assert reasons == expected
+    originals = {raw for raws in BAD_PREDICTIONS.values() for raw in raws}
+    assert {m.value or b"" for m in letters if dict(m.headers)["drift.kind"] == b"prediction"} \
+        == originals
+    first = dict(letters[0].headers)
+    assert first["drift.topic"].decode() in (topics.predictions, topics.labels)
+    assert int(first["drift.offset"]) >= 0 and first["drift.detail"]
