@@ -145,6 +145,22 @@ class MetricsSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(9108, ge=0, le=65535)
     detection_hold_seconds: float = Field(300.0, ge=0)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_client_cafile: Path | None = Field(None, description="require client certificates "
+                                           "signed by this CA")
+    basic_auth_username: str | None = None
+    basic_auth_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MetricsSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together")
+        if self.tls_client_cafile is not None and self.tls_certfile is None:
+            raise ValueError("tls_client_cafile needs tls_certfile and tls_keyfile")
+        if (self.basic_auth_username is None) != (self.basic_auth_password is None):
+            raise ValueError("basic_auth_username and basic_auth_password go together")
+        return self
 
 
 class JoinSettings(_Section):

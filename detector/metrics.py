@@ -21,8 +21,11 @@ batch, so a scrape always sees whole batches.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import logging
+import ssl
 import threading
 import time
 from collections import deque
@@ -37,6 +40,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from detector import __version__
+from detector.config import MetricsSettings
 from detector.monitor import Detection
 from detector.pipeline import Pipeline
 
@@ -190,12 +194,33 @@ class Exporter:
 
 
 class MetricsServer:
-    """Threaded HTTP server on ``host:port`` (port 0 picks a free one)."""
+    """Threaded HTTP(S) server on ``host:port`` (port 0 picks a free one).
 
-    def __init__(self, exporter: Exporter, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"exporter": exporter})
-        self._server = ThreadingHTTPServer((host, port), handler)
+    With ``tls_certfile``/``tls_keyfile`` it speaks TLS only; with
+    ``tls_client_cafile`` it also requires a client certificate signed by that CA;
+    with basic auth, ``/metrics`` and ``/detections`` need the credentials while
+    ``/healthz`` and ``/readyz`` (no data) stay open for probes.
+    """
+
+    def __init__(self, exporter: Exporter, cfg: MetricsSettings) -> None:
+        auth = None
+        if cfg.basic_auth_username is not None:
+            pair = f"{cfg.basic_auth_username}:{cfg.basic_auth_password.get_secret_value()}"
+            auth = b"Basic " + base64.b64encode(pair.encode())
+        handler = type("Handler", (_Handler,), {"exporter": exporter, "auth": auth})
+        self._server = _Server((cfg.host, cfg.port), handler)
         self._server.daemon_threads = True
+        if cfg.tls_certfile is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(str(cfg.tls_certfile), str(cfg.tls_keyfile))
+            if cfg.tls_client_cafile is not None:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(str(cfg.tls_client_cafile))
+            # the handshake runs in the request's own thread (see _Handler.setup), so a
+            # client that connects and stalls cannot hold up other scrapes
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="metrics-http", daemon=True)
 
@@ -212,12 +237,34 @@ class MetricsServer:
         self._server.server_close()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("http_client_error", extra={"fields": {"client": client_address[0]}},
+                  exc_info=True)
+
+
 class _Handler(BaseHTTPRequestHandler):
     exporter: Exporter
+    auth: bytes | None
     server_version = f"drift-detector/{__version__}"
+    timeout = 10
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(self.timeout)
+            self.request.do_handshake()
+        super().setup()
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path = self.path.split("?", 1)[0]
+        if path in ("/metrics", "/detections") and self.auth is not None:
+            given = (self.headers.get("Authorization") or "").encode()
+            if not hmac.compare_digest(given, self.auth):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="drift-detector"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             self._send(200, encoder(self.exporter.registry), content_type)

@@ -133,8 +133,11 @@ class Service:
     def start_http(self) -> int:
         """Serve /metrics, /healthz, /readyz; return the bound port."""
         m = self.settings.metrics
-        self.server = MetricsServer(self.exporter, m.host, m.port).start()
-        log.info("metrics_listening", extra={"fields": {"host": m.host, "port": self.server.port}})
+        self.server = MetricsServer(self.exporter, m).start()
+        log.info("metrics_listening", extra={"fields": {
+            "host": m.host, "port": self.server.port, "tls": m.tls_certfile is not None,
+            "client_certs": m.tls_client_cafile is not None,
+            "basic_auth": m.basic_auth_username is not None}})
         return self.server.port
 
     def run(self, stop: threading.Event) -> None:

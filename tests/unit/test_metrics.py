@@ -6,7 +6,7 @@ import threading
 import urllib.error
 import urllib.request
 
-from detector.config import Settings
+from detector.config import MetricsSettings, Settings
 from detector.metrics import DriftCollector, Exporter, MetricsServer, RunStatus
 from detector.pipeline import Pipeline, Record
 from prometheus_client import CollectorRegistry
@@ -53,7 +53,7 @@ def test_every_rejection_reason_and_join_outcome_exists_at_zero() -> None:
 def test_http_endpoints_on_a_real_server() -> None:
     status = RunStatus()
     server = MetricsServer(Exporter(_shifted_pipeline(60), threading.Lock(), status),
-                           "127.0.0.1", 0).start()
+                           MetricsSettings(host="127.0.0.1", port=0)).start()
     base = f"http://127.0.0.1:{server.port}"
     try:
         body = urllib.request.urlopen(base + "/metrics").read().decode()

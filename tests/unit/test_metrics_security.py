@@ -1,0 +1,95 @@
+"""The metrics endpoint over TLS with a self-signed CA, client certificates and basic auth."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from detector.config import MetricsSettings, Settings
+from detector.metrics import Exporter, MetricsServer, RunStatus
+from detector.pipeline import Pipeline
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all self-made."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
+                 *(["-extfile", "san.cnf"] if name == "server" else []), cwd=d)
+    return d
+
+
+def _server(**cfg) -> MetricsServer:
+    status = RunStatus()
+    exporter = Exporter(Pipeline(Settings()), threading.Lock(), status)
+    return MetricsServer(exporter, MetricsSettings(host="127.0.0.1", port=0, **cfg)).start()
+
+
+def _get(url: str, ctx: ssl.SSLContext | None = None, auth: str | None = None) -> int:
+    req = urllib.request.Request(url)
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        return urllib.request.urlopen(req, context=ctx, timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_tls_with_required_client_certificates_and_basic_auth(pki: Path) -> None:
+    server = _server(tls_certfile=pki / "server.pem", tls_keyfile=pki / "server.key",
+                     tls_client_cafile=pki / "ca.pem", basic_auth_username="prom",
+                     basic_auth_password="s3cret-pass")
+    base = f"https://127.0.0.1:{server.port}"
+    try:
+        trusted = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            _get(base + "/healthz", trusted)             # no client certificate: refused
+        with_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        with_cert.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+        assert _get(base + "/healthz", with_cert) == 200      # probes need no password
+        assert _get(base + "/metrics", with_cert) == 401
+        assert _get(base + "/metrics", with_cert, "prom:wrong") == 401
+        assert _get(base + "/metrics", with_cert, "prom:s3cret-pass") == 200
+        assert _get(base + "/detections", with_cert) == 401
+        with pytest.raises((urllib.error.URLError, ConnectionError)):   # no plain HTTP
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+        # a client that connects and says nothing does not block other scrapes
+        import socket
+        with socket.create_connection(("127.0.0.1", server.port)):
+            assert _get(base + "/metrics", with_cert, "prom:s3cret-pass") == 200
+    finally:
+        server.stop()
+
+
+def test_tls_without_client_certificates(pki: Path) -> None:
+    server = _server(tls_certfile=pki / "server.pem", tls_keyfile=pki / "server.key")
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        assert _get(f"https://127.0.0.1:{server.port}/metrics", ctx) == 200
+    finally:
+        server.stop()
+
+
+def test_half_configured_security_is_a_config_error() -> None:
+    for bad in ({"tls_certfile": "a.pem"}, {"basic_auth_username": "u"},
+                {"tls_client_cafile": "ca.pem"}):
+        with pytest.raises(ValueError):
+            MetricsSettings(**bad)
