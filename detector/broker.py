@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,3 +91,48 @@ class Tansu:
 
 
 
+
+
+class Noida:
+    """A Kafka-compatible broker that keeps its data on disk (the ``noida-db`` package),
+    for tests that stop and restart the broker. Like real Kafka it refuses session
+    timeouts below 6 s and rejects commits during a rebalance."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> Noida:
+        exe = shutil.which("noida-db")
+        if exe is None:
+            raise BrokerError("noida-db is not installed: pip install noida-db")
+        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
+        self._proc = subprocess.Popen(
+            [exe, "start", "--data-dir", str(self.data_dir), "--only", "kafka",
+             "--kafka-port", str(self.port)], stdout=log, stderr=log, start_new_session=True)
+        try:
+            wait_for_broker(self.bootstrap, timeout)
+        except SourceError as exc:
+            self.stop()
+            raise BrokerError(f"noida-db did not become ready: {exc}") from None
+        return self
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> Noida:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

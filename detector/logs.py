@@ -47,6 +47,7 @@ def configure(level: str, fmt: Literal["text", "json"]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
-    # kafka-python 3 warns when a batch holds the GIL for >0.1 s; harmless, and frequent
-    logging.getLogger("kafka.net.selector").setLevel(max(logging.ERROR, root.level))
+    # kafka-python logs every failed reconnect (10 per second in an outage); the service
+    # logs broker_disconnected / broker_connected itself. Group changes stay visible.
+    logging.getLogger("kafka").setLevel(max(logging.CRITICAL, root.level))
+    logging.getLogger("kafka.coordinator").setLevel(max(logging.WARNING, root.level))

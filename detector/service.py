@@ -257,7 +257,16 @@ class Service:
                     pipeline.expire(now)
             status.last_poll = now
             if now >= next_health:
-                status.connected = source.connected()
+                connected = source.connected()
+                if connected != status.connected:
+                    if connected:
+                        log.info("broker_connected", extra={"fields": {
+                            "bootstrap": self.settings.kafka.bootstrap_servers}})
+                    else:
+                        log.warning("broker_disconnected", extra={"fields": {
+                            "bootstrap": self.settings.kafka.bootstrap_servers,
+                            "action": "serving /metrics, not ready, reconnecting"}})
+                status.connected = connected
                 status.lag = source.lag()
                 next_health = now + 1.0
         log.info("stopping", extra={"fields": {"events": sum(

@@ -78,10 +78,16 @@ class KafkaSource:
         self.polled = 0
         #: positions from a checkpoint, applied when those partitions are first assigned
         self._resume: dict[tuple[str, int], int] = {}
+        #: next offset this process has handed out per partition: a message below it was
+        #: already applied, and comes again only because its commit failed (a rebalance,
+        #: an outage); it is skipped, so nothing is counted twice
+        self._applied: dict[Any, int] = {}
+        self.redelivered = 0
 
     def resume_from(self, offsets: dict[tuple[str, int], int]) -> None:
         """Start these partitions at these offsets (a checkpoint's), not at the group's."""
         self._resume = dict(offsets)
+        self._applied.clear()
 
     def positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read of every assigned partition."""
@@ -124,13 +130,22 @@ class KafkaSource:
             batches = self._consumer.poll(timeout_ms=self._settings.poll_timeout_ms)
         except _FATAL as exc:
             raise SourceError(f"Kafka consumer failed: {exc}") from exc
-        kinds = self._kinds
+        kinds, applied = self._kinds, self._applied
         records = []
         for tp, messages in batches.items():
             kind = kinds[tp.topic]
-            for m in messages:
+            seen = applied.get(tp, -1)
+            fresh = [m for m in messages if m.offset >= seen]
+            if len(fresh) < len(messages):
+                self.redelivered += len(messages) - len(fresh)
+                log.info("redelivered_skipped", extra={"fields": {
+                    "topic": tp.topic, "partition": tp.partition,
+                    "messages": len(messages) - len(fresh), "applied_up_to": seen}})
+            for m in fresh:
                 ts = m.timestamp / 1000.0 if m.timestamp is not None and m.timestamp >= 0 else None
                 records.append(Record(kind, m.value, ts, tp.topic, tp.partition, m.offset))
+            if fresh:
+                applied[tp] = fresh[-1].offset + 1
         self.polled += len(records)
         return records
 
