@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.broker import Tansu, free_port
+from detector.broker import Noida, Tansu, free_port
 from detector.config import KafkaSettings
 from detector.sources import create_topics, producer
 
@@ -57,16 +57,33 @@ def prometheus_tools() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tansu]:
+def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tansu]:
     log = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with Tansu(log_path=log) as b:
         yield b
 
 
+@pytest.fixture(scope="session")
+def noida(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Noida]:
+    with Noida(tmp_path_factory.mktemp("noida") / "data") as b:
+        yield b
+
+
+@pytest.fixture(scope="session", params=["tansu", "noida"])
+def broker(request: pytest.FixtureRequest) -> Tansu | Noida:
+    """Every broker test runs twice: on Tansu (memory, fast group joins) and on noida-db
+    (keeps data on disk, enforces real Kafka's 6 s minimum session timeout), so nothing
+    depends on one broker's quirks."""
+    return request.getfixturevalue(request.param)
+
+
 class Topics:
-    def __init__(self, broker: Tansu, partitions: int = 1) -> None:
+    def __init__(self, broker: Tansu | Noida, partitions: int = 1) -> None:
         tag = uuid.uuid4().hex[:8]
         self.bootstrap = broker.bootstrap
+        # Tansu holds a first JoinGroup for half the session timeout: keep it short there;
+        # noida, like real Kafka, refuses session timeouts below 6 s
+        self.session = (2000, 500) if isinstance(broker, Tansu) else (6000, 2000)
         self.predictions = f"predictions-{tag}"
         self.labels = f"labels-{tag}"
         self.group = f"group-{tag}"
@@ -87,7 +104,7 @@ class Topics:
 
 
 @pytest.fixture
-def topics(broker: Tansu) -> Topics:
+def topics(broker: Tansu | Noida) -> Topics:
     return Topics(broker)
 
 
@@ -124,7 +141,8 @@ class DetectorProcess:
         base = {
             "kafka": {"bootstrap_servers": topics.bootstrap, "group_id": topics.group,
                       "predictions_topic": topics.predictions, "labels_topic": topics.labels,
-                      "session_timeout_ms": 2000, "heartbeat_interval_ms": 500},
+                      "session_timeout_ms": topics.session[0],
+                      "heartbeat_interval_ms": topics.session[1]},
             "metrics": {"host": "127.0.0.1", "port": self.port},
             "log": {"format": "json"},
         }
