@@ -60,3 +60,36 @@ def test_check_config_prints_file_and_environment_merged(tmp_path) -> None:
     assert effective["models"]["fraud"]["thresholds"] == {"accuracy": 0.9}
     assert [d["name"] for d in effective["detectors"]["feature"]] == ["adwin", "cusum"]
     assert effective["detectors"]["feature"][1]["params"]["h"] > 0       # derived, shown
+
+
+def test_a_running_service_never_logs_or_exports_its_secrets(tmp_path) -> None:
+    import time
+    import urllib.request
+
+    from detector.broker import free_port
+    port = free_port()
+    env = {**os.environ, "DRIFT_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",
+           "DRIFT_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "DRIFT_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+           "DRIFT_KAFKA__SASL_PLAIN_USERNAME": "svc",
+           "DRIFT_KAFKA__SASL_PLAIN_PASSWORD": "kafka-secret-123",
+           "DRIFT_CHECKPOINT__PATH": str(tmp_path / "state"),
+           "DRIFT_CHECKPOINT__KEY": "checkpoint-secret-456",
+           "DRIFT_METRICS__PORT": str(port), "DRIFT_LOG__FORMAT": "json",
+           "DRIFT_LOG__LEVEL": "DEBUG"}
+    proc = subprocess.Popen([sys.executable, "-m", "detector", "run"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, body = time.monotonic() + 30, ""
+        while time.monotonic() < deadline and not body:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            except OSError:
+                time.sleep(0.1)
+        assert "drift_build_info" in body
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "source_unavailable" in out                      # it did try, and logged it
+    for secret in ("kafka-secret-123", "checkpoint-secret-456"):
+        assert secret not in out and secret not in body
