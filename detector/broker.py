@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from detector.errors import BrokerError, SourceError
 from detector.sources import wait_for_broker
@@ -42,82 +43,34 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-class Tansu:
-    """Start Tansu on a free loopback port; stop it by its PID."""
+class _Broker:
+    """A broker process on a free loopback port, in its own process group, stopped by PID."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    name = "broker"
+
+    def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self._log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> Tansu:
-        url = f"tcp://{self.bootstrap}"
-        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # info logs slow it 2-3x
-        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=out, env=env, start_new_session=True)
+    def _launch(self, cmd: list[str], out: Any, timeout: float,
+                env: dict[str, str] | None = None) -> None:
+        self._proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=env,
+                                      start_new_session=True)
         try:
             wait_for_broker(self.bootstrap, timeout)
         except SourceError as exc:
             code = self._proc.poll()
             self.stop()
-            raise BrokerError(f"Tansu did not become ready (exit code {code}): {exc}") from None
-        return self
+            raise BrokerError(f"{self.name} did not become ready (exit code {code}): {exc}") \
+                from None
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def stop(self) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-
-    def __enter__(self) -> Tansu:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-
-
-
-class Noida:
-    """A Kafka-compatible broker that keeps its data on disk (the ``noida-db`` package),
-    for tests that stop and restart the broker. Like real Kafka it refuses session
-    timeouts below 6 s and rejects commits during a rebalance."""
-
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.data_dir = data_dir
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> Noida:
-        exe = shutil.which("noida-db")
-        if exe is None:
-            raise BrokerError("noida-db is not installed: pip install noida-db")
-        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
-        self._proc = subprocess.Popen(
-            [exe, "start", "--data-dir", str(self.data_dir), "--only", "kafka",
-             "--kafka-port", str(self.port)], stdout=log, stderr=log, start_new_session=True)
-        try:
-            wait_for_broker(self.bootstrap, timeout)
-        except SourceError as exc:
-            self.stop()
-            raise BrokerError(f"noida-db did not become ready: {exc}") from None
-        return self
+    def start(self, timeout: float = 30.0) -> _Broker:
+        raise NotImplementedError
 
     def stop(self) -> None:
         if self._proc is None:
@@ -131,8 +84,48 @@ class Noida:
                 self._proc.wait()
         self._proc = None
 
-    def __enter__(self) -> Noida:
+    def __enter__(self) -> _Broker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Tansu(_Broker):
+    """The bundled broker: memory only, fast group joins."""
+
+    name = "Tansu"
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        super().__init__(port)
+        self._log_path = log_path
+
+    def start(self, timeout: float = 30.0) -> Tansu:
+        url = f"tcp://{self.bootstrap}"
+        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # info logs slow it 2-3x
+        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
+        self._launch([str(tansu_binary()), "broker", "--listener-url", url,
+                      "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                     out, timeout, env)
+        return self
+
+
+class Noida(_Broker):
+    """A Kafka-compatible broker that keeps its data on disk (the ``noida-db`` package),
+    for tests that stop and restart the broker. Like real Kafka it refuses session
+    timeouts below 6 s and rejects commits during a rebalance."""
+
+    name = "noida-db"
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(port)
+        self.data_dir = data_dir
+
+    def start(self, timeout: float = 30.0) -> Noida:
+        exe = shutil.which("noida-db")
+        if exe is None:
+            raise BrokerError("noida-db is not installed: pip install noida-db")
+        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
+        self._launch([exe, "start", "--data-dir", str(self.data_dir), "--only", "kafka",
+                      "--kafka-port", str(self.port)], log, timeout)
+        return self

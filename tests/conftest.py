@@ -197,6 +197,22 @@ class DetectorProcess:
 
 
 @pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., DetectorProcess]]:
+    """``spawn(topics, config)`` starts a service; whatever is still running when the
+    test ends, passed or failed, is killed."""
+    started: list[DetectorProcess] = []
+
+    def make(topics: Topics, config: dict | None = None) -> DetectorProcess:
+        d = DetectorProcess(topics, tmp_path, config)
+        started.append(d)
+        return d.start()
+
+    yield make
+    for d in started:
+        d.kill()
+
+
+@pytest.fixture
 def detector(topics: Topics, tmp_path: Path) -> Iterator[Callable[..., DetectorProcess]]:
     started: list[DetectorProcess] = []
 

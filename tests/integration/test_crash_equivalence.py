@@ -50,13 +50,13 @@ def _run_to_end(proc: DetectorProcess, topics: Topics) -> dict:
                              else None)(proc.metrics()), 30, "lag 0")
 
 
-def test_kills_at_random_points_change_nothing(tansu, tmp_path) -> None:
+def test_kills_at_random_points_change_nothing(tansu, spawn, tmp_path) -> None:
     # On Tansu only: noida-db keeps a SIGKILLed member's partitions until the group's
     # rebalance timeout (300 s), where Kafka frees them after the session timeout.
     topics = Topics(tansu)
     topics.produce(topics.predictions, _events(seed=8))
 
-    uninterrupted = DetectorProcess(topics, tmp_path).start()
+    uninterrupted = spawn(topics)
     _run_to_end(uninterrupted, topics)
     expected_detections = _detections([uninterrupted])
     expected = _final(uninterrupted)
@@ -71,11 +71,11 @@ def test_kills_at_random_points_change_nothing(tansu, tmp_path) -> None:
     kill_points = sorted(rng.sample(range(N // 10, N * 9 // 10), 3))
     runs = []
     for point in kill_points:
-        proc = DetectorProcess(topics, tmp_path, config).start()
+        proc = spawn(topics, config)
         runs.append(proc)
         proc.wait_events("prediction", "m", point, timeout=120)
         proc.kill()                                   # SIGKILL: no goodbye, no final save
-    final = DetectorProcess(topics, tmp_path, config).start()
+    final = spawn(topics, config)
     runs.append(final)
     metrics = _run_to_end(final, topics)
 

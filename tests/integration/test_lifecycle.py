@@ -6,7 +6,7 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
-from tests.conftest import DetectorProcess, Topics, sample, wait_for
+from tests.conftest import Topics, sample, wait_for
 
 
 def _events(start: int, n: int) -> list[dict]:
@@ -49,13 +49,13 @@ def test_restart_in_the_same_group_skips_nothing_and_repeats_nothing(topics, det
     assert sample(m, "drift_events_total", kind="prediction", model="m") == 2000
 
 
-def test_after_kill_9_the_restart_resumes_from_the_last_commit(tansu, tmp_path) -> None:
+def test_after_kill_9_the_restart_resumes_from_the_last_commit(tansu, spawn) -> None:
     # On Tansu only: noida-db keeps a SIGKILLed member's partitions until the group's
     # rebalance timeout (300 s), where Kafka frees them after the session timeout.
     topics = Topics(tansu)
 
     def detector(config=None):
-        return DetectorProcess(topics, tmp_path, config).start()
+        return spawn(topics, config)
 
     total = 60_000
     topics.produce(topics.predictions, _events(0, total))

@@ -7,19 +7,18 @@ from __future__ import annotations
 import time
 
 from detector.broker import Noida
-from tests.conftest import DetectorProcess, Topics, http_status, sample, wait_for
+from tests.conftest import Topics, http_status, sample, wait_for
 
 OUTAGE_S = 22.0
 
 
-def test_broker_outage_loses_nothing_and_counts_nothing_twice(tmp_path) -> None:
+def test_broker_outage_loses_nothing_and_counts_nothing_twice(tmp_path, spawn) -> None:
     with Noida(tmp_path / "noida-data") as broker:
         topics = Topics(broker)
         events = [{"model": "m", "prediction_id": str(i), "features": {"x": float(i % 9)},
                    "prediction": i % 2} for i in range(5000)]
         topics.produce(topics.predictions, events[:3000])
-        d = DetectorProcess(topics, tmp_path, {"kafka": {"session_timeout_ms": 6000,
-                                                         "heartbeat_interval_ms": 2000}}).start()
+        d = spawn(topics)
         d.wait_events("prediction", "m", 3000)
 
         broker.stop()

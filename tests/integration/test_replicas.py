@@ -37,11 +37,11 @@ def _assigned(proc: DetectorProcess, topics: Topics) -> set[int]:
             and dict(k[1])["topic"] == topics.predictions}
 
 
-def test_two_replicas_split_the_work_and_hand_it_over(tansu, tmp_path) -> None:
+def test_two_replicas_split_the_work_and_hand_it_over(tansu, spawn) -> None:
     topics = Topics(tansu, partitions=4)
     _produce_keyed(topics, 0, 4000)
-    a = DetectorProcess(topics, tmp_path).start()
-    b = DetectorProcess(topics, tmp_path).start()
+    a = spawn(topics)
+    b = spawn(topics)
 
     def settled() -> bool:
         events = sum(_count(p, "drift_events_total", kind="prediction", model=MODEL)
