@@ -178,14 +178,20 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _run(settings: Settings) -> int:
     from detector.service import Service
-    from detector.sources import KafkaSource, TopicSink
+    from detector.sources import KafkaCheckpointStore, KafkaSource, TopicSink
 
-    sink = dead = None
+    sink = dead = store = None
+    ck = settings.checkpoint
+    if ck.topic is not None:
+        import socket
+        name = ck.name or f"{settings.kafka.group_id}:{socket.gethostname()}"
+        store = KafkaCheckpointStore(settings.kafka, ck.topic, name)
     if settings.drift_events.enabled:
         sink = TopicSink(settings.kafka, settings.drift_events.topic)
     if settings.dead_letter.enabled:
         dead = TopicSink(settings.kafka, settings.dead_letter.topic)
-    service = Service(settings, KafkaSource(settings.kafka), sink=sink, dead_letters=dead)
+    service = Service(settings, KafkaSource(settings.kafka), sink=sink, dead_letters=dead,
+                      store=store)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

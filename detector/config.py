@@ -223,6 +223,9 @@ class CheckpointSettings(_Section):
     """Periodic checkpoints of the whole state and its Kafka positions (off without a path)."""
 
     path: Path | None = None
+    topic: str | None = Field(None, description="a compacted Kafka topic instead of a file")
+    name: str | None = Field(None, description="this instance's key on the topic "
+                             "(default: group id and host name)")
     key: SecretStr | None = Field(None, description="HMAC key that signs checkpoints")
     interval_seconds: float = Field(30.0, gt=0)
     interval_events: int = Field(100_000, ge=1)
@@ -230,11 +233,17 @@ class CheckpointSettings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> CheckpointSettings:
-        if self.path is not None and (self.key is None or
-                                      len(self.key.get_secret_value()) < 16):
-            raise ValueError("checkpoint.key (16+ characters) is required with checkpoint.path: "
-                             "checkpoints are signed and unsigned ones are refused")
+        if self.path is not None and self.topic is not None:
+            raise ValueError("set checkpoint.path or checkpoint.topic, not both")
+        if self.enabled and (self.key is None or len(self.key.get_secret_value()) < 16):
+            raise ValueError("checkpoint.key (16+ characters) is required with checkpoint.path "
+                             "or checkpoint.topic: checkpoints are signed and unsigned ones "
+                             "are refused")
         return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None or self.topic is not None
 
 
 class DriftEventSettings(_Section):

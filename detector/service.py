@@ -42,6 +42,11 @@ class Source(Protocol):
 Message = tuple[str | None, bytes, list[tuple[str, bytes]]]
 
 
+class Store(Protocol):
+    def read(self) -> bytes | None: ...
+    def write(self, blob: bytes) -> int: ...
+
+
 class Sink(Protocol):
     def publish(self, messages: Iterable[Message]) -> None: ...
     def close(self) -> None: ...
@@ -112,11 +117,14 @@ class Service:
     """One drift-detector instance: a source, the pipeline, the metrics endpoint."""
 
     def __init__(self, settings: Settings, source: Source, *, sink: Sink | None = None,
-                 dead_letters: Sink | None = None, clock=time.time) -> None:
+                 dead_letters: Sink | None = None, store: Store | None = None,
+                 clock=time.time) -> None:
         self.settings = settings
         self.source = source
         self.sink = sink
         self.dead_letters = dead_letters
+        cfg = settings.checkpoint
+        self.store = store or (state.FileStore(cfg.path) if cfg.path is not None else None)
         self.clock = clock
         self.pipeline = Pipeline(settings)
         self.lock = threading.Lock()
@@ -154,7 +162,9 @@ class Service:
                 if sink is not None:
                     stack.callback(sink.close)
             stack.callback(self._mark_stopping)
-            if self.settings.checkpoint.path is not None:
+            if self.store is not None:
+                if hasattr(self.store, "close"):
+                    stack.callback(self.store.close)
                 stack.callback(self._save)       # runs before the source closes
             self._loop(stop)
 
@@ -172,16 +182,15 @@ class Service:
     def _restore(self) -> None:
         """Load the newest valid checkpoint, if any; raises ``CheckpointError`` when it is
         unusable and ``checkpoint.on_invalid`` is ``refuse``."""
-        cfg = self.settings.checkpoint
-        if cfg.path is None:
-            return
-        for stale in cfg.path.parent.glob(cfg.path.name + ".*.tmp"):  # left by a crash
-            stale.unlink(missing_ok=True)
-        if not cfg.path.exists():
-            log.info("checkpoint_none", extra={"fields": {"path": str(cfg.path)}})
+        cfg, store = self.settings.checkpoint, self.store
+        if store is None:
             return
         try:
-            ckpt = state.load(cfg.path, self._key(), self._fingerprint)
+            raw = store.read()
+            if raw is None:
+                log.info("checkpoint_none", extra={"fields": {"store": str(store)}})
+                return
+            ckpt = state.unseal(raw, self._key(), self._fingerprint, str(store))
         except state.CheckpointError as exc:
             if cfg.on_invalid == "refuse":
                 raise
@@ -193,7 +202,7 @@ class Service:
         self._events = self._saved_events = ckpt.events
         self.status.checkpoint_at = ckpt.created
         log.info("checkpoint_restored", extra={"fields": {
-            "path": str(cfg.path), "events": ckpt.events,
+            "store": str(store), "events": ckpt.events,
             "age_s": round(self.clock() - ckpt.created, 1),
             "offsets": ",".join(f"{t}/{p}@{o}" for (t, p), o in sorted(ckpt.offsets.items()))}})
 
@@ -204,7 +213,7 @@ class Service:
         with self.lock:
             payload = state.encode(self.pipeline.snapshot(), offsets, self._fingerprint,
                                    self._events)
-        size = state.write(self.settings.checkpoint.path, self._key(), payload)
+        size = self.store.write(state.seal(self._key(), payload))
         self._saved_events, self._saved_at = self._events, self.clock()
         self.status.checkpoint_at = self._saved_at
         log.info("checkpoint_saved", extra={"fields": {
@@ -248,7 +257,7 @@ class Service:
                 self._report(result, now)
                 self._events += len(records)
                 ck = self.settings.checkpoint
-                if ck.path is not None and (
+                if self.store is not None and (
                         self._events - self._saved_events >= ck.interval_events
                         or now - self._saved_at >= ck.interval_seconds):
                     self._save()

@@ -7,6 +7,8 @@ calls ``commit()``, so a crash replays at most the uncommitted batch.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import socket
 import time
@@ -14,7 +16,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
 from kafka.admin import NewTopic
 from kafka.errors import (
     CommitFailedError,
@@ -28,6 +36,7 @@ from detector.config import KafkaSettings
 from detector.errors import SourceError, SourceUnavailable
 from detector.events import Kind
 from detector.pipeline import Record
+from detector.state import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -306,3 +315,105 @@ class TopicSink:
 
     def close(self) -> None:
         self._producer.close(timeout=5)
+
+
+class KafkaCheckpointStore:
+    """A checkpoint kept on a compacted Kafka topic instead of a volume.
+
+    The sealed checkpoint is cut into parts of ``PART`` bytes under keys
+    ``NAME/GENERATION/i``; a manifest under ``NAME`` (generation, part count, SHA-256)
+    is written only after every part is acknowledged, so a crash mid-write leaves the
+    previous checkpoint whole. The previous generation's parts are then deleted with
+    tombstones, so compaction keeps one checkpoint per name.
+    """
+
+    PART = 512 * 1024
+
+    def __init__(self, kafka: KafkaSettings, topic: str, name: str, timeout: float = 60.0) -> None:
+        self._kafka, self.topic, self.name, self._timeout = kafka, topic, name, timeout
+        self._previous: tuple[int, int] | None = None
+        self._producer: KafkaProducer | None = None
+
+    def __str__(self) -> str:
+        return f"topic {self.topic} key {self.name}"
+
+    def _ensure_topic(self) -> None:
+        admin = KafkaAdminClient(**client_options(self._kafka))
+        try:
+            if self.topic not in admin.list_topics():
+                try:
+                    admin.create_topics([NewTopic(self.topic, num_partitions=1,
+                                                  replication_factor=1,
+                                                  topic_configs={"cleanup.policy": "compact"})])
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            admin.close()
+
+    def read(self) -> bytes | None:
+        self._ensure_topic()
+        consumer = KafkaConsumer(**client_options(self._kafka), enable_auto_commit=False,
+                                 group_id=None)
+        latest: dict[str, bytes] = {}
+        try:
+            partitions = consumer.partitions_for_topic(self.topic) or {0}
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            end = consumer.end_offsets(tps)
+            deadline = time.monotonic() + self._timeout
+            while any(consumer.position(tp) < end[tp] for tp in tps):
+                if time.monotonic() > deadline:
+                    raise CheckpointError(f"checkpoint {self}: could not read the topic to its "
+                                          f"end in {self._timeout:.0f} s")
+                for messages in consumer.poll(timeout_ms=500).values():
+                    for m in messages:
+                        key = m.key.decode(errors="replace") if m.key else ""
+                        if key == self.name or key.startswith(self.name + "/"):
+                            if m.value is None:
+                                latest.pop(key, None)
+                            else:
+                                latest[key] = m.value
+        finally:
+            consumer.close()
+        if self.name not in latest:
+            return None
+        manifest = json.loads(latest[self.name])
+        generation, count = int(manifest["generation"]), int(manifest["parts"])
+        parts = [latest.get(f"{self.name}/{generation}/{i}") for i in range(count)]
+        if any(p is None for p in parts):
+            raise CheckpointError(f"checkpoint {self}: incomplete, parts are missing")
+        blob = b"".join(parts)
+        if hashlib.sha256(blob).hexdigest() != manifest["sha256"]:
+            raise CheckpointError(f"checkpoint {self}: parts do not match the manifest")
+        self._previous = (generation, count)
+        return blob
+
+    def write(self, blob: bytes) -> int:
+        if self._producer is None:
+            self._ensure_topic()
+            self._producer = KafkaProducer(**client_options(self._kafka), acks="all",
+                                           linger_ms=5, max_request_size=self.PART + 65_536)
+        prod = self._producer
+        generation = time.time_ns()
+        parts = [blob[i:i + self.PART] for i in range(0, len(blob), self.PART)] or [b""]
+        for i, part in enumerate(parts):
+            prod.send(self.topic, key=f"{self.name}/{generation}/{i}".encode(), value=part)
+        prod.flush(timeout=self._timeout)
+        manifest = {"generation": generation, "parts": len(parts),
+                    "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+        prod.send(self.topic, key=self.name.encode(), value=json.dumps(manifest).encode())
+        prod.flush(timeout=self._timeout)
+        if self._previous is not None:
+            old_generation, old_count = self._previous
+            for i in range(old_count):
+                prod.send(self.topic, key=f"{self.name}/{old_generation}/{i}".encode(),
+                          value=None)
+            prod.flush(timeout=self._timeout)
+        self._previous = (generation, len(parts))
+        return len(blob)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None

@@ -71,34 +71,67 @@ def encode(state: dict[str, Any], offsets: Offsets, print_: str, events: int = 0
                          "offsets": offsets, "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def seal(key: bytes, payload: bytes) -> bytes:
+    """``MAGIC`` + HMAC-SHA256 of the payload + the payload."""
+    return MAGIC + hmac.new(key, payload, hashlib.sha256).digest() + payload
+
+
 def write(path: Path, key: bytes, payload: bytes) -> int:
     """Sign ``payload`` and replace the checkpoint at ``path`` atomically."""
-    signature = hmac.new(key, payload, hashlib.sha256).digest()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(MAGIC + signature + payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return len(MAGIC) + len(signature) + len(payload)
+    return FileStore(path).write(seal(key, payload))
+
+
+class FileStore:
+    """A checkpoint in a file (a volume): replaced atomically, never half written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def read(self) -> bytes | None:
+        for stale in self.path.parent.glob(self.path.name + ".*.tmp"):  # left by a crash
+            stale.unlink(missing_ok=True)
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint {self.path}: cannot read: {exc.strerror}") from None
+
+    def write(self, blob: bytes) -> int:
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return len(blob)
 
 
 def load(path: Path, key: bytes, print_: str) -> Checkpoint:
-    """Read and verify a checkpoint; raises ``CheckpointError`` saying why it is unusable."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"checkpoint {path}: cannot read: {exc.strerror}") from None
+    """Read and verify a checkpoint file; raises ``CheckpointError`` saying why it is unusable."""
+    raw = FileStore(path).read()
+    if raw is None:
+        raise CheckpointError(f"checkpoint {path}: cannot read: No such file")
+    return unseal(raw, key, print_, str(path))
+
+
+def unseal(raw: bytes, key: bytes, print_: str, where: str) -> Checkpoint:
+    """Verify the signature, then unpickle; raises ``CheckpointError`` saying why not."""
+    path = where
     if not raw.startswith(MAGIC) or len(raw) < len(MAGIC) + 32:
         raise CheckpointError(f"checkpoint {path}: not a drift-detector checkpoint "
                               "(unsigned or truncated)")
