@@ -108,6 +108,21 @@ def topics(broker: Tansu | Noida) -> Topics:
     return Topics(broker)
 
 
+def read_topic(bootstrap: str, topic: str, partition: int = 0) -> list:
+    """Every message of one partition, from the beginning (no consumer group)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    tp = TopicPartition(topic, partition)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """``/metrics`` over HTTP, as {(sample name, sorted labels): value}."""
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from kafka import KafkaConsumer, TopicPartition
 
 from detector.broker import free_port
 from detector.sources import create_topics
-from tests.conftest import wait_for
+from tests.conftest import read_topic, wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 FEATURES = ["amount", "age", "tenure", "balance", "visits"]
@@ -214,13 +213,7 @@ def test_drift_then_accuracy_drop_reach_the_webhook(topics, stack) -> None:
             assert answer["data"]["result"], f"panel {panel['title']!r} has no data: {expr}"
 
     # the retraining hook: the detection was published with its origin
-    consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
-    tp = TopicPartition(stack["drift_topic"], 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    events = [json.loads(m.value) for m in consumer]
-    consumer.close()
+    events = [json.loads(m.value) for m in read_topic(topics.bootstrap, stack["drift_topic"])]
     hits = [e for e in events if e["feature"] == DRIFTED and e["detector"] in ("adwin", "cusum")]
     assert hits, events[:5]
     first = hits[0]

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import uuid
 
-from kafka import KafkaConsumer, TopicPartition
-
 from detector.sources import KafkaCheckpointStore
-from tests.conftest import sample
+from tests.conftest import read_topic, sample
 
 
 def test_store_round_trips_multi_part_blobs_and_deletes_old_generations(topics) -> None:
@@ -24,13 +22,7 @@ def test_store_round_trips_multi_part_blobs_and_deletes_old_generations(topics) 
     other = KafkaCheckpointStore(topics.kafka, topic, "group-a:host-2")
     assert other.read() is None                            # names do not mix
 
-    consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    messages = list(consumer)
-    consumer.close()
+    messages = read_topic(topics.bootstrap, topic)
     tombstoned = {m.key for m in messages if m.value is None}
     assert len(tombstoned) == 3 + 2                      # parts of the first two generations
 
