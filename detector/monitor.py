@@ -313,10 +313,10 @@ class ReferenceStream:
             new = np.asarray([v for v in values if not isinstance(v, str)], dtype=float)
         else:
             kept = [v for v in values if isinstance(v, str)]
-            self._update_shares(kept, now, out)
             other = len(self._index)
             new = np.fromiter((self._index.get(v, other) for v in kept), dtype=np.int64,
                               count=len(kept))
+            self._update_shares(new, now, out)
         if new.size:
             self._evaluate(new, now, out)
 
@@ -331,13 +331,14 @@ class ReferenceStream:
             self._set(CategoricalReference.from_counts(
                 Counter(v for v in warm if isinstance(v, str)), self.cfg.top_k))
 
-    def _update_shares(self, values: list[str], now: float, out: list[Detection]) -> None:
+    def _update_shares(self, codes: np.ndarray, now: float, out: list[Detection]) -> None:
+        """Feed each share stream 1 or 0. The share streams follow the reference's
+        categories in order, so a category's code is its stream; the last is the rest."""
         if not self.shares:
             return
-        top = {s.feature.split("=", 1)[1]: i for i, s in enumerate(self.shares[:-1])}
         other = len(self.shares) - 1
-        for v in values:
-            hit = top.get(v, other)
+        for code in codes.tolist():
+            hit = code if code < other else other
             for i, stream in enumerate(self.shares):
                 stream.update(1.0 if i == hit else 0.0, now, out)
 

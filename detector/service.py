@@ -45,6 +45,7 @@ Message = tuple[str | None, bytes, list[tuple[str, bytes]]]
 class Store(Protocol):
     def read(self) -> bytes | None: ...
     def write(self, blob: bytes) -> int: ...
+    def close(self) -> None: ...
 
 
 class Sink(Protocol):
@@ -163,8 +164,7 @@ class Service:
                     stack.callback(sink.close)
             stack.callback(self._mark_stopping)
             if self.store is not None:
-                if hasattr(self.store, "close"):
-                    stack.callback(self.store.close)
+                stack.callback(self.store.close)
                 stack.callback(self._save)       # runs before the source closes
             self._loop(stop)
 

@@ -84,14 +84,12 @@ class KafkaSource:
         self._kinds: dict[str, Kind] = {kafka.predictions_topic: "prediction",
                                         kafka.labels_topic: "label"}
         self._consumer: KafkaConsumer | None = None
-        self.polled = 0
         #: positions from a checkpoint, applied when those partitions are first assigned
         self._resume: dict[tuple[str, int], int] = {}
         #: next offset this process has handed out per partition: a message below it was
         #: already applied, and comes again only because its commit failed (a rebalance,
         #: an outage); it is skipped, so nothing is counted twice
         self._applied: dict[Any, int] = {}
-        self.redelivered = 0
 
     def resume_from(self, offsets: dict[tuple[str, int], int]) -> None:
         """Start these partitions at these offsets (a checkpoint's), not at the group's."""
@@ -146,7 +144,6 @@ class KafkaSource:
             seen = applied.get(tp, -1)
             fresh = [m for m in messages if m.offset >= seen]
             if len(fresh) < len(messages):
-                self.redelivered += len(messages) - len(fresh)
                 log.info("redelivered_skipped", extra={"fields": {
                     "topic": tp.topic, "partition": tp.partition,
                     "messages": len(messages) - len(fresh), "applied_up_to": seen}})
@@ -155,7 +152,6 @@ class KafkaSource:
                 records.append(Record(kind, m.value, ts, tp.topic, tp.partition, m.offset))
             if fresh:
                 applied[tp] = fresh[-1].offset + 1
-        self.polled += len(records)
         return records
 
     def commit(self) -> bool:

@@ -62,7 +62,7 @@ def fingerprint(settings_view: dict[str, Any]) -> str:
 def save(path: Path, key: bytes, state: dict[str, Any], offsets: Offsets, print_: str,
          events: int = 0) -> int:
     """Write a checkpoint atomically; return its size in bytes."""
-    return write(path, key, encode(state, offsets, print_, events))
+    return FileStore(path).write(seal(key, encode(state, offsets, print_, events)))
 
 
 def encode(state: dict[str, Any], offsets: Offsets, print_: str, events: int = 0) -> bytes:
@@ -74,11 +74,6 @@ def encode(state: dict[str, Any], offsets: Offsets, print_: str, events: int = 0
 def seal(key: bytes, payload: bytes) -> bytes:
     """``MAGIC`` + HMAC-SHA256 of the payload + the payload."""
     return MAGIC + hmac.new(key, payload, hashlib.sha256).digest() + payload
-
-
-def write(path: Path, key: bytes, payload: bytes) -> int:
-    """Sign ``payload`` and replace the checkpoint at ``path`` atomically."""
-    return FileStore(path).write(seal(key, payload))
 
 
 class FileStore:
@@ -119,6 +114,9 @@ class FileStore:
         finally:
             os.close(dir_fd)
         return len(blob)
+
+    def close(self) -> None:
+        """Nothing to release: every write is complete on its own."""
 
 
 def load(path: Path, key: bytes, print_: str) -> Checkpoint:
