@@ -1,0 +1,275 @@
+"""One value stream's whole column in one compiled loop: a port of
+``detector.monitor.Stream.update``.
+
+For each value, in order: standardise it (optional; ``detector.kernels.standardize``),
+feed the z-score to every channel (any number of ADWIN, CUSUM and Page-Hinkley
+detectors, in the configured order), and for each firing count it and decide whether
+it starts an episode: a firing more than ``cooldown`` values after that channel's
+previous firing does, a closer one continues the episode. After a value that fired
+any channel the standardiser restarts on the new regime. Each firing is returned
+with the stream index, the onset (the stream index where the detector estimates the
+change began) and the detector's statistics, exactly what ``Stream.update`` puts in
+its ``Detection``; feeding a column in one call or in many gives the same result.
+
+State is plain arrays (``StreamState``, nested per detector kind) so a checkpoint
+needs no pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from detector.kernels import _jit, adwin, cusum, page_hinkley, standardize
+from detector.kernels._jit import as_column, collect, kernel
+from detector.kernels.adwin import AdwinState
+from detector.kernels.cusum import CusumState
+from detector.kernels.page_hinkley import PageHinkleyState
+from detector.kernels.standardize import StandardizerState
+
+#: detector types the stream kernel runs, by their code in ``StreamState.channels``
+KINDS = ("adwin", "cusum", "page_hinkley")
+_ADWIN, _CUSUM, _PAGE_HINKLEY = 0, 1, 2
+_MODULES = {"adwin": adwin, "cusum": cusum, "page_hinkley": page_hinkley}
+_STATISTICS = {kind: module.STATISTIC for kind, module in _MODULES.items()}
+#: statistics columns in ``Firings.statistics`` (the longest detector's)
+WIDTH = max(len(names) for names in _STATISTICS.values())
+
+# columns of StreamState.config and .counters
+_STANDARDIZE, _COOLDOWN = 0, 1
+_FIRINGS, _DETECTIONS, _LAST_INDEX = 0, 1, 2
+# a channel's last firing before it ever fired, as Channel.last_index
+NEVER = -(1 << 62)
+
+
+class StreamState(NamedTuple):
+    """One stream. ``config``: standardize (0/1), cooldown. ``seen``: values fed.
+    ``channels[c]``: kind (index in ``KINDS``) and row of channel ``c`` in that kind's
+    state. ``counters[c]``: firings, detections (episodes), stream index of the last
+    firing. ``std``: the standardiser (unused with standardize 0). ``adwin``,
+    ``cusum``, ``page_hinkley``: the detectors, one row per channel of that kind."""
+
+    config: np.ndarray
+    seen: np.ndarray
+    channels: np.ndarray
+    counters: np.ndarray
+    std: StandardizerState
+    adwin: AdwinState
+    cusum: CusumState
+    page_hinkley: PageHinkleyState
+
+
+class Firings(NamedTuple):
+    """The firings of one call, in the order ``Stream.update`` reports them.
+
+    ``position``: in the values given; ``index``: in the stream (as
+    ``Detection.index``); ``channel``: which channel fired; ``onset``: as
+    ``Detection.onset``; ``episode``: True when the firing starts an episode (a
+    ``Detection`` in the reference); ``statistics`` row ``i``: the channel kind's
+    ``STATISTIC`` values, then nan.
+    """
+
+    position: np.ndarray
+    index: np.ndarray
+    channel: np.ndarray
+    onset: np.ndarray
+    episode: np.ndarray
+    statistics: np.ndarray
+
+
+def new_state(channels: Sequence[tuple[str, Mapping[str, Any]]],
+              std: StandardizerState | None = None, cooldown: int = 0) -> StreamState:
+    """A fresh stream with one channel per ``(type, params)`` (e.g.
+    ``[(s.type, s.params) for s in specs]``), standardised by ``std`` if given.
+
+    Raises ``ValueError`` for a detector type without a kernel or a bad parameter.
+    """
+    if cooldown < 0:
+        raise ValueError(f"cooldown must be >= 0, got {cooldown}")
+    states: dict[str, list[Any]] = {kind: [] for kind in KINDS}
+    table = []
+    for kind, params in channels:
+        if kind not in KINDS:
+            raise ValueError(f"no kernel for detector {kind!r}; kernels: {', '.join(KINDS)}")
+        table.append((KINDS.index(kind), len(states[kind])))
+        states[kind].append(_MODULES[kind].new_state(params))
+    return StreamState(
+        config=np.array([std is not None, cooldown], dtype=np.int64),
+        seen=np.zeros(1, dtype=np.int64),
+        channels=np.array(table, dtype=np.int64).reshape(-1, 2),
+        counters=np.array([[0, 0, NEVER]] * len(table), dtype=np.int64).reshape(-1, 3),
+        # without standardisation the kernel still takes a standardiser, and ignores it
+        std=std if std is not None else standardize.new_state(2, 3, 1.0),
+        adwin=adwin.stack(states["adwin"]),
+        cusum=cusum.stack(states["cusum"]),
+        page_hinkley=page_hinkley.stack(states["page_hinkley"]),
+    )
+
+
+_NESTED = {"std": StandardizerState, "adwin": AdwinState, "cusum": CusumState,
+           "page_hinkley": PageHinkleyState}
+_INTEGER = {"config", "seen", "channels", "counters", "std.counts", "adwin.counts",
+            "adwin.sizes", "cusum.counts", "page_hinkley.fired"}
+
+
+def to_arrays(state: StreamState) -> dict[str, np.ndarray]:
+    """Every array of ``state`` by dotted name (``adwin.totals``), e.g. for ``np.savez``."""
+    out = {}
+    for name, value in state._asdict().items():
+        if name in _NESTED:
+            out.update({f"{name}.{field}": a for field, a in value._asdict().items()})
+        else:
+            out[name] = value
+    return out
+
+
+def from_arrays(arrays: Mapping[str, np.ndarray]) -> StreamState:
+    """The state that ``to_arrays`` gave.
+
+    Raises ``ValueError`` for a missing array, a wrong type or shape, or an index out
+    of range: the kernel does not check bounds, so a state is checked once, here.
+    """
+    def take(name: str) -> np.ndarray:
+        if name not in arrays:
+            raise ValueError(f"stream state has no array {name!r}")
+        array, dtype = arrays[name], np.int64 if name in _INTEGER else np.float64
+        if array.dtype != dtype:
+            raise ValueError(f"stream state array {name!r} is {array.dtype}, not {dtype}")
+        return np.ascontiguousarray(array)
+
+    state = StreamState(**{
+        name: _NESTED[name](*(take(f"{name}.{field}") for field in _NESTED[name]._fields))
+        if name in _NESTED else take(name) for name in StreamState._fields})
+    _check_layout(state)
+    return state
+
+
+def _check_layout(state: StreamState) -> None:
+    def shaped(array: np.ndarray, rows: int, *rest: int) -> bool:
+        return array.shape == (rows, *rest)
+
+    a, c, p, std = state.adwin, state.cusum, state.page_hinkley, state.std
+    na, nc, np_, ns, channels = (len(a.params), len(c.params), len(p.params),
+                                 len(std.params), len(state.channels))
+    width = a.totals.shape[2] if a.totals.ndim == 3 else 0
+    ok = (shaped(state.config, 2) and shaped(state.seen, 1)
+          and shaped(state.channels, channels, 2) and shaped(state.counters, channels, 3)
+          and ns >= 1 and shaped(std.params, ns, 3) and shaped(std.moments, ns, 4)
+          and shaped(std.counts, ns, 2)
+          and shaped(a.params, na, 5) and shaped(a.sums, na, 3) and shaped(a.counts, na, 3)
+          and shaped(a.sizes, na, adwin.LEVELS) and shaped(a.totals, na, adwin.LEVELS, width)
+          and shaped(a.variances, na, adwin.LEVELS, width)
+          and shaped(c.params, nc, 2) and shaped(c.sums, nc, 2) and shaped(c.counts, nc, 4)
+          and shaped(p.params, np_, 5) and shaped(p.sums, np_, 6) and shaped(p.fired, np_))
+    if not ok:
+        raise ValueError("stream state arrays have inconsistent shapes")
+    rows = np.array([na, nc, np_])
+    kinds, slots = state.channels[:, 0], state.channels[:, 1]
+    if ((kinds < 0) | (kinds >= len(KINDS))).any() or (
+            (slots < 0) | (slots >= rows[np.clip(kinds, 0, len(KINDS) - 1)])).any():
+        raise ValueError("stream state names a detector it does not hold")
+    max_buckets = a.params[:, 2]
+    if ((max_buckets < 1) | (max_buckets >= width) | (a.params[:, 1] < 1)).any() or (
+            (a.sizes < 0) | (a.sizes > max_buckets[:, None])).any() or (
+            (a.counts[:, 1] < 0) | (a.counts[:, 1] >= adwin.LEVELS)).any():
+        raise ValueError("stream state has an ADWIN window out of its bounds")
+
+
+def statistic_names(state: StreamState, channel: int) -> tuple[str, ...]:
+    """The names of ``Firings.statistics`` columns for ``channel``."""
+    return _STATISTICS[KINDS[int(state.channels[channel, 0])]]
+
+
+def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int: np.ndarray,
+                        out_float: np.ndarray) -> tuple[int, int]:
+    n_channels = s.channels.shape[0]
+    standardized = s.config[_STANDARDIZE] != 0
+    cooldown = s.config[_COOLDOWN]
+    count = 0
+    for i in range(start, values.size):
+        if count + n_channels > out_int.shape[0]:
+            return i, count
+        index = s.seen[0]
+        s.seen[0] = index + 1
+        x = values[i]
+        if standardized:
+            x, valid = standardize.step(s.std, 0, x)
+            if not valid:
+                continue
+        fired_any = False
+        for c in range(n_channels):
+            kind, row = s.channels[c, 0], s.channels[c, 1]
+            if kind == _ADWIN:
+                fired = adwin.step(s.adwin, row, x)
+            elif kind == _CUSUM:
+                fired = cusum.step(s.cusum, row, x)
+            else:
+                fired = page_hinkley.step(s.page_hinkley, row, x)
+            if not fired:
+                continue
+            fired_any = True
+            stats = out_float[count]
+            stats[:] = np.nan
+            if kind == _ADWIN:
+                age = adwin.record(s.adwin, row, stats)
+            elif kind == _CUSUM:
+                age = cusum.record(s.cusum, row, stats)
+            else:
+                age = 0
+            episode = index - s.counters[c, _LAST_INDEX] > cooldown
+            s.counters[c, _FIRINGS] += 1
+            s.counters[c, _DETECTIONS] += episode
+            s.counters[c, _LAST_INDEX] = index
+            out_int[count, 0] = i
+            out_int[count, 1] = index
+            out_int[count, 2] = c
+            out_int[count, 3] = index - age + 1 if age else index
+            out_int[count, 4] = episode
+            count += 1
+        if fired_any and standardized:
+            standardize.restart_step(s.std, 0)
+    return values.size, count
+
+
+_stream_update_many = kernel(_stream_update_many,
+                             uses=(_jit, adwin, cusum, page_hinkley, standardize))
+
+
+def update_many(state: StreamState, values: Any) -> Firings:
+    """Feed a column of one stream's values, in order (``state`` is updated in place).
+
+    Parameters
+    ----------
+    state
+        From ``new_state``.
+    values
+        Finite numbers, oldest first.
+
+    Returns
+    -------
+    Firings
+        Every firing of every channel; those with ``episode`` True are the
+        detections ``Stream.update`` reports.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(7)
+    >>> std = standardize.new_state(warmup=1000, min_samples=5, clip=5.0)
+    >>> state = new_state([("adwin", {"delta": 3.2e-08}), ("cusum", {"k": 0.5, "h": 22.249})],
+    ...                   std, cooldown=500)
+    >>> values = np.concatenate([rng.normal(0, 1, 2000), rng.normal(3, 1, 1000)])
+    >>> fired = update_many(state, values)
+    >>> for i, c, onset in zip(fired.index[fired.episode], fired.channel[fired.episode],
+    ...                        fired.onset[fired.episode]):
+    ...     print(f"{KINDS[state.channels[c, 0]]} detected drift at index {i}, onset {onset}")
+    cusum detected drift at index 2009, onset 2000
+    """
+    column = as_column(values)
+    ints, floats = collect(
+        lambda start, oi, of: _stream_update_many(state, column, start, oi, of),
+        column.size, max(1, state.channels.shape[0]), 5, WIDTH)
+    return Firings(ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3], ints[:, 4].astype(bool),
+                   floats)

@@ -1,0 +1,331 @@
+"""Every compiled kernel against its reference implementation, on >= 1M values each:
+River's own ``ADWIN`` and ``PageHinkley``, our ``CUSUM``, ``Standardizer`` and
+``Stream``. Equal means equal: the same detection indices, and statistics compared
+with ``==`` (bit for bit), after every detection and at the end."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from river import drift
+
+from detector import detectors
+from detector.config import Settings
+from detector.kernels import adwin, cusum, page_hinkley, standardize, stream
+from detector.monitor import ModelMonitor, Standardizer
+
+MILLION = 1_000_000
+
+
+def regimes(seed: int, n: int = MILLION, length: int = 20_000) -> np.ndarray:
+    """Normal values whose mean and sd change every ``length`` values."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=n)
+    for start in range(0, n, length):
+        part = values[start:start + length]
+        part *= rng.uniform(0.5, 2.0)
+        part += rng.normal(0.0, 0.7)
+    return values
+
+
+def coin_flips(seed: int, n: int = MILLION) -> np.ndarray:
+    """0/1 values whose rate changes every 25k values (an error or share stream)."""
+    rng = np.random.default_rng(seed)
+    rates = np.repeat(rng.uniform(0.02, 0.6, n // 25_000 + 1), 25_000)[:n]
+    return (rng.random(n) < rates).astype(np.float64)
+
+
+def heavy_tails(seed: int, n: int = MILLION) -> np.ndarray:
+    """Student t with 2 degrees of freedom (infinite variance), shifted every 50k."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_t(2, n) + np.repeat(rng.normal(0.0, 0.5, n // 50_000 + 1), 50_000)[:n]
+
+
+def river_run(det, values: np.ndarray, read: Callable) -> tuple[list[int], list]:
+    """Feed ``det`` one value at a time: where it fired and ``read(det)`` there."""
+    fired, seen = [], []
+    for i, x in enumerate(values.tolist()):
+        det.update(x)
+        if det.drift_detected:
+            fired.append(i)
+            seen.append(read(det))
+    return fired, seen
+
+
+def adwin_view(det: drift.ADWIN) -> tuple[float, float, float]:
+    return det.estimation, det.variance, det.width
+
+
+@pytest.mark.parametrize(("values", "params"), [
+    pytest.param(regimes(1), {}, id="normal-shifts"),
+    pytest.param(coin_flips(2), {}, id="zero-one"),
+    pytest.param(heavy_tails(3), {}, id="heavy-tails"),
+    pytest.param(regimes(4), {"delta": 3.2e-08}, id="calibrated"),
+    pytest.param(coin_flips(5), {"clock": 1, "max_buckets": 3,
+                                          "min_window_length": 10, "grace_period": 50},
+                 id="every-value"),
+])
+def test_adwin_equals_river(values: np.ndarray, params: dict) -> None:
+    state = adwin.new_state(params)
+    ours = adwin.update_many(state, values)
+    river = drift.ADWIN(**params)
+    fired, seen = river_run(river, values, adwin_view)
+    assert fired and ours.index.tolist() == fired
+    assert [tuple(row) for row in ours.statistics.tolist()] == seen     # bit for bit
+    assert ours.statistic(0) == dict(zip(("estimation", "variance", "width"), seen[0]))
+    assert ours.onset_age.tolist() == [int(width) for _, _, width in seen]
+    end = adwin.statistics(state)
+    assert (end["estimation"], end["variance"], end["width"]) == adwin_view(river)
+    assert end["total"] == river.total
+
+
+def test_adwin_onset_age_is_the_width_after_firing() -> None:
+    values = np.r_[np.zeros(1000), np.full(100, 5.0)]
+    state = adwin.new_state()
+    river = drift.ADWIN()
+    for x in values:
+        fired = adwin.update_many(state, [x])
+        river.update(x)
+        assert bool(fired.index.size) == river.drift_detected
+        if river.drift_detected:
+            assert adwin.onset_age(state) == detectors.onset_age(river) == fired.onset_age[0]
+
+
+@pytest.mark.parametrize("params", [
+    {}, {"delta": 0.5, "threshold": 22.249, "min_instances": 30},
+    {"mode": "up", "threshold": 5.0}, {"mode": "down", "threshold": 5.0, "alpha": 0.99}],
+    ids=["river-defaults", "calibrated", "up", "down"])
+def test_page_hinkley_equals_river(params: dict) -> None:
+    values = regimes(6)
+    state = page_hinkley.new_state(params)
+    ours = page_hinkley.update_many(state, values)
+    river = drift.PageHinkley(**params)
+    fired, _ = river_run(river, values, lambda det: None)
+    assert fired and ours.index.tolist() == fired
+    end = page_hinkley.statistics(state)
+    assert (end["n"], end["mean"], end["sum_increase"], end["sum_decrease"],
+            end["min_increase"], end["max_decrease"]) == (
+        river._x_mean.n, river._x_mean.get(), river._sum_increase, river._sum_decrease,
+        river._min_increase, river._max_decrease)
+
+
+@pytest.mark.parametrize("params", [{"k": 0.5, "h": 8.0}, {"k": 0.5, "h": 22.249}],
+                         ids=["often", "calibrated"])
+def test_cusum_equals_ours(params: dict) -> None:
+    values = regimes(7)
+    state = cusum.new_state(params)
+    ours = cusum.update_many(state, values)
+    reference = detectors.build("cusum", params)
+    fired, seen = river_run(reference, values,
+                            lambda det: (det.upper, det.lower, det.change_age))
+    assert fired and ours.index.tolist() == fired
+    assert [(*row, age) for row, age in zip(ours.statistics.tolist(),
+                                            ours.onset_age.tolist())] == seen
+    end = cusum.statistics(state)
+    assert (end["upper"], end["lower"], end["change_age"]) == (
+        reference.upper, reference.lower, reference.change_age)
+
+
+@pytest.mark.parametrize(("loc", "scale"), [(None, None), (0.2, 1.3)],
+                         ids=["self-starting", "given-baseline"])
+def test_standardizer_equals_ours_across_restarts(loc, scale) -> None:
+    """Restarts at random points keep the learning phase (Student t -> normal through
+    SciPy's stdtr and ndtri) in about a fifth of the values."""
+    values = regimes(8)
+    rng = np.random.default_rng(9)
+    cuts = np.unique(np.r_[0, rng.integers(0, MILLION, 200), MILLION])
+    state = standardize.new_state(1000, 5, 5.0, loc, scale)
+    reference = Standardizer(1000, 5, 5.0, loc, scale)
+    z_ours, valid_ours, z_ref = [], [], []
+    for a, b in itertools.pairwise(cuts):
+        if a:
+            standardize.restart(state)
+            reference.restart()
+        z, valid = standardize.transform_many(state, values[a:b])
+        z_ours.append(z)
+        valid_ours.append(valid)
+        z_ref.extend(reference.transform(x) for x in values[a:b].tolist())
+    z, valid = np.concatenate(z_ours), np.concatenate(valid_ours)
+    assert valid.tolist() == [v is not None for v in z_ref]
+    assert z[valid].tolist() == [v for v in z_ref if v is not None]
+    assert standardize.statistics(state) == {"n": reference.n, "mean": reference.mean,
+                                             "m2": reference.m2, "loc": None, "scale": None}
+
+
+def stream_pair(settings: Settings):
+    """A reference ``Stream`` as the monitor builds it, and the kernel's state for it."""
+    reference = ModelMonitor("m", "1", settings, now=0.0)._stream(
+        "feature", "x", settings.detectors.feature, None)
+    d = settings.detection
+    std = standardize.new_state(d.warmup, d.min_samples, d.clip) if d.standardize else None
+    state = stream.new_state([(s.type, s.params) for s in settings.detectors.feature], std,
+                             d.cooldown)
+    return reference, state
+
+
+def detections_of(state: stream.StreamState, firings: stream.Firings, values: np.ndarray,
+                  names: list[str]) -> list[tuple]:
+    out = []
+    for j in np.flatnonzero(firings.episode):
+        c = int(firings.channel[j])
+        stats = dict(zip(stream.statistic_names(state, c), firings.statistics[j].tolist()))
+        out.append((int(firings.index[j]), names[c], int(firings.onset[j]),
+                    float(values[firings.position[j]]), stats))
+    return out
+
+
+CALIBRATED = Settings(reference={"enabled": False})
+RIVER_MODE = Settings(reference={"enabled": False},
+                      detectors={"feature": ["adwin", "page_hinkley", "cusum"]},
+                      detection={"standardize": False, "calibrate": False, "cooldown": 0})
+EVERY_KIND = Settings(reference={"enabled": False},
+                      detectors={"feature": ["cusum", "page_hinkley", "adwin"]})
+#: River's parameters on raw values with episodes: a lasting shift fires again and again
+EPISODES = Settings(reference={"enabled": False},
+                    detection={"standardize": False, "calibrate": False, "cooldown": 500})
+
+
+@pytest.mark.parametrize(("settings", "values"), [
+    pytest.param(CALIBRATED, regimes(10) * 3.0 + 10.0, id="calibrated-defaults"),
+    pytest.param(RIVER_MODE, regimes(11), id="river-mode"),
+    pytest.param(EVERY_KIND, heavy_tails(17), id="calibrated-every-kind-heavy-tails"),
+    pytest.param(EPISODES, regimes(18), id="raw-values-with-cooldown"),
+])
+def test_stream_equals_monitor_stream(settings: Settings, values: np.ndarray) -> None:
+    reference, state = stream_pair(settings)
+    firings = stream.update_many(state, values)
+    if settings is EPISODES:
+        assert firings.episode.sum() < firings.index.size / 2   # most continue an episode
+    out: list = []
+    for x in values.tolist():
+        reference.update(x, 0.0, out)
+    names = [ch.name for ch in reference.channels]
+    expected = [(d.index, d.detector, d.onset, d.value, d.statistic) for d in out]
+    assert len(expected) > 50
+    assert detections_of(state, firings, values, names) == expected
+    assert state.counters.tolist() == [[ch.firings, ch.detections, ch.last_index]
+                                       for ch in reference.channels]
+    assert firings.index.size == sum(ch.firings for ch in reference.channels)
+    assert int(state.seen[0]) == MILLION
+    for (kind, row), ch in zip(state.channels.tolist(), reference.channels):
+        det = ch.detector
+        if kind == stream.KINDS.index("adwin"):
+            end = adwin.statistics(state.adwin, row)
+            assert (end["estimation"], end["variance"], end["width"]) == adwin_view(det)
+        elif kind == stream.KINDS.index("cusum"):
+            end = cusum.statistics(state.cusum, row)
+            assert (end["upper"], end["lower"], end["change_age"]) == (
+                det.upper, det.lower, det.change_age)
+        else:
+            end = page_hinkley.statistics(state.page_hinkley, row)
+            assert (end["sum_increase"], end["sum_decrease"]) == (
+                det._sum_increase, det._sum_decrease)
+    if reference.std is not None:
+        r = reference.std
+        assert standardize.statistics(state.std) == {"n": r.n, "mean": r.mean, "m2": r.m2,
+                                                     "loc": None, "scale": None}
+
+
+def test_stream_with_a_profile_baseline_equals_monitor_stream() -> None:
+    """A reference profile gives loc and scale until the first detection restarts."""
+    values = regimes(12) * 2.0 + 5.0
+    reference, _ = stream_pair(EVERY_KIND)
+    reference.std = Standardizer(1000, 5, 5.0, loc=5.1, scale=2.1)
+    state = stream.new_state([(s.type, s.params) for s in EVERY_KIND.detectors.feature],
+                             standardize.new_state(1000, 5, 5.0, 5.1, 2.1), 500)
+    firings = stream.update_many(state, values)
+    out: list = []
+    for x in values.tolist():
+        reference.update(x, 0.0, out)
+    names = [ch.name for ch in reference.channels]
+    assert out and detections_of(state, firings, values, names) == [
+        (d.index, d.detector, d.onset, d.value, d.statistic) for d in out]
+
+
+def test_batch_boundaries_do_not_matter() -> None:
+    values = regimes(13) * 3.0 + 10.0
+    whole_state = stream_pair(CALIBRATED)[1]
+    whole = stream.update_many(whole_state, values)
+    rng = np.random.default_rng(14)
+    sizes = rng.choice([0, 1, 2, 7, 500, 2000, 30_000], size=2000)
+    chunked_state = stream_pair(CALIBRATED)[1]
+    parts, start = [], 0
+    for size in sizes:
+        part = stream.update_many(chunked_state, values[start:start + size])
+        parts.append(part._replace(position=part.position + start))
+        start += size
+    parts.append(stream.update_many(chunked_state, values[start:]))
+    parts[-1] = parts[-1]._replace(position=parts[-1].position + start)
+    for name, column in whole._asdict().items():
+        assert np.array_equal(column, np.concatenate([getattr(p, name) for p in parts]),
+                              equal_nan=True), name
+    assert whole.episode.sum() > 50
+    chunked = stream.to_arrays(chunked_state)
+    for name, array in stream.to_arrays(whole_state).items():
+        assert np.array_equal(array, chunked[name]), name
+
+
+def test_state_is_plain_arrays_that_round_trip_without_pickle() -> None:
+    values = regimes(15, n=300_000)
+    straight = stream_pair(CALIBRATED)[1]
+    expected = stream.update_many(straight, values)
+    state = stream_pair(CALIBRATED)[1]
+    first = stream.update_many(state, values[:100_000])
+    buffer = io.BytesIO()
+    np.savez(buffer, **stream.to_arrays(state))
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as saved:
+        restored = stream.from_arrays({name: saved[name] for name in saved.files})
+    rest = stream.update_many(restored, values[100_000:])
+    assert (first.index.tolist() + rest.index.tolist()) == expected.index.tolist()
+    assert expected.index.size > 10
+    ends = stream.to_arrays(straight)
+    for name, array in stream.to_arrays(restored).items():
+        assert np.array_equal(array, ends[name]), name
+
+
+@pytest.mark.parametrize(("name", "change", "error"), [
+    ("adwin.sums", None, "no array 'adwin.sums'"),
+    ("channels", lambda a: a.astype(np.float64), "is float64, not"),
+    ("counters", lambda a: a[:1], "inconsistent shapes"),
+    ("channels", lambda a: a + 5, "does not hold"),
+    ("adwin.sizes", lambda a: a + 99, "out of its bounds"),
+])
+def test_a_damaged_state_is_refused(name: str, change, error: str) -> None:
+    """The kernel does not check bounds: a state read back is checked once instead."""
+    arrays = stream.to_arrays(stream_pair(CALIBRATED)[1])
+    if change is None:
+        del arrays[name]
+    else:
+        arrays[name] = change(arrays[name])
+    with pytest.raises(ValueError, match=error):
+        stream.from_arrays(arrays)
+
+
+def test_stacked_detectors_run_independently() -> None:
+    values = regimes(16, n=100_000)
+    one, two = adwin.new_state(), adwin.new_state({"delta": 1e-5, "max_buckets": 9})
+    both = adwin.stack([one, two])
+    assert adwin.update_many(both, values, row=1).index.tolist() == \
+        adwin.update_many(two, values).index.tolist()
+    assert adwin.update_many(both, values, row=0).index.tolist() == \
+        adwin.update_many(one, values).index.tolist()
+
+
+def test_bad_input_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        adwin.update_many(adwin.new_state(), [0.0, float("nan")])
+    with pytest.raises(ValueError, match="1-D"):
+        cusum.update_many(cusum.new_state(), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="delta"):
+        adwin.new_state({"delta": 2.0})
+    with pytest.raises(ValueError, match="mode"):
+        page_hinkley.new_state({"mode": "sideways"})
+    with pytest.raises(ValueError, match="no kernel for detector 'kswin'"):
+        stream.new_state([("kswin", {})])
+    with pytest.raises(IndexError, match="row 1"):
+        cusum.update_many(cusum.new_state(), [1.0], row=1)
