@@ -58,3 +58,58 @@ def test_arbitrary_json_objects_are_events_or_reasoned_rejections(obj: dict, kin
         assert out.reason in REJECT_REASONS and out.detail
     elif isinstance(out, Prediction):
         assert all(v is None or isinstance(v, str | float) for v in out.features.values())
+
+
+def _reason(raw: bytes | str, kind: str = "prediction") -> str | None:
+    out = decode(raw.encode() if isinstance(raw, str) else raw, kind)
+    return out.reason if isinstance(out, Rejection) else None
+
+
+def _with(**fields) -> bytes:
+    return json.dumps({**VALID, **fields}).encode()
+
+
+def test_poison_pills_of_issue_10_are_rejections_with_reasons() -> None:
+    huge = "1" + "0" * 5000                                     # over Python's 4,300 digits
+    assert _reason('{"model": "m", "prediction_id": 1, "label": ' + huge + "}", "label") \
+        == "out_of_range"
+    assert _reason(_with(timestamp=10**400)) == "invalid_timestamp"
+    assert _reason(_with(score=1e200)) == "out_of_range"
+    assert _reason(_with(prediction=2**60)) == "out_of_range"
+    assert _reason(b'{"model": "m\xed\xa0\x80", "prediction_id": 1, "label": 1}', "label") \
+        == "invalid_encoding"                                    # encoded surrogate: not UTF-8
+    for field in ("model", "model_version", "prediction_id", "prediction"):
+        assert _reason(_with(**{field: "bad\ud800"})) == "invalid_encoding", field
+    assert _reason(_with(model="a\nb")) == "invalid_value"
+    assert _reason(_with(model="m" * 201)) == "too_long"
+    assert _reason(_with(model_version="v" * 201)) == "too_long"
+    assert _reason(_with(prediction_id="i" * 257)) == "too_long"
+    assert _reason(_with(prediction_id="i" * 256)) is None
+    assert _reason(_with(prediction="c" * 201)) == "too_long"
+    nested = "[" * 100_000 + "]" * 100_000
+    assert _reason('{"model": "m", "x": ' + nested + "}") in ("invalid_json", None)
+
+
+def test_a_bad_feature_value_costs_that_value_only() -> None:
+    e = decode(_with(features={"ok": 1.0, "nan": float("nan"), "big": 1e300, "list": [1],
+                               "long": "c" * 201, "sur": "x\ud800", "ctl": "a\x00b",
+                               "bad\ud800name": 1.0, "": 2.0, "n" * 201: 3.0}),
+               "prediction")
+    assert isinstance(e, Prediction)
+    assert e.features == {"ok": 1.0, "nan": None, "big": None, "list": None, "long": None,
+                          "sur": None, "ctl": None}
+    assert sorted((r.kind, r.reason) for r in e.invalid) == sorted([
+        ("feature", "non_finite"), ("feature", "out_of_range"), ("feature", "invalid_type"),
+        ("feature", "too_long"), ("feature", "invalid_encoding"), ("feature", "invalid_value"),
+        ("feature", "invalid_encoding"), ("feature", "invalid_value"), ("feature", "too_long")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.sampled_from(["model", "model_version", "prediction_id", "prediction"]))
+def test_every_kept_string_encodes_as_utf8(text: str, field: str) -> None:
+    """Whatever a string holds, what decode keeps can be exported (UTF-8, no surrogate)."""
+    e = decode(_with(**{field: text}, features={text: text, "x": 1.0}), "prediction")
+    if isinstance(e, Prediction):
+        for s in (e.model, e.version, e.prediction_id, str(e.prediction), *e.features,
+                  *(v for v in e.features.values() if isinstance(v, str))):
+            s.encode("utf-8")
