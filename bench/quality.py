@@ -169,7 +169,7 @@ def through_pipeline(settings: Settings, name: str, rows: list[dict[str, float]]
     records = [Record("prediction", json.dumps({
         "model": name, "prediction_id": str(i), "features": row, "prediction": 0}).encode())
         for i, row in enumerate(rows)]
-    found = sorted(d.onset if d.onset is not None else d.index
+    found = sorted(d.onset_index if d.onset_index is not None else d.index
                    for d in pipeline.process(records, now=0.0).detections
                    if d.signal == "feature")
     merged: list[int] = []

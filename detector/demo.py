@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from detector.broker import Tansu
-from detector.config import Settings
+from detector.config import MetricsSettings, Settings
 from detector.monitor import Detection
 from detector.service import Service
 from detector.sources import KafkaSource, create_topics, producer
@@ -99,7 +99,9 @@ class Scenario:
 
 
 def demo_settings(bootstrap: str, port: int) -> Settings:
-    """The demo's settings: the product defaults, a short label TTL and detection hold."""
+    """The demo's settings: the product defaults, a short label TTL and detection hold.
+    Built in code, so no ``DRIFT_*`` variable reaches them: the demo talks to its own
+    broker only, whatever the environment says (e.g. in a pod)."""
     return Settings(
         kafka={"bootstrap_servers": bootstrap, "group_id": "drift-demo",
                "session_timeout_ms": 2000, "heartbeat_interval_ms": 500, "poll_timeout_ms": 200},
@@ -220,7 +222,8 @@ def _render(service: Service, prod: Producer, started: float, port: int, rate_hi
 
     det = Table("time", "signal", "feature", "detector", "index", box=None)
     for d in list(service.status.detections)[-8:]:
-        det.add_row(time.strftime("%H:%M:%S", time.localtime(d.at)), d.signal, d.feature or "-",
+        where = f"{d.feature}={d.category}" if d.category else d.feature
+        det.add_row(time.strftime("%H:%M:%S", time.localtime(d.at)), d.signal, where or "-",
                     d.detector, f"{d.index:,}")
     return Group(Panel(head, title="drift-detector demo"), Panel(plan, title="plan"),
                  Panel(perf, title=f"model {MODEL}"), Panel(det, title="detections (newest last)"))
@@ -258,7 +261,7 @@ def summarize(detections: list[Detection], scenario: Scenario, sent_at: dict[int
         "(labels arrive 1-3 s after their predictions)" if concept else
         ("not detected" if t_b is not None else "not reached")))
     false = [d for d in detections if d.signal == "feature" and not (
-        d.feature.split("=")[0] == SHIFTED_FEATURE and d.index >= a)]
+        d.feature == SHIFTED_FEATURE and d.index >= a)]
     early = [d for d in detections if d.signal != "feature" and d.at < t_a]
     lines.append(f"False alarms (features where nothing was injected): {len(false)}" + (
         "  (" + ", ".join(f"{d.feature}/{d.detector}@{d.index}" for d in false[:8]) + ")"
@@ -269,13 +272,16 @@ def summarize(detections: list[Detection], scenario: Scenario, sent_at: dict[int
     return "\n".join(lines)
 
 
-def run_demo(duration: float = 60.0, rate: float = 2000.0, seed: int = 7, port: int = 9108,
-             live: bool = True) -> int:
-    """Run the whole demo; return the exit code."""
+def run_demo(duration: float = 60.0, rate: float = 2000.0, seed: int = 7,
+             port: int | None = None, live: bool = True) -> int:
+    """Run the whole demo; return the exit code. ``port`` None: the service's default
+    port (another free one if it is taken)."""
+    if port is None:
+        port = MetricsSettings().port
     span = duration if duration > 0 else 60.0
     scenario = Scenario(seed=seed, shift_at=int(rate * span * 0.25),
                         concept_at=int(rate * span * 0.55))
-    print(f"Starting the bundled Kafka-compatible broker (Tansu) ...", flush=True)
+    print("Starting the bundled Kafka-compatible broker (Tansu) ...", flush=True)
     with Tansu() as broker:
         settings = demo_settings(broker.bootstrap, port)
         create_topics(settings.kafka, settings.kafka.topics)

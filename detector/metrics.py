@@ -15,7 +15,8 @@ batch, so a scrape always sees whole batches.
 >>> ex.registry.get_sample_value("drift_events_total", {"kind": "prediction", "model": "m"})
 1
 >>> ex.registry.get_sample_value("drift_detections_total", {"model": "m",
-...     "version": "unversioned", "signal": "feature", "feature": "x", "detector": "adwin"})
+...     "version": "unversioned", "signal": "feature", "feature": "x", "category": "",
+...     "detector": "adwin"})
 0
 """
 
@@ -29,7 +30,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -46,7 +47,7 @@ from detector.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
-STREAM_LABELS = ["model", "version", "signal", "feature", "detector"]
+STREAM_LABELS = ["model", "version", "signal", "feature", "category", "detector"]
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -61,6 +62,11 @@ class RunStatus:
         self.detections: deque[Detection] = deque(maxlen=keep_detections)
         self.stopping = False
         self.checkpoint_at: float | None = None
+        #: messages each enabled sink (``dead_letter``, ``drift_events``) handled, by outcome
+        #: (written or why not); every series exists from start-up (``enable_sink``)
+        self.sink_messages: dict[tuple[str, str], int] = {}
+        #: partitions of each kind's topic held back so that the other topic's catch up
+        self.join_backpressure: dict[str, int] = {"prediction": 0, "label": 0}
 
     def readiness(self, now: float) -> tuple[bool, str]:
         if self.stopping:
@@ -70,6 +76,24 @@ class RunStatus:
         if now - self.last_poll > self.stale_after:
             return False, f"no poll for {now - self.last_poll:.0f} s"
         return True, "consuming"
+
+    def enable_sink(self, sink: str, outcomes: Iterable[str]) -> None:
+        """Start a sink's counts at 0 for every outcome (before the HTTP server starts:
+        later counts only change values, never the set of keys a scrape iterates).
+
+        >>> status = RunStatus()
+        >>> status.enable_sink("dead_letter", ("written", "too_large"))
+        >>> status.count_sink("dead_letter", {"too_large": 1})
+        >>> status.sink_messages
+        {('dead_letter', 'written'): 0, ('dead_letter', 'too_large'): 1}
+        """
+        for outcome in outcomes:
+            self.sink_messages.setdefault((sink, outcome), 0)
+
+    def count_sink(self, sink: str, outcomes: Mapping[str, int]) -> None:
+        """Add one publish call's outcome counts."""
+        for outcome, n in outcomes.items():
+            self.sink_messages[(sink, outcome)] = self.sink_messages.get((sink, outcome), 0) + n
 
 
 class DriftCollector(Collector):
@@ -105,13 +129,13 @@ class DriftCollector(Collector):
         firings = CounterMetricFamily("drift_detector_firings", "Raw detector firings.",
                                       labels=STREAM_LABELS)
         values = CounterMetricFamily("drift_stream_values", "Values fed to a stream's detectors.",
-                                     labels=["model", "version", "signal", "feature"])
+                                     labels=["model", "version", "signal", "feature", "category"])
         missing = CounterMetricFamily("drift_feature_missing", "Missing (null) feature values.",
                                       labels=["model", "version", "feature"])
         distance = GaugeMetricFamily("drift_feature_distance",
                                      "Distance of the latest window from the reference "
                                      "(chi2: p-value).",
-                                     labels=["model", "version", "feature", "method"])
+                                     labels=["model", "version", "signal", "feature", "method"])
         model_metric = GaugeMetricFamily("drift_model_metric",
                                          "Model performance on joined labels.",
                                          labels=["model", "version", "metric", "window"])
@@ -148,13 +172,14 @@ class DriftCollector(Collector):
         for monitor in p.monitors():
             model, version = monitor.model, monitor.version
             for stream in monitor.streams():
-                values.add_metric([model, version, stream.signal, stream.feature], stream.seen)
-                if stream.signal == "feature":
-                    missing.add_metric([model, version, stream.feature], stream.missing)
+                signal, feature, category = stream.signal, stream.feature, stream.category
+                values.add_metric([model, version, signal, feature, category], stream.seen)
+                if signal == "feature" and not category:
+                    missing.add_metric([model, version, feature], stream.missing)
                 ref = stream.ref
                 channels = (*stream.channels, *(ref.channels if ref is not None else ()))
                 for ch in channels:
-                    key = [model, version, stream.signal, stream.feature, ch.name]
+                    key = [model, version, signal, feature, category, ch.name]
                     # A series' first exposition is 0 even if the detector already fired
                     # (a new version can fire in its first batch): increase() needs a 0
                     # before the first detection to see it.
@@ -165,7 +190,8 @@ class DriftCollector(Collector):
                 if ref is not None:
                     for ch in ref.channels:
                         if ch.value is not None:
-                            distance.add_metric([model, version, ref.label, ch.name], ch.value)
+                            distance.add_metric([model, version, signal, feature, ch.name],
+                                                ch.value)
             for metric, window, value in monitor.performance.values():
                 model_metric.add_metric([model, version, metric, window], value)
         for model, cfg in p.settings.models.items():
@@ -173,8 +199,20 @@ class DriftCollector(Collector):
                 thresholds.add_metric([model, metric], value)
         for (topic, partition), n in sorted(self._status.lag.items()):
             lag.add_metric([topic, str(partition)], n)
+        backpressure = GaugeMetricFamily("drift_join_backpressure",
+                                         "Partitions of the topic of this kind held back so "
+                                         "that the other topic's catch up (a backlog).",
+                                         labels=["kind"])
+        for kind, held in self._status.join_backpressure.items():
+            backpressure.add_metric([kind], held)
+        sinks = CounterMetricFamily("drift_sink_messages",
+                                    "Messages for the dead-letter and drift-events topics, by "
+                                    "outcome: written, or why not (too_large, topic_missing, "
+                                    "refused, timeout).", labels=["sink", "outcome"])
+        for (sink, outcome), n in sorted(self._status.sink_messages.items()):
+            sinks.add_metric([sink, outcome], n)
         return [events, rejected, detected, detections, firings, values, missing, distance, model_metric,
-                thresholds, join, pending, event_lag, lag, checkpoint, build]
+                thresholds, join, pending, event_lag, lag, checkpoint, build, backpressure, sinks]
 
 
 class Exporter:
@@ -267,7 +305,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         if path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._send(200, encoder(self.exporter.registry), content_type)
+            try:
+                body = encoder(self.exporter.registry)
+            except (UnicodeError, ValueError) as exc:
+                # decode keeps every label value exportable; if one still is not, say so
+                # loudly instead of failing every scrape in silence
+                log.error("scrape_failed", exc_info=True, extra={"fields": {"error": repr(exc)}})
+                self._send(500, f"scrape failed: {exc!r}\n".encode(), "text/plain")
+                return
+            self._send(200, body, content_type)
         elif path == "/healthz":
             self._send(200, b"ok\n", "text/plain")
         elif path == "/readyz":

@@ -59,7 +59,9 @@ class Detection:
     at: float
     statistic: dict[str, float]
     #: the index where the detector estimates the change began (``index`` if unknown)
-    onset: int | None = None
+    onset_index: int | None = None
+    #: the category of a categorical feature's share stream ("" for other streams)
+    category: str = ""
 
 
 class Standardizer:
@@ -147,22 +149,26 @@ class Channel:
 class Stream:
     """A sequence of real values (one feature, the prediction, the error) and its detectors."""
 
-    __slots__ = ("model", "version", "signal", "feature", "channels", "seen", "missing",
-                 "categorical", "ref", "std", "cooldown")
+    __slots__ = ("model", "version", "signal", "feature", "category", "channels", "seen",
+                 "missing", "categorical", "ref", "std", "cooldown", "last")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
                  specs: tuple[DetectorSpec, ...], std: Standardizer | None = None,
-                 cooldown: int = 0) -> None:
+                 cooldown: int = 0, category: str = "") -> None:
         self.model = model
         self.version = version
         self.signal = signal
         self.feature = feature
+        #: for the 0/1 share stream of one category of a categorical feature
+        self.category = category
         self.channels = [Channel(s) for s in specs]
         self.std = std
         self.cooldown = cooldown
         self.seen = 0
         self.missing = 0
         self.categorical = 0
+        #: the version's prediction count when this feature last arrived (see observe)
+        self.last = 0
         #: the comparison of this stream with its reference, if enabled
         self.ref: ReferenceStream | None = None
 
@@ -191,7 +197,7 @@ class Stream:
                     age = detectors.onset_age(det)
                     out.append(Detection(self.model, self.version, self.signal, self.feature,
                                          ch.name, index, value, now, detectors.statistic(det),
-                                         index - age + 1 if age else index))
+                                         index - age + 1 if age else index, self.category))
                 ch.last_index = index
         if fired and self.std is not None:
             self.std.restart()
@@ -274,11 +280,6 @@ class ReferenceStream:
         if reference is not None:
             self._set(reference)
 
-    @property
-    def label(self) -> str:
-        """The ``feature`` label of ``drift_feature_distance``."""
-        return self.feature or f"__{self.signal}__"
-
     def add(self, value: float | str) -> None:
         self.pending.append(value)
 
@@ -292,7 +293,7 @@ class ReferenceStream:
             self._index = reference.index()
             if self.signal == "feature" and self._share_specs:
                 names = [*reference.categories[: self.cfg.share_streams], OTHER]
-                self.shares = [self._make("feature", f"{self.feature}={c}", self._share_specs, None)
+                self.shares = [self._make("feature", self.feature, self._share_specs, None, c)
                                for c in names]
 
     def flush(self, now: float, out: list[Detection]) -> None:
@@ -382,17 +383,68 @@ _CLASSIFICATION = {
 _REGRESSION = {"mae": metrics.MAE, "rmse": metrics.RMSE, "r2": metrics.R2}
 
 
-class Performance:
-    """River metrics on joined (label, prediction) pairs, cumulative and rolling."""
+def reconcile(y_true: Target, y_pred: Target) -> tuple[Target, Target] | None:
+    """Make a label and a prediction comparable when one is a string and the other is not:
+    the string is read as a number (or a boolean, beside a boolean). ``None`` when it
+    cannot be, so the pair is refused instead of being scored as always wrong.
 
-    def __init__(self, task: Literal["classification", "regression"], positive_label: Target,
-                 window: int) -> None:
+    >>> reconcile("1", 1), reconcile(0, "0"), reconcile("true", True), reconcile(2.5, "2.5")
+    ((1, 1), (0, 0), (True, True), (2.5, 2.5))
+    >>> reconcile("cat", 1) is None, reconcile("cat", "dog")
+    (True, ('cat', 'dog'))
+    """
+    if isinstance(y_true, str) == isinstance(y_pred, str):
+        return y_true, y_pred
+    if isinstance(y_true, str):
+        value = _parse_class(y_true, y_pred)
+        return None if value is None else (value, y_pred)
+    value = _parse_class(y_pred, y_true)  # type: ignore[arg-type]
+    return None if value is None else (y_true, value)
+
+
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _parse_class(text: str, like: Target) -> Target | None:
+    text = text.strip()
+    if isinstance(like, bool):
+        return _BOOLEANS.get(text.lower())
+    if isinstance(like, int) and text.lstrip("+-").isdigit() and len(text) <= 16:
+        return int(text)
+    try:
+        number = float(text) if len(text) <= 40 else math.nan
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+class Performance:
+    """River metrics on joined (label, prediction) pairs, cumulative and rolling.
+
+    With ``task=None`` (``auto``) the task is inferred from the first scored pair, not
+    from the first prediction: a stray first message cannot decide it for good, and a
+    pair is what the metrics are about. At most ``max_classes`` distinct classes are
+    scored: River's confusion matrices grow with every class, so a pair bringing one more
+    is refused (``update`` returns None).
+    """
+
+    def __init__(self, task: Literal["classification", "regression"] | None,
+                 positive_label: Target, window: int, max_classes: int = 100) -> None:
         self.task = task
         self.pairs = 0
         self.scored = 0
-        kwargs = {"pos_val": positive_label} if task == "classification" else {}
+        self.max_classes = max_classes
+        self.classes: set[Target] = set()
+        self._positive, self._window = positive_label, window
         self._metrics: list[tuple[str, Window, metrics.base.Metric]] = []
         self._auc: list[tuple[str, Window, metrics.base.Metric]] = []
+        if task is not None:
+            self._build(task)
+
+    def _build(self, task: Literal["classification", "regression"]) -> None:
+        self.task = task
+        positive_label, window = self._positive, self._window
+        kwargs = {"pos_val": positive_label} if task == "classification" else {}
         for name, cls in (_CLASSIFICATION if task == "classification" else _REGRESSION).items():
             kw = kwargs if name != "accuracy" else {}
             self._metrics.append((name, "cumulative", cls(**kw)))
@@ -404,8 +456,18 @@ class Performance:
                  utils.Rolling(metrics.ROCAUC, window_size=window, pos_val=positive_label)),
             ]
 
-    def update(self, y_true: Target, y_pred: Target, score: float | None) -> float:
-        """Update every metric; return the error of this pair (0/1, or absolute error)."""
+    def update(self, y_true: Target, y_pred: Target, score: float | None) -> float | None:
+        """Update every metric; return the error of this pair (0/1, or absolute error), or
+        None (nothing updated) when the pair would bring more than ``max_classes`` classes."""
+        if self.task is None:
+            self._build(infer_task(y_pred, score))
+        if self.task == "classification":
+            classes = self.classes
+            if y_true not in classes or y_pred not in classes:
+                grown = len(classes | {y_true, y_pred})
+                if grown > self.max_classes:
+                    return None
+                classes.update((y_true, y_pred))
         self.pairs += 1
         for _, _, metric in self._metrics:
             metric.update(y_true, y_pred)
@@ -442,7 +504,6 @@ class ModelMonitor:
     """All monitors of one model version."""
 
     def __init__(self, model: str, version: str, settings: Settings, *, now: float,
-                 task: Literal["classification", "regression"] = "classification",
                  profile: Profile | None = None) -> None:
         cfg: ModelSettings = settings.model(model)
         self._refcfg = settings.reference if settings.reference.enabled else None
@@ -450,11 +511,14 @@ class ModelMonitor:
         self._detection = settings.detection
         self.model = model
         self.version = version
-        self.task = task if cfg.task == "auto" else cfg.task
-        self.created_at = now
+        #: service clock and model event count at this version's last event, and how many
+        #: events it has had (kept by the pipeline, to choose which version makes room)
         self.last_seen = now
+        self.last_seq = 0
+        self.touches = 0
         self._sets = settings.detectors_for(model)
         self._max_features = settings.max_features
+        self._idle_events = settings.idle_events
         self._declared = frozenset(cfg.features) if cfg.features is not None else None
         self.features: dict[str, Stream] = {}
         for name in cfg.features or ():
@@ -467,11 +531,13 @@ class ModelMonitor:
         self.label = self._with_reference(
             self._stream("label", "", self._sets.label, profile.label if profile else None),
             profile.label if profile else None)
-        self.performance = Performance(self.task, cfg.positive_label, settings.rolling_window)
+        self.performance = Performance(None if cfg.task == "auto" else cfg.task,
+                                       cfg.positive_label, settings.rolling_window,
+                                       settings.max_classes)
         self.predictions = 0
 
     def _stream(self, signal: Signal, feature: str, specs: tuple[DetectorSpec, ...],
-                reference: Reference | None) -> Stream:
+                reference: Reference | None, category: str = "") -> Stream:
         d = self._detection
         std = None
         if d.standardize:
@@ -479,7 +545,7 @@ class ModelMonitor:
             if isinstance(reference, NumericReference) and reference.std > 0:
                 loc, scale = reference.mean, reference.std
             std = Standardizer(d.warmup, d.min_samples, d.clip, loc, scale)
-        return Stream(self.model, self.version, signal, feature, specs, std, d.cooldown)
+        return Stream(self.model, self.version, signal, feature, specs, std, d.cooldown, category)
 
     def _with_reference(self, stream: Stream, reference: Reference | None) -> Stream:
         if self._refcfg is not None:
@@ -518,9 +584,12 @@ class ModelMonitor:
     def observe(self, features: dict[str, FeatureValue], prediction: Target, score: float | None,
                 now: float, out: list[Detection]) -> int:
         """Feed one prediction event; return how many feature values were dropped
-        because the model already has ``max_features`` features."""
-        self.predictions += 1
-        self.last_seen = now
+        because the version already has ``max_features`` features, none of them idle.
+
+        When the slots are full, a discovered feature that arrived only once (not now), or
+        in none of the version's last ``idle_events`` predictions, makes room for a new one:
+        one message of junk names cannot take every slot for good."""
+        n = self.predictions = self.predictions + 1
         dropped = 0
         streams = self.features
         for name, value in features.items():
@@ -528,10 +597,11 @@ class ModelMonitor:
             if stream is None:
                 if self._declared is not None:
                     continue
-                if len(streams) >= self._max_features:
+                if len(streams) >= self._max_features and not self._evict_idle_feature(n):
                     dropped += 1
                     continue
                 stream = self._add_feature(name)
+            stream.last = n
             if type(value) is float:
                 stream.update(value, now, out)
                 if stream.ref is not None:
@@ -542,15 +612,36 @@ class ModelMonitor:
         self.prediction.observe(output if isinstance(output, str) else float(output), now, out)
         return dropped
 
+    def _evict_idle_feature(self, n: int) -> bool:
+        once = [(s.last, name) for name, s in self.features.items()
+                if s.last < n and s.seen + s.missing + s.categorical == 1]
+        if once:
+            del self.features[min(once)[1]]
+            return True
+        name, stream = min(self.features.items(), key=lambda kv: kv[1].last)
+        if n - stream.last <= self._idle_events:
+            return False
+        del self.features[name]
+        return True
+
     def score(self, y_true: Target, y_pred: Target, score: float | None, now: float,
-              out: list[Detection]) -> bool:
+              out: list[Detection]) -> Literal["label_type", "class_cap"] | None:
         """Feed one joined pair to the metrics and the error stream.
 
-        Returns False (nothing updated) when a regression pair is not numeric.
+        Returns why nothing was updated: ``label_type`` when label and prediction cannot be
+        compared (a regression pair that is not numeric, or a class string that is not a
+        number beside a numeric class), ``class_cap`` when the pair brings one class too many.
         """
-        if self.task == "regression" and (isinstance(y_true, str) or isinstance(y_pred, str)):
-            return False
+        pair = reconcile(y_true, y_pred)
+        if pair is None:
+            return "label_type"
+        y_true, y_pred = pair
+        task = self.performance.task or infer_task(y_pred, score)
+        if task == "regression" and (isinstance(y_true, str) or isinstance(y_pred, str)):
+            return "label_type"
         error = self.performance.update(y_true, y_pred, score)
+        if error is None:
+            return "class_cap"
         self.error.update(error, now, out)
         self.label.observe(y_true if isinstance(y_true, str) else float(y_true), now, out)
-        return True
+        return None

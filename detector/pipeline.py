@@ -12,8 +12,8 @@ read from here.
 ...          Record("label", b'{"model": "m", "prediction_id": "1", "label": 1}', 1.0),
 ...          Record("label", b'not json', 1.0)]
 >>> result = p.process(batch, now=2.0)
->>> p.models["m"].events, p.models["m"].join, p.rejected[("label", "invalid_json")]
-({'prediction': 1, 'label': 1}, {'matched': 1, 'expired': 0, 'orphan': 0}, 1)
+>>> p.models["m"].events, p.models["m"].join["matched"], p.rejected[("label", "invalid_json")]
+({'prediction': 1, 'label': 1}, 1, 1)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from detector.config import Settings
 from detector.errors import ConfigError
 from detector.events import (
-    REJECT_REASONS,
+    REASONS_BY_KIND,
     Kind,
     Label,
     Prediction,
@@ -37,12 +37,13 @@ from detector.events import (
     decode,
 )
 from detector.join import JoinBuffer
-from detector.monitor import Detection, ModelMonitor, infer_task
+from detector.monitor import Detection, ModelMonitor
 from detector.reference import Profile
 
 log = logging.getLogger(__name__)
 
-JOIN_OUTCOMES = ("matched", "expired", "orphan")
+#: outcomes of ``drift_label_join_total``: a pair, or why an entry left the join unmatched
+JOIN_OUTCOMES = ("matched", "expired", "orphan", "prediction_evicted", "label_evicted")
 KINDS: tuple[Kind, ...] = ("prediction", "label")
 
 
@@ -73,7 +74,7 @@ class BatchResult:
 class ModelState:
     """Everything kept for one model: its versions' monitors and its counters."""
 
-    __slots__ = ("name", "versions", "events", "join", "newest_event_time")
+    __slots__ = ("name", "versions", "events", "join", "newest_event_time", "seq")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -81,6 +82,8 @@ class ModelState:
         self.events = dict.fromkeys(KINDS, 0)
         self.join = dict.fromkeys(JOIN_OUTCOMES, 0)
         self.newest_event_time: float | None = None
+        #: events of this model read so far, refused ones included (a clock for idleness)
+        self.seq = 0
 
 
 class Pipeline:
@@ -90,7 +93,7 @@ class Pipeline:
         self.settings = settings
         self.models: dict[str, ModelState] = {}
         self.rejected: Counter[tuple[str, str]] = Counter(
-            {(kind, reason): 0 for kind in (*KINDS, "feature") for reason in REJECT_REASONS}
+            {(kind, reason): 0 for kind, reasons in REASONS_BY_KIND.items() for reason in reasons}
         )
         self.join = JoinBuffer(settings.join.ttl_seconds, settings.join.capacity)
         self.evicted_versions = 0
@@ -105,22 +108,24 @@ class Pipeline:
         s = self.settings
         max_bytes, max_features = s.max_event_bytes, s.max_features
         for record in records:
-            event = decode(record.value, record.kind, max_bytes=max_bytes,
-                           max_features=max_features)
-            if isinstance(event, Rejection):
-                self._reject(event, result, record)
-                continue
-            state = self._model(event.model)
-            if state is None:
-                reason = "unknown_model" if not s.discovers_models else "model_cap"
-                self._reject(Rejection(record.kind, reason, f"model {event.model!r}"), result,
-                             record)
-                continue
             before = len(result.detections)
             try:
+                event = decode(record.value, record.kind, max_bytes=max_bytes,
+                               max_features=max_features)
+                if isinstance(event, Rejection):
+                    self._reject(event, result, record)
+                    continue
+                state = self._model(event.model)
+                if state is None:
+                    reason = "unknown_model" if not s.discovers_models else "model_cap"
+                    self._reject(Rejection(record.kind, reason, f"model {event.model!r}"),
+                                 result, record)
+                    continue
                 self._apply(state, record, event, now, result)
             except Exception as exc:  # the one guard of the loop: a bug costs one record
-                log.exception("internal_error", extra={"fields": {"model": event.model}})
+                log.exception("internal_error", extra={"fields": {
+                    "kind": record.kind, "topic": record.topic, "partition": record.partition,
+                    "offset": record.offset}})
                 self._reject(Rejection(record.kind, "internal_error", repr(exc)[:200]), result,
                              record)
             result.origins.extend([record] * (len(result.detections) - before))
@@ -135,16 +140,39 @@ class Pipeline:
 
     def _apply(self, state: ModelState, record: Record, event: Prediction | Label, now: float,
                result: BatchResult) -> None:
-        when = event.timestamp if event.timestamp is not None else (
-            record.timestamp if record.timestamp is not None else now)
-        if state.newest_event_time is None or when > state.newest_event_time:
+        when = self._event_time(event, record, now, result)
+        state.seq += 1
+        if isinstance(event, Prediction):
+            monitor = self._monitor(state, event.version, now)
+            if monitor is None:
+                self._reject(Rejection("prediction", "version_cap", self._version_cap(
+                    state, event.version)), result, record)
+                return
+            for rejection in event.invalid:
+                self._reject(rejection, result)
+        if when is not None and (state.newest_event_time is None
+                                 or when > state.newest_event_time):
             state.newest_event_time = when
         state.events[record.kind] += 1
         result.events += 1
         if isinstance(event, Prediction):
-            self._prediction(state, event, now, result)
+            self._prediction(state, monitor, event, record.partition, now, result)
         else:
-            self._label(state, event, now, result)
+            self._label(state, event, record.partition, now, result)
+
+    def _event_time(self, event: Prediction | Label, record: Record, now: float,
+                    result: BatchResult) -> float | None:
+        """The event's time for ``drift_event_lag_seconds``: its timestamp, else the
+        record's, else the service clock. A time more than ``max_clock_skew_seconds`` ahead
+        of the clock is not believed (it would pin the lag at 0): counted, and None."""
+        when = event.timestamp if event.timestamp is not None else record.timestamp
+        if when is None:
+            return now
+        if when > now + self.settings.max_clock_skew_seconds:
+            self._reject(Rejection("timestamp", "future_timestamp",
+                                   f"{when - now:.0f} s ahead of the service clock"), result)
+            return None
+        return when
 
     def _reject(self, rejection: Rejection, result: BatchResult,
                 record: Record | None = None) -> None:
@@ -159,26 +187,53 @@ class Pipeline:
             state = self.models[name] = ModelState(name)
         return state
 
-    def _monitor(self, state: ModelState, version: str, prediction: Target,
-                 score: float | None, now: float) -> ModelMonitor:
-        monitor = state.versions.get(version)
+    def _monitor(self, state: ModelState, version: str, now: float) -> ModelMonitor | None:
+        """The monitor of ``version``, created if new; None when it is refused.
+
+        A model keeps at most ``max_versions``. A new one takes the place of a version
+        that had a single event (not the current one), or of the least recently seen
+        version once it has been idle for ``idle_events`` events of the model or
+        ``version_idle_seconds`` of the service clock. Neither rule reads event
+        timestamps, so a few messages with junk versions (or junk times) can never evict a
+        live version; until a slot frees, the new version is refused."""
+        versions = state.versions
+        monitor = versions.get(version)
         if monitor is None:
+            if len(versions) >= self.settings.max_versions and not self._make_room(state, now):
+                return None
             profile = self.profiles.get((state.name, version)) or self.profiles.get(
                 (state.name, None))
             monitor = ModelMonitor(state.name, version, self.settings, now=now,
-                                   task=infer_task(prediction, score), profile=profile)
-            state.versions[version] = monitor
-            if len(state.versions) > self.settings.max_versions:
-                state.versions.popitem(last=False)
-                self.evicted_versions += 1
+                                   profile=profile)
+            versions[version] = monitor
         else:
-            state.versions.move_to_end(version)
+            versions.move_to_end(version)
+        monitor.last_seen, monitor.last_seq = now, state.seq
+        monitor.touches += 1
         self._touched.add(monitor)
         return monitor
 
-    def _prediction(self, state: ModelState, event: Prediction, now: float,
-                    result: BatchResult) -> None:
-        monitor = self._monitor(state, event.version, event.prediction, event.score, now)
+    def _make_room(self, state: ModelState, now: float) -> bool:
+        versions, s = state.versions, self.settings
+        once = [(m.last_seq, v) for v, m in versions.items()
+                if m.touches == 1 and m.last_seq < state.seq]
+        if once:
+            victim = min(once)[1]
+        else:
+            victim, oldest = next(iter(versions.items()))
+            if (state.seq - oldest.last_seq <= s.idle_events
+                    and now - oldest.last_seen < s.version_idle_seconds):
+                return False
+        del versions[victim]
+        self.evicted_versions += 1
+        return True
+
+    def _version_cap(self, state: ModelState, version: str) -> str:
+        return (f"model {state.name!r}: new version {version[:40]!r} refused, "
+                f"{len(state.versions)} versions seen within version_idle_seconds")
+
+    def _prediction(self, state: ModelState, monitor: ModelMonitor, event: Prediction,
+                    partition: int, now: float, result: BatchResult) -> None:
         dropped = monitor.observe(event.features, event.prediction, event.score, now,
                                   result.detections)
         if dropped:
@@ -189,14 +244,16 @@ class Pipeline:
             state.join["matched"] += 1
             self._score(state, payload, event.label, now, result)
             return
-        pair = self.join.add_prediction(state.name, event.prediction_id, now, payload)
+        pair = self.join.add_prediction(state.name, event.prediction_id, now, payload,
+                                        partition)
         if pair is not None:
             state.join["matched"] += 1
             self._score(state, pair[0], pair[1], now, result)
 
-    def _label(self, state: ModelState, event: Label, now: float,
+    def _label(self, state: ModelState, event: Label, partition: int, now: float,
                result: BatchResult) -> None:
-        pair = self.join.add_label(state.name, event.prediction_id, now, event.label)
+        pair = self.join.add_label(state.name, event.prediction_id, now, event.label,
+                                   partition)
         if pair is not None:
             state.join["matched"] += 1
             self._score(state, pair[0], pair[1], now, result)
@@ -204,19 +261,26 @@ class Pipeline:
     def _score(self, state: ModelState, payload: tuple[str, Target, float | None],
                label: Target, now: float, result: BatchResult) -> None:
         version, prediction, score = payload
-        monitor = self._monitor(state, version, prediction, score, now)
-        if not monitor.score(label, prediction, score, now, result.detections):
-            self._reject(Rejection("label", "label_type",
-                                   f"model {state.name!r}: regression needs numeric labels"),
+        # the pair's version may have made room for another since its prediction came
+        monitor = state.versions.get(version) or self._monitor(state, version, now)
+        if monitor is None:
+            self._reject(Rejection("label", "version_cap", self._version_cap(state, version)),
                          result)
+            return
+        refused = monitor.score(label, prediction, score, now, result.detections)
+        if refused is not None:
+            detail = (f"model {state.name!r}: label {str(label)[:40]!r} and prediction "
+                      f"{str(prediction)[:40]!r} cannot be compared" if refused == "label_type"
+                      else f"model {state.name!r} already has max_classes classes")
+            self._reject(Rejection("label", refused, detail), result)
 
     def expire(self, now: float) -> None:
-        """Count join entries that waited longer than the TTL (also call it when idle)."""
-        expired, orphans = self.join.expire(now)
-        for model, _ in expired:
-            self.models[model].join["expired"] += 1
-        for model, _ in orphans:
-            self.models[model].join["orphan"] += 1
+        """Count join entries that waited longer than the TTL, and those replaced or
+        evicted for capacity since the last call (also call it when idle)."""
+        dropped = self.join.expire(now)
+        for outcome, keys in zip(dropped._fields, dropped, strict=True):
+            for model, _ in keys:
+                self.models[model].join[outcome] += 1
 
     def snapshot(self) -> dict:
         """Everything a checkpoint must hold (the caller pickles it under the lock)."""

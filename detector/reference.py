@@ -164,7 +164,10 @@ class CategoricalReference:
     @classmethod
     def from_counts(cls, counts: Counter[str] | dict[str, int], top_k: int,
                     other: int = 0) -> CategoricalReference:
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        # a literal OTHER value is counted with the rest, so its share stream stays unique
+        other += counts.get(OTHER, 0)
+        ranked = sorted(((c, n) for c, n in counts.items() if c != OTHER),
+                        key=lambda kv: (-kv[1], kv[0]))
         top = ranked[:top_k]
         rest = other + sum(n for _, n in ranked[top_k:])
         return cls(tuple(c for c, _ in top), np.array([n for _, n in top] + [rest],
@@ -195,6 +198,8 @@ class CategoricalReference:
         cats = d["categories"]
         if not isinstance(cats, dict) or not cats:
             raise ValueError("categorical reference needs a non-empty `categories` mapping")
+        if OTHER in cats:
+            raise ValueError(f"{OTHER!r} is reserved for the categories outside the top ones")
         return cls(tuple(str(c) for c in cats),
                    np.array([int(n) for n in cats.values()] + [int(d.get("other", 0))],
                             dtype=np.int64))

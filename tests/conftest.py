@@ -183,10 +183,14 @@ class DetectorProcess:
         return scrape(self.port)
 
     def wait_events(self, kind: str, model: str, n: int, timeout: float = 60) -> dict:
-        def done() -> dict | None:
+        """Wait until ``n`` events are counted; return the *next* scrape. A series is
+        exposed at 0 the first time (see metrics.py): a scrape after the one that saw
+        the events shows every series that existed then with its real value."""
+        def done() -> bool:
             m = self.metrics()
-            return m if (sample(m, "drift_events_total", kind=kind, model=model) or 0) >= n else None
-        return wait_for(done, timeout, f"{n} {kind} events of {model}", every=0.2)
+            return (sample(m, "drift_events_total", kind=kind, model=model) or 0) >= n
+        wait_for(done, timeout, f"{n} {kind} events of {model}", every=0.2)
+        return self.metrics()
 
     def log_records(self) -> list[dict]:
         records = []

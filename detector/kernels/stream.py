@@ -66,7 +66,7 @@ class Firings(NamedTuple):
 
     ``position``: in the values given; ``index``: in the stream (as
     ``Detection.index``); ``channel``: which channel fired; ``onset``: as
-    ``Detection.onset``; ``episode``: True when the firing starts an episode (a
+    ``Detection.onset_index``; ``episode``: True when the firing starts an episode (a
     ``Detection`` in the reference); ``statistics`` row ``i``: the channel kind's
     ``STATISTIC`` values, then nan.
     """

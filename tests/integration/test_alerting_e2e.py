@@ -221,4 +221,4 @@ def test_drift_then_accuracy_drop_reach_the_webhook(topics, stack) -> None:
     assert 3000 <= first["onset_index"] <= first["index"]    # the change began at event 3000
     assert first["topic"] == topics.predictions and first["offset"] >= 3000
     assert first["statistic"]          # the detector's public state when it fired
-    assert first["id"] == f"fraud/5/feature/{DRIFTED}/{first['detector']}/{first['index']}"
+    assert first["id"] == f"fraud/5/feature/{DRIFTED}//{first['detector']}/{first['index']}"

@@ -59,7 +59,7 @@ def test_mean_shift_is_exported_and_every_feature_matches_river(topics, detector
     recent = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{d.port}/detections").read())
 
     defaults = Settings(**RIVER_MODE) if mode == "river" else Settings()   # what the service runs
-    labels = dict(model="credit", version="7", signal="feature")
+    labels = dict(model="credit", version="7", signal="feature", category="")
     fired_on = {}
     for feature in features:
         expected = _offline(data[feature], defaults.detectors.feature, defaults)
@@ -101,4 +101,4 @@ def test_mean_shift_is_exported_and_every_feature_matches_river(topics, detector
     assert sample(m, "drift_feature_missing_total", model="credit", version="7",
                   feature="x4") == sum(v is None for v in data["x4"])
     assert sample(m, "drift_stream_values_total", model="credit", version="7", signal="feature",
-                  feature="segment") == 0
+                  feature="segment", category="") == 0

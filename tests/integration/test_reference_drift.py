@@ -55,13 +55,13 @@ def test_profile_reference_distances_and_detections(topics, detector, tmp_path) 
                   "reference": {"window": WINDOW, "evaluate_every": EVERY}})
     m = d.wait_events("prediction", "fraud", N)
 
-    def dist(feature: str, method: str) -> float:
-        return sample(m, "drift_feature_distance", model="fraud", version="1", feature=feature,
-                      method=method)
+    def dist(feature: str, method: str, signal: str = "feature") -> float:
+        return sample(m, "drift_feature_distance", model="fraud", version="1", signal=signal,
+                      feature=feature, method=method)
 
     def detections(signal: str, feature: str, method: str) -> float:
         return sample(m, "drift_detections_total", model="fraud", version="1", signal=signal,
-                      feature=feature, detector=method)
+                      feature=feature, category="", detector=method)
 
     ref = profile.features["amount"]
     win = np.asarray(amount[-WINDOW:])
@@ -83,6 +83,6 @@ def test_profile_reference_distances_and_detections(topics, detector, tmp_path) 
         assert detections("feature", "age", method) == 0, method
     assert detections("feature", "channel", "chi2") >= 1
     assert detections("label", "", "psi") >= 1        # 0/1 labels: a numeric reference
-    assert dist("__label__", "psi") > 0.1
+    assert dist("", "psi", signal="label") > 0.1
     assert sample(m, "drift_detected", model="fraud", version="1", signal="feature",
-                  feature="amount", detector="ks") == 1.0
+                  feature="amount", category="", detector="ks") == 1.0

@@ -1,4 +1,4 @@
-"""Every structure is bounded: hitting a bound expires the oldest and counts it."""
+"""Every structure is bounded: hitting a bound evicts the oldest and counts it."""
 
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ def test_memory_is_flat_once_windows_and_the_join_are_full() -> None:
     tracemalloc.stop()
     assert end < middle * 1.05 + 200_000, (middle, end)
     assert p.join.pending("m") == 2000
-    assert p.models["m"].join["expired"] == 80_000 - 2000       # evicted and counted
+    assert p.models["m"].join["prediction_evicted"] == 80_000 - 2000   # evicted and counted
 
 
 def test_labels_without_predictions_are_bounded_and_counted_as_orphans() -> None:
     p = Pipeline(Settings(join={"capacity": 100}))
     p.process([Record("label", json.dumps({"model": "m", "prediction_id": f"x{i}",
                                            "label": 1}).encode()) for i in range(1000)], now=0.0)
-    assert p.join.waiting_labels == 100 and p.models["m"].join["orphan"] == 900
+    assert p.join.waiting_labels == 100 and p.models["m"].join["label_evicted"] == 900

@@ -204,7 +204,7 @@ def test_stream_equals_monitor_stream(settings: Settings, values: np.ndarray) ->
     for x in values.tolist():
         reference.update(x, 0.0, out)
     names = [ch.name for ch in reference.channels]
-    expected = [(d.index, d.detector, d.onset, d.value, d.statistic) for d in out]
+    expected = [(d.index, d.detector, d.onset_index, d.value, d.statistic) for d in out]
     assert len(expected) > 50
     assert detections_of(state, firings, values, names) == expected
     assert state.counters.tolist() == [[ch.firings, ch.detections, ch.last_index]
@@ -243,7 +243,7 @@ def test_stream_with_a_profile_baseline_equals_monitor_stream() -> None:
         reference.update(x, 0.0, out)
     names = [ch.name for ch in reference.channels]
     assert out and detections_of(state, firings, values, names) == [
-        (d.index, d.detector, d.onset, d.value, d.statistic) for d in out]
+        (d.index, d.detector, d.onset_index, d.value, d.statistic) for d in out]
 
 
 def test_batch_boundaries_do_not_matter() -> None:

@@ -28,7 +28,7 @@ def test_drift_detected_is_latched_for_the_hold_period() -> None:
     reg = CollectorRegistry()
     reg.register(DriftCollector(p, threading.Lock(), RunStatus(), clock=lambda: clock[0]))
     labels = {"model": "m", "version": "unversioned", "signal": "feature", "feature": "x",
-              "detector": "adwin"}
+              "category": "", "detector": "adwin"}
     # the series' first exposition is 0, though the detector fired in the first batch,
     # so that Prometheus' increase() sees the jump to the real count at the next scrape
     assert reg.get_sample_value("drift_detections_total", labels) == 0

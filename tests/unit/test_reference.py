@@ -125,12 +125,13 @@ def test_online_share_streams_catch_a_category_mix_change() -> None:
     rows, _ = _stream(5, 12_000, change_at=6_000)
     p = Pipeline(Settings(detectors={**QUIET, "categorical": ["adwin"]}))
     found = _feed(p, _records(rows), 250)
-    shares = {d.feature for d in found if d.detector == "adwin"}
-    assert shares and all(f.startswith("mix=") for f in shares), shares
-    assert "mix=DE" in shares                     # DE falls from 35 % to 5 %
+    shares = {(d.feature, d.category) for d in found if d.detector == "adwin"}
+    assert shares and all(f == "mix" and c for f, c in shares), shares
+    assert ("mix", "DE") in shares                # DE falls from 35 % to 5 %
     mon = p.models["m"].versions["1"]
-    names = {s.feature for s in mon.streams() if s.feature.startswith("stable_cat=")}
+    names = {s.category for s in mon.streams() if s.feature == "stable_cat" and s.category}
     assert len(names) == Settings().reference.share_streams + 1   # top 5 + __other__
+    assert "__other__" in names
 
 
 def test_a_profile_catches_drift_that_a_warmup_reference_learns_as_normal() -> None:
