@@ -13,19 +13,28 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
 from contextlib import ExitStack
 from typing import Protocol
+from urllib.parse import quote
 
 from detector import state
 from detector.config import Settings
 from detector.errors import SourceUnavailable
 from detector.events import Rejection
+from detector.join import JoinGate
 from detector.metrics import Exporter, MetricsServer, RunStatus
 from detector.monitor import Detection
 from detector.pipeline import BatchResult, Pipeline, Record
 
 log = logging.getLogger(__name__)
+
+
+#: log events of the join's back-pressure, by the kind of topic held back
+_PAUSED = {"prediction": "predictions_paused", "label": "labels_paused"}
+_RESUMED = {"prediction": "predictions_resumed", "label": "labels_resumed"}
 
 
 class Source(Protocol):
@@ -36,6 +45,8 @@ class Source(Protocol):
     def connected(self) -> bool: ...
     def positions(self) -> dict[tuple[str, int], int]: ...
     def resume_from(self, offsets: dict[tuple[str, int], int]) -> None: ...
+    def partition_lags(self, topic: str) -> dict[int, int | None]: ...
+    def hold(self, partitions: set[tuple[str, int]]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -49,8 +60,51 @@ class Store(Protocol):
 
 
 class Sink(Protocol):
-    def publish(self, messages: Iterable[Message]) -> None: ...
+    #: ``dead_letter`` or ``drift_events``: the ``sink`` label of ``drift_sink_messages_total``
+    name: str
+    topic: str
+    #: every outcome ``publish`` can count (``written`` and the reasons a message is not)
+    outcomes: tuple[str, ...]
+
+    def open(self) -> None: ...
+    def publish(self, messages: Iterable[Message]) -> Mapping[str, int]: ...
     def close(self) -> None: ...
+
+
+def _unless_stopped(step: Callable[[], None], stop: threading.Event,
+                    undo: Callable[[], None] | None = None, every: float = 0.05) -> bool:
+    """Run ``step`` in a helper thread and wait for it or for ``stop``, whichever comes
+    first: True once ``step`` has returned (its exception is raised here), False as soon
+    as ``stop`` is set. An abandoned step runs on in its daemon thread, and ``undo``
+    runs after it if it succeeds (e.g. closes the connection it opened).
+
+    >>> stop = threading.Event()
+    >>> _unless_stopped(lambda: None, stop)
+    True
+    >>> stop.set()
+    >>> _unless_stopped(lambda: None, stop)
+    False
+    """
+    if stop.is_set():
+        return False
+    done: Future[None] = Future()
+
+    def target() -> None:
+        try:
+            step()
+        except BaseException as exc:  # not handled here: raised again by the waiting thread
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    threading.Thread(target=target, name="startup-step", daemon=True).start()
+    while not wait_for_futures([done], timeout=every).done:
+        if stop.is_set():
+            if undo is not None:
+                done.add_done_callback(lambda f: undo() if f.exception() is None else None)
+            return False
+    done.result()
+    return True
 
 
 def dead_letter(rejection: Rejection, record: Record) -> Message:
@@ -75,12 +129,14 @@ def drift_event(d: Detection, origin: Record) -> Message:
     >>> d = Detection("fraud", "3", "feature", "amount", "adwin", 4095, 88.0, 1.5e9, {"width": 64.0})
     >>> key, raw, _ = drift_event(d, Record("prediction", b"", 1.4e9, "predictions", 2, 77))
     >>> key, json.loads(raw)["id"], json.loads(raw)["partition"]
-    ('fraud', 'fraud/3/feature/amount/adwin/4095', 2)
+    ('fraud', 'fraud/3/feature/amount//adwin/4095', 2)
     """
     body = {
-        "id": f"{d.model}/{d.version}/{d.signal}/{d.feature}/{d.detector}/{d.index}",
+        "id": "/".join(quote(str(part), safe="") for part in (
+            d.model, d.version, d.signal, d.feature, d.category, d.detector, d.index)),
         "model": d.model, "version": d.version, "signal": d.signal, "feature": d.feature,
-        "detector": d.detector, "index": d.index, "onset_index": d.onset, "value": d.value,
+        "category": d.category, "detector": d.detector, "index": d.index,
+        "onset_index": d.onset_index, "value": d.value,
         "statistic": d.statistic, "detected_at": d.at,
         "event_time": origin.timestamp, "topic": origin.topic,
         "partition": origin.partition, "offset": origin.offset,
@@ -111,7 +167,8 @@ class RejectionLog:
 def log_detection(d: Detection) -> None:
     log.info("drift_detected", extra={"fields": {
         "model": d.model, "version": d.version, "signal": d.signal, "feature": d.feature,
-        "detector": d.detector, "index": d.index, "value": d.value}})
+        "category": d.category, "detector": d.detector, "index": d.index,
+        "onset_index": d.onset_index, "value": d.value}})
 
 
 class Service:
@@ -131,6 +188,9 @@ class Service:
         self.lock = threading.Lock()
         poll_s = settings.kafka.poll_timeout_ms / 1000.0
         self.status = RunStatus(stale_after=max(15.0, 10 * poll_s))
+        for s in (sink, dead_letters):
+            if s is not None:
+                self.status.enable_sink(s.name, s.outcomes)
         self.exporter = Exporter(self.pipeline, self.lock, self.status)
         self.server: MetricsServer | None = None
         self._rejections = RejectionLog()
@@ -150,22 +210,19 @@ class Service:
         return self.server.port
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; close everything on the way out."""
+        """Consume until ``stop`` is set; close everything on the way out. A stop during
+        start-up (checkpoint restore, broker connection) returns at once: nothing has
+        been applied or committed yet."""
         with ExitStack() as stack:
             if self.server is None:
                 self.start_http()
             stack.callback(self._stop_http)
-            self._restore()
-            if not self._open(stop):
+            if not _unless_stopped(self._restore, stop) or not self._open(stop, stack):
                 return
-            stack.callback(self.source.close)
-            for sink in (self.sink, self.dead_letters):
-                if sink is not None:
-                    stack.callback(sink.close)
             stack.callback(self._mark_stopping)
             if self.store is not None:
                 stack.callback(self.store.close)
-                stack.callback(self._save)       # runs before the source closes
+                stack.callback(self._save_if_applied)   # runs before the source closes
             self._loop(stop)
 
     def _stop_http(self) -> None:
@@ -220,25 +277,53 @@ class Service:
             "events": self._events, "bytes": size,
             "seconds": round(time.perf_counter() - started, 3)}})
 
-    def _open(self, stop: threading.Event) -> bool:
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                self.source.open()
+    def _save_if_applied(self) -> None:
+        """The last checkpoint, on the way out, if anything was applied since the one
+        before. A stop before the first batch (during the group join, say) keeps the
+        restored checkpoint: saving then would pair its state with no positions (nothing
+        is assigned yet), and the next start would resume from the group's commits, past
+        events that state never saw."""
+        if self._events != self._saved_events:
+            self._save()
+
+    def _open(self, stop: threading.Event, stack: ExitStack) -> bool:
+        """Connect the source, then each sink, retrying while no broker answers; each
+        one's ``close`` joins ``stack`` once it is open. False if ``stop`` came first.
+
+        kafka-python's constructors block until a broker answers (up to the bootstrap
+        timeout, 10 s), so each attempt runs in a helper thread and a stop request is
+        honoured within ~0.1 s. Shorter bootstrap attempts would not do: a slow TLS or
+        SASL handshake might never fit in them, and every failed attempt leaves a
+        kafka-python I/O thread behind."""
+        k = self.settings.kafka
+        parts: list[Source | Sink] = [self.source]
+        parts += [s for s in (self.sink, self.dead_letters) if s is not None]
+        for part in parts:
+            is_source = part is self.source
+            delay = 0.5
+            while True:
+                try:
+                    if not _unless_stopped(part.open, stop, undo=part.close):
+                        return False
+                    break
+                except SourceUnavailable as exc:
+                    log.warning("source_unavailable" if is_source else "sink_unavailable",
+                                extra={"fields": {"error": str(exc), "retry_in_s": delay}})
+                    if stop.wait(delay):
+                        return False
+                    delay = min(delay * 2, 10.0)
+            stack.callback(part.close)
+            if is_source:
                 log.info("source_open", extra={"fields": {
-                    "bootstrap": self.settings.kafka.bootstrap_servers,
-                    "group": self.settings.kafka.group_id,
-                    "topics": ",".join(self.settings.kafka.topics)}})
-                return True
-            except SourceUnavailable as exc:
-                log.warning("source_unavailable", extra={"fields": {"error": str(exc),
-                                                                    "retry_in_s": delay}})
-                stop.wait(delay)
-                delay = min(delay * 2, 10.0)
-        return False
+                    "bootstrap": k.bootstrap_servers, "group": k.group_id,
+                    "topics": ",".join(k.topics)}})
+            else:
+                log.info("sink_open", extra={"fields": {"sink": part.name, "topic": part.topic}})
+        return True
 
     def _loop(self, stop: threading.Event) -> None:
         source, pipeline, status, clock = self.source, self.pipeline, self.status, self.clock
+        gates: dict[int, JoinGate] = {}
         next_health = 0.0
         while not stop.is_set():
             records = source.poll()
@@ -249,10 +334,12 @@ class Service:
                     result = pipeline.process(records, now)
                 self.exporter.observe_batch(time.perf_counter() - started)
                 if self.sink is not None and result.detections:
-                    self.sink.publish(drift_event(d, o) for d, o in
-                                      zip(result.detections, result.origins, strict=True))
+                    status.count_sink(self.sink.name, self.sink.publish(
+                        drift_event(d, o)
+                        for d, o in zip(result.detections, result.origins, strict=True)))
                 if self.dead_letters is not None and result.dead:
-                    self.dead_letters.publish(dead_letter(r, rec) for r, rec in result.dead)
+                    status.count_sink(self.dead_letters.name, self.dead_letters.publish(
+                        dead_letter(r, rec) for r, rec in result.dead))
                 source.commit()
                 self._report(result, now)
                 self._events += len(records)
@@ -264,6 +351,7 @@ class Service:
             else:
                 with self.lock:
                     pipeline.expire(now)
+            self._balance_join(gates)
             status.last_poll = now
             if now >= next_health:
                 connected = source.connected()
@@ -280,6 +368,43 @@ class Service:
                 next_health = now + 1.0
         log.info("stopping", extra={"fields": {"events": sum(
             sum(m.events.values()) for m in pipeline.models.values())}})
+
+    def _balance_join(self, gates: dict[int, JoinGate]) -> None:
+        """Per partition number (producers key both topics alike, so partition p of the
+        labels topic holds the labels of partition p's predictions): hold back the
+        topic partition that runs ahead while catching up on a backlog, so that the join
+        does not overflow, and let it go once its partner caught up (see ``JoinGate``);
+        log each change. Each partition pair gets an equal share of ``join.capacity``."""
+        k, join = self.settings.kafka, self.pipeline.join
+        topics = {"prediction": k.predictions_topic, "label": k.labels_topic}
+        lags = {kind: self.source.partition_lags(topic) for kind, topic in topics.items()}
+        partitions = set(lags["prediction"]) | set(lags["label"])
+        if set(gates) != partitions:        # assignment changed: fresh gates, fair shares
+            share = self.settings.join.capacity // max(1, len(partitions))
+            gates.clear()
+            gates.update({p: JoinGate(share, k.max_poll_records) for p in partitions})
+        held: set[tuple[str, int]] = set()
+        for p, gate in gates.items():
+            waiting = join.waiting_from(p)
+            # a partition the other topic does not have is no partner to wait for
+            pair = (lags["prediction"].get(p, 0), lags["label"].get(p, 0))
+            before, after = gate.holding, gate.update(*waiting, *pair)
+            if after is not None:
+                held.add((topics[after], p))
+            if after != before:
+                fields = {"partition": p, "waiting_predictions": waiting[0],
+                          "waiting_labels": waiting[1], "predictions_lag": pair[0],
+                          "labels_lag": pair[1], "high_water": gate.high,
+                          "low_water": gate.low}
+                if before is not None:
+                    log.info(_RESUMED[before], extra={"fields": {"topic": topics[before],
+                                                                 **fields}})
+                if after is not None:
+                    log.info(_PAUSED[after], extra={"fields": {"topic": topics[after],
+                                                               **fields}})
+        self.source.hold(held)
+        self.status.join_backpressure = {
+            kind: sum(topic == topics[kind] for topic, _ in held) for kind in topics}
 
     def _report(self, result: BatchResult, now: float) -> None:
         for d in result.detections:

@@ -12,9 +12,10 @@ import json
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from kafka import (
     ConsumerRebalanceListener,
@@ -29,8 +30,12 @@ from kafka.errors import (
     KafkaConfigurationError,
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
     TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
 )
+from kafka.util import ensure_valid_topic_name
 
 from detector.config import KafkaSettings
 from detector.errors import SourceError, SourceUnavailable
@@ -90,6 +95,10 @@ class KafkaSource:
         #: already applied, and comes again only because its commit failed (a rebalance,
         #: an outage); it is skipped, so nothing is counted twice
         self._applied: dict[Any, int] = {}
+        #: topics held back by ``pause_topic``; partitions assigned later are paused too
+        self._held: set[tuple[str, int]] = set()
+        #: partitions the last poll may have left inside a fetched chunk (see pause_topic)
+        self._mid_chunk: set[Any] = set()
 
     def resume_from(self, offsets: dict[tuple[str, int], int]) -> None:
         """Start these partitions at these offsets (a checkpoint's), not at the group's."""
@@ -137,9 +146,14 @@ class KafkaSource:
             batches = self._consumer.poll(timeout_ms=self._settings.poll_timeout_ms)
         except _FATAL as exc:
             raise SourceError(f"Kafka consumer failed: {exc}") from exc
-        kinds, applied = self._kinds, self._applied
+        kinds, applied, held = self._kinds, self._applied, self._held
+        full = sum(len(m) for m in batches.values()) >= self._settings.max_poll_records
+        self._mid_chunk = set(batches) if full else set()
         records = []
         for tp, messages in batches.items():
+            if (tp.topic, tp.partition) in held:   # not paused yet (see hold): later
+                self._consumer.seek(tp, messages[0].offset)
+                continue
             kind = kinds[tp.topic]
             seen = applied.get(tp, -1)
             fresh = [m for m in messages if m.offset >= seen]
@@ -152,7 +166,17 @@ class KafkaSource:
                 records.append(Record(kind, m.value, ts, tp.topic, tp.partition, m.offset))
             if fresh:
                 applied[tp] = fresh[-1].offset + 1
+        if held:
+            self._pause_held(self._consumer, self._consumer.assignment())
         return records
+
+    def _pause_held(self, consumer: KafkaConsumer, partitions: Iterable[Any]) -> None:
+        """Pause those of ``partitions`` (assigned) that are held, unless the last poll
+        may have stopped inside their fetched chunk (see ``hold``)."""
+        held = [tp for tp in partitions
+                if (tp.topic, tp.partition) in self._held and tp not in self._mid_chunk]
+        if held:
+            consumer.pause(*held)
 
     def commit(self) -> bool:
         """Commit the positions of everything polled so far. False if a rebalance
@@ -175,14 +199,41 @@ class KafkaSource:
             return {}
         out = {}
         for tp in c.assignment():
-            try:
-                high = c.highwater(tp)
-                pos = c.position(tp, timeout_ms=0) if high is not None else None
-            except KafkaError:
-                continue
-            if high is not None and pos is not None:
-                out[(tp.topic, tp.partition)] = max(0, high - pos)
+            behind = _behind(c, tp)
+            if behind is not None:
+                out[(tp.topic, tp.partition)] = behind
         return out
+
+    def partition_lags(self, topic: str) -> dict[int, int | None]:
+        """Messages not read yet per assigned partition of ``topic`` (no I/O); None while
+        a partition's end is unknown (before its first fetch answer)."""
+        c = self._consumer
+        if c is None:
+            return {}
+        return {tp.partition: _behind(c, tp) for tp in c.assignment() if tp.topic == topic}
+
+    def hold(self, partitions: set[tuple[str, int]]) -> None:
+        """Hand out nothing from these ``(topic, partition)``s and stop fetching them
+        (also once assigned after a rebalance); fetch and hand out every other one.
+
+        Nothing is skipped: a paused partition's position stays put, and kafka-python
+        keeps a fetch answer that arrives for it and uses it after the resume. Except
+        in one case, which this avoids: kafka-python 3.0.12 never resumes a partition
+        paused while ``poll`` was part-way through its fetched chunk
+        (``Fetcher.fetched_records`` parks the chunk, and gives it back only when its
+        ``_next_partition_records`` slot is ``None``, which it never is again). So a
+        partition the last poll may have left inside a chunk (it returned records and
+        the poll was full) is paused only after a later poll; until then what it returns
+        is not handed out, and the partition is sought back to the first such record."""
+        released, self._held = self._held - partitions, set(partitions)
+        c = self._consumer
+        if c is None:
+            return
+        assigned = c.assignment()
+        resume = [tp for tp in assigned if (tp.topic, tp.partition) in released]
+        if resume:
+            c.resume(*resume)
+        self._pause_held(c, assigned)
 
     def connected(self) -> bool:
         """True while the client holds at least one live broker connection."""
@@ -201,7 +252,8 @@ class KafkaSource:
 
 
 class _Resume(ConsumerRebalanceListener):
-    """Seeks newly assigned partitions to the checkpoint's positions, once."""
+    """Seeks newly assigned partitions to the checkpoint's positions (once) and keeps
+    the partitions of a paused topic paused."""
 
     def __init__(self, source: KafkaSource, consumer: KafkaConsumer) -> None:
         self._source, self._consumer = source, consumer
@@ -210,12 +262,25 @@ class _Resume(ConsumerRebalanceListener):
         pass
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        # new partitions start unpaused: hold back those of a paused topic
+        self._source._pause_held(self._consumer, assigned)
         for tp in assigned:
             offset = self._source._resume.pop((tp.topic, tp.partition), None)
             if offset is not None:
                 self._consumer.seek(tp, offset)
                 log.info("resumed_from_checkpoint", extra={"fields": {
                     "topic": tp.topic, "partition": tp.partition, "offset": offset}})
+
+
+def _behind(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
+    """Messages between our position and the partition end, from fetch metadata, or
+    None while either is unknown."""
+    try:
+        high = consumer.highwater(tp)
+        pos = consumer.position(tp, timeout_ms=0) if high is not None else None
+    except KafkaError:
+        return None
+    return None if high is None or pos is None else max(0, high - pos)
 
 
 class FileSource:
@@ -292,25 +357,212 @@ def producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**client_options(kafka), **opts)
 
 
+#: What became of a message handed to a ``TopicSink``: written, or why not.
+SinkOutcome = Literal["written", "too_large", "topic_missing", "refused", "timeout"]
+SINK_OUTCOMES: tuple[SinkOutcome, ...] = get_args(SinkOutcome)
+
+
+def largest_message() -> int:
+    """The largest message ``KafkaSource`` can receive, in bytes. A broker returns a
+    record batch whole even when it exceeds the fetch sizes (KIP-74); kafka-python then
+    only guards the response frame, at ``fetch_max_bytes + max_partition_fetch_bytes``
+    (the source leaves both at their defaults, 50 MiB and 1 MiB)."""
+    defaults = KafkaConsumer.DEFAULT_CONFIG
+    return defaults["fetch_max_bytes"] + defaults["max_partition_fetch_bytes"]
+
+
 class TopicSink:
     """Publishes messages to one topic and waits until the broker has them. The
     service calls it before committing the batch's offsets, so a crash can repeat a
-    message but never lose one. Used for drift events (retraining hook) and for
-    dead letters (rejected messages, reason in the headers)."""
+    message but never lose one; a message the broker does not take is counted, never
+    lost in silence. Used for drift events (retraining hook, ``name``
+    ``drift_events``) and for dead letters (rejected messages, reason in the headers,
+    ``name`` ``dead_letter``).
 
-    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+    A message that cannot be written never stops the service: ``publish`` counts it
+    under its reason (``SINK_OUTCOMES``) and logs ``sink_failed``, at most once per
+    reason every ``LOG_EVERY_S`` seconds. The producer takes any message the source can
+    receive, plus the dead letter's headers (``largest_message`` + ``HEADROOM``); a
+    broker that keeps a lower limit refuses it as ``too_large``. After a
+    ``topic_missing`` or ``timeout`` failure the sink skips messages for ``HOLD_S``
+    seconds (counted under the same reason) instead of stalling every batch.
+    """
+
+    outcomes = SINK_OUTCOMES
+    #: bytes a dead letter adds to the original message: headers (the detail is cut at
+    #: 500 characters) and record framing
+    HEADROOM = 64 * 1024
+    #: how long ``send`` may wait for the topic's partitions (topic missing, no broker)
+    METADATA_WAIT_MS = 5_000
+    #: one produce request; the whole delivery of a record, retries included
+    REQUEST_TIMEOUT_MS = 10_000
+    DELIVERY_TIMEOUT_MS = 15_000
+    FLUSH_S = 20.0
+    HOLD_S = 30.0
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, kafka: KafkaSettings, topic: str, name: str) -> None:
+        self._kafka = kafka
         self.topic = topic
-        self._producer = KafkaProducer(**client_options(kafka), linger_ms=5, acks="all")
+        self.name = name
+        self._producer: KafkaProducer | None = None
+        self._invalid_topic: str | None = None
+        self._held: tuple[SinkOutcome, float] | None = None   # reason, until (monotonic)
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: Counter[str] = Counter()
+
+    def open(self) -> None:
+        """Create the topic if it is missing (as Kafka Connect does for its dead-letter
+        queue; a refusal is logged, and publishing then counts what fails), then connect
+        the producer. Raises ``SourceUnavailable`` while no broker answers."""
+        opts = client_options(self._kafka)
+        try:
+            ensure_valid_topic_name(self.topic)
+        except ValueError as exc:
+            self._invalid_topic = str(exc)
+            log.warning("sink_topic_invalid", extra={"fields": {
+                "sink": self.name, "topic": self.topic, "error": str(exc),
+                "action": "every message is counted as refused"}})
+        try:
+            if self._invalid_topic is None:
+                self._ensure_topic(opts)
+            # idempotence off: kafka-python's idempotent producer takes a refused message
+            # (too large) as fatal and fails every later send
+            producer = KafkaProducer(
+                **opts, acks="all", linger_ms=5, enable_idempotence=False,
+                max_request_size=largest_message() + self.HEADROOM,
+                max_block_ms=self.METADATA_WAIT_MS, request_timeout_ms=self.REQUEST_TIMEOUT_MS,
+                delivery_timeout_ms=self.DELIVERY_TIMEOUT_MS,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+        except _FATAL as exc:
+            raise SourceError(f"Kafka settings rejected: {exc}") from exc
+        except KafkaTimeoutError as exc:
+            raise SourceUnavailable(f"no broker answers at {self._kafka.bootstrap_servers}") \
+                from exc
+        self._producer = producer
+
+    def _ensure_topic(self, opts: dict[str, Any]) -> None:
+        admin = KafkaAdminClient(**opts, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+        try:
+            if self.topic in admin.list_topics():
+                return
+            admin.create_topics([self.topic])   # the broker's default partitions, replicas
+            log.info("sink_topic_created", extra={"fields": {"sink": self.name,
+                                                             "topic": self.topic}})
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as exc:
+            log.warning("sink_topic_not_created", extra={"fields": {
+                "sink": self.name, "topic": self.topic, "error": repr(exc)[:300]}})
+        finally:
+            admin.close()
 
     def publish(self, messages: Iterable[tuple[str | None, bytes, list[tuple[str, bytes]]]]
-                ) -> None:
+                ) -> Counter[SinkOutcome]:
+        """Send ``messages``, wait for the broker's acknowledgements (at most
+        ``FLUSH_S``), and return how many ended in each outcome. Never raises for a
+        message that cannot be written."""
+        assert self._producer is not None, "open() first"
+        outcomes: Counter[SinkOutcome] = Counter()
+        sent = []
         for key, value, headers in messages:
-            self._producer.send(self.topic, key=key.encode() if key else None, value=value,
-                                headers=headers or None)
-        self._producer.flush(timeout=30)
+            size = len(value) + sum(len(k) + len(v) for k, v in headers)
+            reason, error = self._skipping(), "skipped"
+            if reason is None:
+                try:
+                    sent.append((self._producer.send(
+                        self.topic, key=key.encode() if key else None, value=value,
+                        headers=headers or None), size))
+                    continue
+                except MessageSizeTooLargeError as exc:
+                    reason, error = "too_large", str(exc)
+                except KafkaTimeoutError as exc:   # no partitions for the topic in time
+                    reason, error = "topic_missing", str(exc)
+                except KafkaError as exc:
+                    reason, error = "refused", repr(exc)
+            outcomes[reason] += 1
+            self._failed(reason, size, error)
+        if sent:
+            try:
+                self._producer.flush(timeout=self.FLUSH_S)
+            except KafkaTimeoutError:
+                pass   # what is still unacknowledged counts as a timeout below
+            for future, size in sent:
+                outcome, error = _delivery(future)
+                outcomes[outcome] += 1
+                if outcome != "written":
+                    self._failed(outcome, size, error)
+        return outcomes
+
+    def _skipping(self) -> SinkOutcome | None:
+        """Why messages are skipped without a try right now, if they are.
+
+        >>> sink = TopicSink(KafkaSettings(), "drift-dead-letters", "dead_letter")
+        >>> sink._skipping() is None
+        True
+        >>> sink._failed("too_large", 2_000_000, "over the broker's limit")
+        >>> sink._skipping() is None          # one message's fault: no hold
+        True
+        >>> sink._failed("topic_missing", 120, "no partitions within 5 s")
+        >>> sink._skipping()                  # the next 30 s are skipped, and counted
+        'topic_missing'
+        """
+        if self._invalid_topic is not None:
+            return "refused"
+        if self._held is not None and time.monotonic() < self._held[1]:
+            return self._held[0]
+        return None
+
+    def _failed(self, reason: SinkOutcome, size: int, error: str) -> None:
+        now = time.monotonic()
+        if reason in ("topic_missing", "timeout") and self._skipping() is None:
+            self._held = (reason, now + self.HOLD_S)
+        if now - self._logged_at.get(reason, float("-inf")) < self.LOG_EVERY_S:
+            self._unlogged[reason] += 1
+            return
+        self._logged_at[reason] = now
+        log.warning("sink_failed", extra={"fields": {
+            "sink": self.name, "reason": reason, "topic": self.topic, "size": size,
+            "error": error[:300], "suppressed": self._unlogged.pop(reason, 0),
+            "skipping_s": self.HOLD_S if reason in ("topic_missing", "timeout") else 0}})
 
     def close(self) -> None:
-        self._producer.close(timeout=5)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=5)
+            except KafkaError as exc:   # records still unacknowledged after 5 s
+                log.warning("sink_close_failed", extra={"fields": {
+                    "sink": self.name, "topic": self.topic, "error": repr(exc)}})
+
+
+def _delivery(future: Any) -> tuple[SinkOutcome, str]:
+    """The outcome of one sent record after the flush, and the error if any.
+
+    >>> from kafka import errors
+    >>> from kafka.future import Future
+    >>> for exc in (errors.MessageSizeTooLargeError, errors.UnknownTopicOrPartitionError,
+    ...             errors.KafkaTimeoutError, errors.TopicAuthorizationFailedError):
+    ...     print(_delivery(Future().failure(exc))[0])
+    too_large
+    topic_missing
+    timeout
+    refused
+    >>> _delivery(Future().success(None)), _delivery(Future())[0]
+    (('written', ''), 'timeout')
+    """
+    if not future.is_done:
+        return "timeout", f"not acknowledged within {TopicSink.FLUSH_S:.0f} s"
+    exc = future.exception
+    if exc is None:
+        return "written", ""
+    if isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError):
+        return "too_large", repr(exc)
+    if isinstance(exc, UnknownTopicOrPartitionError):
+        return "topic_missing", repr(exc)
+    if isinstance(exc, KafkaTimeoutError):
+        return "timeout", repr(exc)
+    return "refused", repr(exc)
 
 
 class KafkaCheckpointStore:
