@@ -1,33 +1,85 @@
-"""Command line: ``drift-detector run | check-config | replay | demo``.
+"""Command line: ``drift-detector`` and its commands ``run``, ``check-config``,
+``replay``, ``profile``, ``calibrate`` and ``demo`` (``--help`` lists them).
 
-Exit codes: 0 done, 1 fatal runtime error (e.g. Kafka refused our settings),
-2 invalid configuration or usage.
+Exit codes: 0 done (``run``: stopped by SIGTERM or SIGINT, at any point of start-up
+too), 1 fatal runtime error (e.g. Kafka refused our settings), 2 invalid
+configuration or usage.
+
+Only light modules are imported here, so that ``run`` installs its stop handlers
+within milliseconds of the interpreter starting; settings, River, Kafka and the
+service are imported after that, by the functions that need them.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import math
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import yaml
-
-from detector import __version__, logs
-from detector.config import Settings, effective_config, load_settings
+from detector import __version__
 from detector.errors import ConfigError, DriftDetectorError
+
+if TYPE_CHECKING:
+    from detector.config import Settings
+    from detector.service import Service
 
 log = logging.getLogger("detector.cli")
 
+DESCRIPTION = ("Watch ML models in production: drift and performance from the prediction "
+               "and label events on Kafka, exported as Prometheus metrics.")
+EPILOG = ("Exit codes: 0 done, 1 fatal runtime error (e.g. Kafka refused the settings), "
+          "2 invalid configuration or usage. 'drift-detector COMMAND --help' shows the "
+          "options of a command.")
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 for any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0: any "
+                                         "free port)")
+    return port
+
+
+def _number(minimum: float, inclusive: bool, what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number above ``minimum`` (or equal, if ``inclusive``)."""
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            x = math.nan
+        if not math.isfinite(x) or x < minimum or (x == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return x
+    return parse
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a random seed (numpy takes whole numbers >= 0)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return seed
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="drift-detector", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="drift-detector", description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"drift-detector {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     run = sub.add_parser("run", help="consume from Kafka and serve /metrics until SIGTERM")
     run.add_argument("--config", "-c", help="YAML settings file (DRIFT_* variables override it)")
@@ -65,17 +117,40 @@ def _parser() -> argparse.ArgumentParser:
                      help="stable N(0,1) values simulated per detector (default 10^6)")
 
     demo = sub.add_parser("demo", help="bundled broker + drifting model stream + live view")
-    demo.add_argument("--duration", type=float, default=60.0,
-                      help="seconds to run (0: until Ctrl-C; default 60)")
-    demo.add_argument("--rate", type=float, default=2000.0, help="predictions per second")
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--port", type=int, default=9108, help="metrics port (0: any free port)")
+    demo.add_argument("--duration", type=_number(0, True, "a number of seconds >= 0"),
+                      default=60.0, help="seconds to run (0: until Ctrl-C; default 60)")
+    demo.add_argument("--rate", type=_number(0, False, "a number of predictions per second "
+                                             "above 0"),
+                      default=2000.0, help="predictions per second (default 2000)")
+    demo.add_argument("--seed", type=_seed, default=7, help="random seed (default 7)")
+    demo.add_argument("--port", type=_port,
+                      help="metrics port (0: any free port; default: the service's default "
+                      "port, or a free one if that is taken)")
     demo.add_argument("--no-live", action="store_true", help="plain progress lines, no live view")
     return p
 
 
+def _stop_on_signals() -> threading.Event:
+    """An event that SIGTERM and SIGINT set instead of ending the process."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("signal", extra={"fields": {"signal": signal.Signals(signum).name}})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the very first thing for `run` (the command is the first argument, options come
+    # after it): from here on a stop request ends start-up cleanly, with exit code 0
+    stop = _stop_on_signals() if argv[:1] == ["run"] else None
     args = _parser().parse_args(argv)
+    from detector import logs
+
     try:
         if args.command == "check-config":
             return _check_config(args.file)
@@ -90,11 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("kafka").setLevel(logging.CRITICAL)
             return run_demo(duration=args.duration, rate=args.rate, seed=args.seed,
                             port=args.port, live=not args.no_live)
+        from detector.config import load_settings
+
         settings = load_settings(args.config)
         logs.configure(settings.log.level, settings.log.format)
         if args.command == "replay":
             return _replay(settings, args.files)
-        return _run(settings)
+        assert stop is not None
+        return _run(settings, stop)
     except ConfigError as exc:
         print(f"drift-detector: {exc}", file=sys.stderr)
         return 2
@@ -105,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_config(path: str | None) -> int:
+    import yaml
+
+    from detector.config import effective_config, load_settings
+
     settings = load_settings(path)
     yaml.safe_dump(effective_config(settings), sys.stdout, sort_keys=False)
     print(f"# valid; models {'discovered from the stream' if settings.discovers_models else 'declared only'}",
@@ -148,6 +230,7 @@ def _profile(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from detector import calibration
+    from detector.config import load_settings
 
     settings = load_settings(args.config)
     d = settings.detection
@@ -176,33 +259,55 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, stop: threading.Event) -> int:
+    """Serve until ``stop`` is set; a stop at any stage of start-up returns 0 at once."""
+    if stop.is_set():
+        return 0
     from detector.service import Service
     from detector.sources import KafkaCheckpointStore, KafkaSource, TopicSink
 
+    if stop.is_set():
+        return 0
     sink = dead = store = None
     ck = settings.checkpoint
     if ck.topic is not None:
         import socket
         name = ck.name or f"{settings.kafka.group_id}:{socket.gethostname()}"
         store = KafkaCheckpointStore(settings.kafka, ck.topic, name)
+    # the sinks connect in Service.run, after the source (none of this touches the network)
     if settings.drift_events.enabled:
-        sink = TopicSink(settings.kafka, settings.drift_events.topic)
+        sink = TopicSink(settings.kafka, settings.drift_events.topic, "drift_events")
     if settings.dead_letter.enabled:
-        dead = TopicSink(settings.kafka, settings.dead_letter.topic)
+        dead = TopicSink(settings.kafka, settings.dead_letter.topic, "dead_letter")
     service = Service(settings, KafkaSource(settings.kafka), sink=sink, dead_letters=dead,
                       store=store)
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("signal", extra={"fields": {"signal": signal.Signals(signum).name}})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    service.start_http()
+    _serve_metrics(service)
     service.run(stop)
     return 0
+
+
+def _serve_metrics(service: Service) -> None:
+    """Start the metrics endpoint; an address that cannot be used (a port already taken,
+    a host that is not ours, a TLS file that cannot be read) is a ``ConfigError`` naming
+    the setting, not a traceback."""
+    import ssl
+
+    m = service.settings.metrics
+    try:
+        service.start_http()
+    except OSError as exc:
+        # the socket is bound first: these come from the bind (EACCES: a port below 1024)
+        address = exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL) or (
+            exc.errno == errno.EACCES and 0 < m.port < 1024)
+        if isinstance(exc, ssl.SSLError) or (not address and m.tls_certfile is not None):
+            raise ConfigError("cannot load the metrics TLS files (metrics.tls_certfile, "
+                              "metrics.tls_keyfile, metrics.tls_client_cafile): "
+                              f"{exc.strerror or exc}") from None
+        if not address:
+            raise
+        setting = "metrics.host" if exc.errno == errno.EADDRNOTAVAIL else "metrics.port"
+        raise ConfigError(f"cannot serve metrics on {m.host}:{m.port}: {exc.strerror} "
+                          f"(setting {setting})") from None
 
 
 def _replay(settings: Settings, files: Sequence[str]) -> int:
@@ -229,7 +334,8 @@ def _replay(settings: Settings, files: Sequence[str]) -> int:
                                 for v, mon in state.versions.items()}}
             for name, state in pipeline.models.items()},
         "detections": [{"model": d.model, "version": d.version, "signal": d.signal,
-                        "feature": d.feature, "detector": d.detector, "index": d.index}
+                        "feature": d.feature, "category": d.category, "detector": d.detector,
+                        "index": d.index, "onset_index": d.onset_index}
                        for d in detections],
     }
     json.dump(summary, sys.stdout, indent=2)

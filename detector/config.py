@@ -1,8 +1,13 @@
 """Settings: a YAML file plus ``DRIFT_*`` environment overrides, validated once.
 
-Environment variables win over the file; nested keys use ``__``::
+``load_settings`` reads both; environment variables win over the file; nested keys
+use ``__``::
 
     DRIFT_KAFKA__BOOTSTRAP_SERVERS=broker:9092 DRIFT_METRICS__PORT=9108
+
+A variable that names no setting is an error, as an unknown key in the file is.
+``Settings(...)`` built in code reads no variable: the demo and the tests get
+exactly the settings they build.
 
 With no file and no variables every default applies: models and features are
 discovered from the stream, capped by ``max_models`` / ``max_features``.
@@ -14,10 +19,14 @@ discovered from the stream, capped by ``max_models`` / ``max_features``.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -29,7 +38,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from detector import calibration, detectors
 from detector.errors import ConfigError
@@ -307,6 +321,14 @@ class Settings(BaseSettings):
     max_models: int = Field(100, ge=1)
     max_features: int = Field(200, ge=1)
     max_versions: int = Field(3, ge=1)
+    idle_events: int = Field(1000, ge=1, description=(
+        "a version (a feature) that received none of the last idle_events events of its "
+        "model (version) may make room for a new one"))
+    version_idle_seconds: float = Field(600.0, ge=0, description=(
+        "or, for versions: this long without events on the service clock"))
+    max_classes: int = Field(100, ge=2, description="distinct classes scored per model version")
+    max_clock_skew_seconds: float = Field(300.0, ge=0, description=(
+        "timestamps further ahead of the service clock are ignored (counted)"))
     max_event_bytes: int = Field(1_048_576, ge=64)
     rolling_window: int = Field(1000, ge=1)
     log: LogSettings = LogSettings()
@@ -320,8 +342,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init kwargs; the environment overrides it.
-        return env_settings, init_settings
+        # Only what the caller passes: settings built in code (the demo's, a test's) are
+        # exactly what the code says. load_settings merges the file and DRIFT_* variables.
+        return (init_settings,)
 
     @model_validator(mode="after")
     def _calibrate(self) -> Settings:
@@ -354,7 +377,7 @@ class Settings(BaseSettings):
         """The settings a checkpoint's state depends on (its fingerprint)."""
         return self.model_dump(mode="json", include={
             "detectors", "detection", "reference", "join", "models", "rolling_window",
-            "max_features", "max_versions"})
+            "max_features", "max_versions", "max_classes", "idle_events"})
 
     def model(self, name: str) -> ModelSettings:
         """Settings of one model; discovered models get the defaults."""
@@ -367,22 +390,244 @@ class Settings(BaseSettings):
 _DEFAULT_MODEL = ModelSettings()
 
 
+def _secret_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()
+                   ) -> Iterator[tuple[str, ...]]:
+    """Paths of the ``SecretStr`` fields under ``model``, however deeply nested;
+    ``*`` stands for any mapping key or sequence index.
+
+    >>> for path in sorted(_secret_fields(Settings)):
+    ...     print(".".join(path))
+    checkpoint.key
+    kafka.sasl_plain_password
+    kafka.ssl_password
+    metrics.basic_auth_password
+    """
+    for name, field in model.model_fields.items():
+        yield from _secrets_in(field.annotation, (*prefix, name))
+
+
+def _secrets_in(annotation: Any, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    if isinstance(annotation, type) and issubclass(annotation, SecretStr):
+        yield path
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield from _secret_fields(annotation, path)
+    else:  # X | None, dict[str, X], tuple[X, ...], Annotated[X, ...]; Literal's args are values
+        origin = get_origin(annotation)
+        step = ("*",) if isinstance(origin, type) and issubclass(origin, Collection) else ()
+        for arg in get_args(annotation):
+            yield from _secrets_in(arg, (*path, *step))
+
+
+#: every secret setting; a validation error never shows the value it got at one of
+#: these paths, nor at a path above one (a section given as a scalar may hold the secret)
+SECRET_FIELDS: tuple[tuple[str, ...], ...] = tuple(_secret_fields(Settings))
+
+
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    return any(all(part == "*" or part == str(at) for part, at in zip(path, loc))
+               for path in SECRET_FIELDS)
+
+
 def _format(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
-        secret = any(word in key for word in ("password", "secret"))
-        shown = "" if secret or isinstance(value, dict | list) else f" (got {value!r})"
+        # an unknown key may be a misspelt secret: name the key, never echo its value
+        hidden = (_is_secret(e["loc"]) or e["type"] == "extra_forbidden"
+                  or isinstance(value, dict | list))
+        shown = "" if hidden else f" (got {value!r})"
         lines.append(f"{key}: {msg}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+ENV_PREFIX = "DRIFT_"
+_NESTED = "__"
+#: Kubernetes' service links: for each Service of the namespace whose name starts with
+#: "drift" (the shipped drift-detector, say) every container gets SVC_SERVICE_HOST,
+#: SVC_SERVICE_PORT[_NAME], SVC_PORT[_9108_TCP[_PROTO|_PORT|_ADDR]] with SVC =
+#: DRIFT_DETECTOR. One "_" between words: "__" nests settings.
+_SERVICE = re.compile(r"DRIFT(_[A-Z0-9]+)*")
+_SERVICE_LINK = re.compile(r"SERVICE_HOST|SERVICE_PORT(_[A-Z0-9]+)*"
+                           r"|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?")
+
+
+def _service_links(environ: Mapping[str, str]) -> set[str]:
+    """The variables of ``environ`` that Kubernetes' service links made: not settings.
+    A link comes with its Service's ``_SERVICE_HOST``, so ``DRIFT_METRICS_PORT`` alone
+    is a typo of ``DRIFT_METRICS__PORT``, not a link.
+
+    >>> sorted(_service_links({"DRIFT_DETECTOR_SERVICE_HOST": "10.0.0.1",
+    ...     "DRIFT_DETECTOR_PORT_9108_TCP_PORT": "9108", "DRIFT_METRICS_PORT": "9200"}))
+    ['DRIFT_DETECTOR_PORT_9108_TCP_PORT', 'DRIFT_DETECTOR_SERVICE_HOST']
+    """
+    services = {name.removesuffix("_SERVICE_HOST") for name in environ
+                if name.endswith("_SERVICE_HOST")
+                and _SERVICE.fullmatch(name.removesuffix("_SERVICE_HOST"))}
+    return {name for name in environ for svc in services
+            if name.startswith(svc + "_") and _SERVICE_LINK.fullmatch(name[len(svc) + 1:])}
+
+
+def _environment() -> dict[str, Any]:
+    """The ``DRIFT_*`` variables as settings data, read as pydantic-settings reads them
+    (names in any case, ``__`` for nesting, JSON for lists, mappings and sections).
+
+    Raises ``ConfigError`` naming every variable that addresses no setting (Kubernetes'
+    service links aside), and every variable whose setting takes JSON but whose value
+    is not JSON, with an example.
+    """
+    links = _service_links(os.environ)
+    problems = [problem for name, value in sorted(os.environ.items())
+                if name.upper().startswith(ENV_PREFIX)
+                and (problem := _variable_problem(name, value)) is not None
+                and name not in links]
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return EnvSettingsSource(Settings)()
+
+
+def _variable_problem(name: str, value: str) -> str | None:
+    """What is wrong with variable ``name`` (a line that names it), or None.
+
+    >>> print(_variable_problem("DRIFT_METRIC__PORT", "1"))
+    DRIFT_METRIC__PORT: no such setting (metric); did you mean DRIFT_METRICS__PORT?
+    >>> print(_variable_problem("DRIFT_DETECTORS__FEATURE", "adwin"))
+    DRIFT_DETECTORS__FEATURE (detectors.feature): expected a JSON list such as ["adwin", "cusum"] (got 'adwin')
+    >>> _variable_problem("DRIFT_MODELS__FRAUD__THRESHOLDS", '{"accuracy": 0.9}') is None
+    True
+    """
+    keys = name[len(ENV_PREFIX):].split(_NESTED)
+    annotation: Any = Settings
+    path: list[str] = []
+    for key in keys:
+        below = _below(annotation, key.lower())
+        if below is None:
+            return f"{name}: {_unknown(keys, len(path), annotation)}"
+        if any(map(_is_mapping, _members(annotation))) and key not in (key.lower(), key.upper()):
+            # pydantic-settings reads names in lower case: "Fraud" would become "fraud"
+            return (f"{name}: keys of {'.'.join(path)} are read in lower case from variable "
+                    f"names ({key!r} would be {key.lower()!r}); for {key!r} set "
+                    f"{ENV_PREFIX}{'__'.join(path).upper()} as JSON")
+        annotation = below
+        path.append(key.lower())
+    if not _takes_json(annotation):
+        return None
+    try:
+        json.loads(value)
+    except ValueError:
+        kind = "object" if _is_mapping(annotation) or _is_model(annotation) else "list"
+        shown = "" if _is_secret(tuple(path)) else f" (got {value!r})"
+        return (f"{name} ({'.'.join(path)}): expected a JSON {kind} such as "
+                f"{json.dumps(_example(annotation))}{shown}")
+    return None
+
+
+def _unknown(keys: list[str], i: int, annotation: Any) -> str:
+    """The message for ``keys[i]``, which names nothing in ``annotation`` (the setting
+    that ``keys[:i]`` leads to)."""
+    path = [k.lower() for k in keys[:i]]
+    where = ".".join((*path, keys[i].lower()))
+    if not keys[i]:
+        return "no such setting (an empty name between or after '__')"
+    if not any(_is_model(t) or _is_mapping(t) for t in _members(annotation)):
+        if _takes_json(annotation):
+            return (f"no such setting ({where}): {'.'.join(path)} is a list, give it whole "
+                    f"as JSON in {ENV_PREFIX}{'__'.join(path).upper()}")
+        return f"no such setting ({where}): {'.'.join(path)} has no keys below it"
+    known = [n for t in _members(annotation) if _is_model(t) for n in t.model_fields]
+    key = keys[i].lower()
+    fixes = [[close] for close in difflib.get_close_matches(key, known, n=1)]
+    for cut in (m.start() for m in re.finditer("_", key)):
+        # one "_" where "__" was meant: DRIFT_METRICS_PORT for DRIFT_METRICS__PORT
+        head, tail = key[:cut], key[cut + 1:]
+        section = _below(annotation, head)
+        if section is not None and any(_is_model(t) for t in _members(section)) \
+                and _below(section, tail) is not None:
+            fixes.insert(0, [head, tail])
+    if fixes:
+        fixed = [*keys[:i], *fixes[0], *keys[i + 1:]]
+        return f"no such setting ({where}); did you mean {ENV_PREFIX}{'__'.join(fixed).upper()}?"
+    return f"no such setting ({where}); known here: {', '.join(known)}"
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The types of ``X | Y | None`` other than None; ``(annotation,)`` for others."""
+    if get_origin(annotation) in (Union, UnionType):
+        return tuple(a for a in get_args(annotation) if a is not type(None))
+    return (annotation,)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _is_mapping(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    return isinstance(origin, type) and issubclass(origin, Mapping)
+
+
+def _is_sequence(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    return (isinstance(origin, type) and issubclass(origin, Collection)
+            and not issubclass(origin, Mapping | str | bytes))
+
+
+def _takes_json(annotation: Any) -> bool:
+    """Whether a variable for this setting must hold JSON: sections, mappings and lists
+    (pydantic-settings decodes those; a plain string could never be valid)."""
+    return all(_is_model(t) or _is_mapping(t) or _is_sequence(t)
+               for t in _members(annotation))
+
+
+def _below(annotation: Any, key: str) -> Any | None:
+    """What the setting ``key`` under ``annotation`` holds (pydantic-settings'
+    ``next_field``: a field of a section, any key of a mapping), or None."""
+    for t in _members(annotation):
+        if _is_model(t):
+            field = t.model_fields.get(key)
+            if field is not None:
+                return field.annotation
+        elif _is_mapping(t) and key:
+            return get_args(t)[-1]
+    return None
+
+
+def _example(annotation: Any, i: int = 0) -> Any:
+    """A small valid value of ``annotation`` (the ``i``-th of two), for messages."""
+    annotation = _members(annotation)[0]
+    args = get_args(annotation)
+    if get_origin(annotation) is Literal:
+        return args[i % len(args)]
+    if annotation is DetectorSpec:                       # a detector by its type
+        return ("adwin", "cusum")[i % 2]
+    if _is_model(annotation):
+        name, field = next(iter(annotation.model_fields.items()))
+        default = field.get_default(call_default_factory=True)
+        simple = isinstance(default, str | int | float) and not isinstance(default, bool)
+        return {name: default if simple else _example(field.annotation)}
+    if _is_mapping(annotation):
+        return {_example(args[0]): _example(args[-1])}
+    if _is_sequence(annotation):
+        return [_example(args[0], 0), _example(args[0], 1)]
+    return {int: 1, float: 0.5, bool: True}.get(annotation, ("name", "other")[i % 2])
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``over``, mappings merged key by key (as pydantic-settings)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            value = _merge(out[key], value)
+        out[key] = value
+    return out
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read ``path`` (YAML) if given, apply ``DRIFT_*`` variables, validate.
 
-    Raises ``ConfigError`` whose message names each bad key.
+    Raises ``ConfigError`` whose message names each bad key and never shows the
+    value given for a secret setting (``SECRET_FIELDS``).
     """
     data: Mapping[str, Any] = {}
     if path is not None:
@@ -396,12 +641,11 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    file_data = {str(k): v for k, v in data.items()}  # YAML keys may be numbers
     try:
-        return Settings(**data)
+        return Settings(**_merge(file_data, _environment()))
     except ValidationError as exc:
         raise ConfigError(_format(exc)) from None
-    except ValueError as exc:  # e.g. a DRIFT_* variable that is not valid JSON
-        raise ConfigError(f"invalid configuration: {exc}") from None
 
 
 def effective_config(settings: Settings) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def _containers() -> list[tuple[str, dict]]:
 
 def test_every_manifest_has_the_required_fields() -> None:
     kinds = set()
-    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+    for path in sorted((DEPLOY / "k8s").rglob("*.yaml")):
         for doc in _docs(path):
             assert doc.get("apiVersion") and doc.get("kind"), path
             assert doc["metadata"]["name"], path
@@ -74,7 +74,8 @@ def test_service_and_monitors_point_at_the_metrics_port() -> None:
     service = _docs(DEPLOY / "k8s" / "service.yaml")[0]
     assert service["spec"]["ports"][0]["port"] == PORT
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
-    pod_monitor, service_monitor = _docs(DEPLOY / "k8s" / "podmonitor.yaml")
+    [pod_monitor] = _docs(DEPLOY / "k8s" / "podmonitor.yaml")
+    [service_monitor] = _docs(DEPLOY / "k8s" / "servicemonitor" / "servicemonitor.yaml")
     assert pod_monitor["spec"]["podMetricsEndpoints"][0] == {"port": "metrics", "path": "/metrics",
                                                               "interval": "15s"}
     assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
@@ -84,13 +85,80 @@ def test_service_and_monitors_point_at_the_metrics_port() -> None:
         assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_config_map_is_a_valid_config(tmp_path: Path) -> None:
-    cm = _docs(DEPLOY / "k8s" / "configmap.yaml")[0]
-    f = tmp_path / "config.yaml"
-    f.write_text(cm["data"]["config.yaml"])
-    settings = load_settings(f)
-    assert settings.metrics.port == PORT and settings.models["fraud"].thresholds
+def test_config_maps_are_valid_configs(tmp_path: Path) -> None:
+    config_maps = _docs(DEPLOY / "k8s" / "configmap.yaml")
+    assert len(config_maps) == 2
+    for cm in config_maps:
+        f = tmp_path / "config.yaml"
+        f.write_text(cm["data"]["config.yaml"])
+        settings = load_settings(f)
+        assert settings.metrics.port == PORT and settings.models["fraud"].thresholds
     load_settings(DEPLOY / "docker" / "config.yaml")
+
+
+# --- what `kubectl apply -f deploy/k8s/` creates ------------------------------------------
+
+def _applied(*folders: Path, leave_out: tuple[str, ...] = ()) -> list[dict]:
+    """The objects `kubectl apply -f FOLDER` creates for each folder (not recursive)."""
+    return [doc for folder in folders for path in sorted(folder.glob("*.yaml"))
+            if path.name not in leave_out for doc in _docs(path)]
+
+
+def _matches(selector: dict, labels: dict) -> bool:
+    assert set(selector) == {"matchLabels"}, selector   # all these manifests use
+    return selector["matchLabels"].items() <= labels.items()
+
+
+def _detector_pods(objects: list[dict]) -> dict[str, dict]:
+    """Pod templates with a drift-detector container, by Deployment name."""
+    return {d["metadata"]["name"]: d["spec"]["template"] for d in objects
+            if d["kind"] == "Deployment" and any(
+                c["name"] == "drift-detector" for c in d["spec"]["template"]["spec"]["containers"])}
+
+
+def _scrapes(objects: list[dict]) -> dict[str, int]:
+    """How many scrape targets the applied PodMonitors and ServiceMonitors make of each
+    detector Pod (per Deployment): 1 is right, 2 doubles every sum."""
+    counts = {}
+    services = [o for o in objects if o["kind"] == "Service"]
+    for name, pod in _detector_pods(objects).items():
+        labels = pod["metadata"]["labels"]
+        ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+        n = 0
+        for o in objects:
+            if o["kind"] == "PodMonitor" and _matches(o["spec"]["selector"], labels):
+                n += sum(e["port"] in ports for e in o["spec"]["podMetricsEndpoints"])
+            elif o["kind"] == "ServiceMonitor":
+                for svc in services:
+                    if (_matches(o["spec"]["selector"], svc["metadata"]["labels"])
+                            and _matches({"matchLabels": svc["spec"]["selector"]}, labels)):
+                        targets = {p["name"]: p["targetPort"] for p in svc["spec"]["ports"]}
+                        n += sum(targets.get(e["port"]) in ports for e in o["spec"]["endpoints"])
+        counts[name] = n
+    return counts
+
+
+def test_applying_the_folder_scrapes_every_detector_pod_exactly_once() -> None:
+    k8s = DEPLOY / "k8s"
+    assert _scrapes(_applied(k8s)) == {"fraud-model": 1, "drift-detector": 1}
+    # the alternative for a Prometheus that selects ServiceMonitors only, applied instead
+    # of the PodMonitor as its comment says: the standalone Pods once, never twice
+    instead = _applied(k8s, k8s / "servicemonitor", leave_out=("podmonitor.yaml",))
+    assert _scrapes(instead) == {"fraud-model": 0, "drift-detector": 1}
+
+
+def test_sidecar_and_standalone_deployments_use_distinct_consumer_groups() -> None:
+    objects = _applied(DEPLOY / "k8s")
+    config_maps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    groups = {}
+    for name, pod in _detector_pods(objects).items():
+        [container] = [c for c in pod["spec"]["containers"] if c["name"] == "drift-detector"]
+        assert not any(e["name"].startswith("DRIFT_KAFKA__GROUP") for e in container["env"])
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        mounted = volumes["drift-detector-config"]["configMap"]["name"]
+        config = yaml.safe_load(config_maps[mounted]["data"]["config.yaml"])
+        groups[name] = config["kafka"]["group_id"]
+    assert len(groups) == 2 and len(set(groups.values())) == 2, groups
 
 
 def test_prometheus_rule_resource_equals_the_rule_file() -> None:
