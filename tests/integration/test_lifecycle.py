@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from kafka import KafkaConsumer, TopicPartition
 
 from tests.conftest import Topics, sample, wait_for
 
@@ -14,14 +13,6 @@ def _events(start: int, n: int) -> list[dict]:
              "prediction": 0.5 * (i % 3)} for i in range(start, start + n)]
 
 
-def _committed(topics) -> int:
-    c = KafkaConsumer(bootstrap_servers=topics.bootstrap, group_id=topics.group,
-                      enable_auto_commit=False)
-    try:
-        return c.committed(TopicPartition(topics.predictions, 0)) or 0
-    finally:
-        c.close(autocommit=False)
-
 
 def test_sigterm_exits_zero_quickly_and_commits(topics, detector) -> None:
     topics.produce(topics.predictions, _events(0, 2500))
@@ -30,7 +21,7 @@ def test_sigterm_exits_zero_quickly_and_commits(topics, detector) -> None:
     started = time.monotonic()
     assert d.terminate() == 0, d.logs()
     assert time.monotonic() - started < 5
-    assert _committed(topics) == 2500
+    assert topics.committed() == 2500
     assert any(r.get("event") == "stopping" for r in d.log_records())
 
 
@@ -62,7 +53,7 @@ def test_after_kill_9_the_restart_resumes_from_the_last_commit(tansu, spawn) -> 
     first = detector({"kafka": {"max_poll_records": 500}})
     first.wait_events("prediction", "m", 1000)
     first.kill()                                          # SIGKILL mid-stream
-    committed = _committed(topics)
+    committed = topics.committed()
     assert first.proc.returncode != 0
     assert 0 < committed < total, committed  # killed mid-stream, not after the end
     second = detector()

@@ -47,14 +47,6 @@ def _outcomes(metrics: dict, sink: str) -> dict[str, float | None]:
             for o in SINK_OUTCOMES}
 
 
-def _committed(topics) -> int:
-    c = KafkaConsumer(bootstrap_servers=topics.bootstrap, group_id=topics.group,
-                      enable_auto_commit=False)
-    try:
-        return c.committed(TopicPartition(topics.predictions, 0)) or 0
-    finally:
-        c.close(autocommit=False)
-
 
 def _read_all(bootstrap: str, topic: str) -> list:
     """Every message of every partition of ``topic``."""
@@ -108,7 +100,7 @@ def test_a_dead_letter_too_big_for_the_broker_is_counted_and_skipped(
     prod.close()
 
     d.wait_events("prediction", "fraud", len(valid))
-    wait_for(lambda: _committed(topics) == len(messages), 30, "commit past every message")
+    wait_for(lambda: topics.committed() == len(messages), 30, "commit past every message")
     m = d.metrics()
     assert sample(m, "drift_events_total", kind="prediction", model="fraud") == len(valid)
     assert sample(m, "drift_events_rejected_total", kind="prediction", reason="oversized") == 1
@@ -150,7 +142,7 @@ def test_sinks_on_a_topic_name_kafka_refuses_count_every_message_and_keep_going(
     d = detector({"dead_letter": {"enabled": True, "topic": "dead letters!"},
                   "drift_events": {"enabled": True, "topic": "drift/events"}})
     m = d.wait_events("prediction", "fraud", len(valid))
-    wait_for(lambda: _committed(topics) == len(valid) + len(bad), 30, "commit past everything")
+    wait_for(lambda: topics.committed() == len(valid) + len(bad), 30, "commit past everything")
     m = d.metrics()
     records = d.log_records()
     detections = sum(1 for r in records if r.get("event") == "drift_detected")

@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
 
 from detector.broker import free_port
 from tests.conftest import DetectorProcess, Topics, http_status, sample, wait_for
@@ -70,14 +69,6 @@ def _restored(d: DetectorProcess) -> dict | None:
     return next((r for r in d.log_records() if r.get("event") == "checkpoint_restored"), None)
 
 
-def _committed(topics: Topics) -> int:
-    c = KafkaConsumer(bootstrap_servers=topics.bootstrap, group_id=topics.group,
-                      enable_auto_commit=False)
-    try:
-        return c.committed(TopicPartition(topics.predictions, 0)) or 0
-    finally:
-        c.close(autocommit=False)
-
 
 def _caught_up(d: DetectorProcess, topics: Topics) -> dict:
     return wait_for(lambda: (lambda s: s if sample(s, "drift_consumer_lag_messages",
@@ -115,7 +106,7 @@ def test_sigterm_at_any_moment_of_start_up_exits_zero_and_loses_nothing(
 
     # every commit of the group is one of a checkpoint (nothing committed unapplied),
     # and a run from that checkpoint counts every event once
-    committed = _committed(topics)
+    committed = topics.committed()
     fresh = {**config, "kafka": {"group_id": f"{topics.group}-verify"}}
     final = spawn(topics, fresh)
     final.wait_events("prediction", "m", total)
@@ -174,7 +165,7 @@ def test_a_stop_during_the_group_join_keeps_the_restored_checkpoint(
     b.wait_events("prediction", "m", more)
     _caught_up(b, topics)
     assert b.terminate() == 0
-    assert _committed(topics) == first + more
+    assert topics.committed() == first + more
 
     # stopped after the connection, before its first batch (the group join takes a
     # while): the checkpoint it restored must stay, offsets and all
