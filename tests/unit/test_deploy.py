@@ -4,14 +4,20 @@ alert rules pass promtool's unit tests, the Alertmanager config passes amtool.""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
+import threading
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
-from detector.config import MetricsSettings, load_settings
+from detector.config import MetricsSettings, Settings, load_settings
+from detector.metrics import Exporter, MetricsServer, RunStatus
+from detector.pipeline import Pipeline
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PORT = MetricsSettings().port
@@ -168,15 +174,95 @@ def test_prometheus_rule_resource_equals_the_rule_file() -> None:
 
 def test_dockerfile_runs_as_non_root_with_a_health_check() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
-    user = re.search(r"^USER\s+(\S+)", text, re.M)
-    assert user and user.group(1) not in ("root", "0")
+    user = re.search(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert user and user.group(1).isdigit() and user.group(1) != "0"   # runAsNonRoot checks
     assert f"EXPOSE {PORT}" in text
-    health = re.search(r"^HEALTHCHECK .*?$(?:\n\s+.*)*", text, re.M).group(0)
-    assert f"127.0.0.1:{PORT}/healthz" in health
-    assert re.search(r'^ENTRYPOINT \["drift-detector"\]', text, re.M)
-    assert re.search(r'^CMD \["run", "--config", "/etc/drift-detector/config.yaml"\]', text, re.M)
+    health = re.search(r"^HEALTHCHECK .*?$(?:\n\s+.*)*", text, re.MULTILINE).group(0)
+    script = "/usr/local/lib/drift-detector/healthcheck.py"
+    assert script in health and "/etc/drift-detector/config.yaml" in health
+    assert f"COPY deploy/docker/healthcheck.py {script}" in text
+    assert re.search(r'^ENTRYPOINT \["drift-detector"\]', text, re.MULTILINE)
+    assert re.search(r'^CMD \["run", "--config", "/etc/drift-detector/config.yaml"\]', text,
+                     re.MULTILINE)
     ignored = (DEPLOY.parent / ".dockerignore").read_text().split()
-    assert ".git" in ignored and "tests" in ignored
+    assert ".git" in ignored and "tests" in ignored and "deploy/helm" in ignored
+
+
+def test_dockerfile_has_two_stages_and_installs_the_lock_file_before_the_source() -> None:
+    lines = [ln for ln in (DEPLOY / "Dockerfile").read_text().splitlines()
+             if ln and not ln.startswith("#")]
+    stages = [i for i, ln in enumerate(lines) if ln.startswith("FROM ")]
+    assert len(stages) == 2 and lines[stages[0]].endswith(" AS build")
+    build, runtime = lines[stages[0]:stages[1]], lines[stages[1]:]
+    at = {key: next(i for i, ln in enumerate(build) if re.match(pattern, ln)) for key, pattern in
+          {"lock": r"COPY deploy/constraints\.txt ", "deps": r"RUN pip install --requirement ",
+           "source": r"COPY detector ", "package": r"RUN pip install --no-deps \."}.items()}
+    assert at["lock"] < at["deps"] < at["source"] < at["package"], at
+    assert any(ln.startswith("COPY --from=build /opt/venv /opt/venv") for ln in runtime)
+    assert not any(ln.startswith(("COPY detector", "COPY pyproject")) for ln in runtime)
+    text = "\n".join(runtime)
+    for key in ("title", "description", "version", "revision", "created", "licenses", "source"):
+        assert f"org.opencontainers.image.{key}=" in text, key
+    # numba writes compiled kernels; the manifests mount an emptyDir there (read-only root)
+    assert re.search(r"NUMBA_CACHE_DIR=/tmp/numba\b", text)
+
+
+def test_constraints_pin_every_runtime_dependency() -> None:
+    pins = {}
+    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not pinned: {line}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
+        assert re.sub(r"[-_.]+", "-", name).lower() in pins, f"{name} is not in constraints.txt"
+
+
+def test_detector_containers_have_a_writable_numba_cache() -> None:
+    for name, c in _containers():
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        volume = mounts[env["NUMBA_CACHE_DIR"]]
+        [pod] = [d["spec"]["template"]["spec"] for d in _docs(DEPLOY / "k8s" / name)]
+        assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[volume], name
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def _healthcheck(config: Path, **env: str) -> int:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DRIFT_")}
+    return subprocess.run([sys.executable, str(DEPLOY / "docker" / "healthcheck.py"),
+                           str(config)], env={**clean, **env}, timeout=30, check=False).returncode
+
+
+def _metrics_server(**cfg: object) -> MetricsServer:
+    exporter = Exporter(Pipeline(Settings()), threading.Lock(), RunStatus())
+    return MetricsServer(exporter, MetricsSettings(host="127.0.0.1", port=0, **cfg)).start()
+
+
+def test_health_check_follows_the_configured_port_and_tls(tmp_path: Path) -> None:
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=drift-detector", "-keyout", "key.pem", "-out", "cert.pem"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    plain = _metrics_server()
+    tls = _metrics_server(tls_certfile=tmp_path / "cert.pem", tls_keyfile=tmp_path / "key.pem")
+    config = tmp_path / "config.yaml"
+    try:
+        config.write_text(f"metrics: {{port: {plain.port}}}\n")
+        assert _healthcheck(config) == 0                                   # port from the file
+        assert _healthcheck(tmp_path / "none.yaml", DRIFT_METRICS__PORT=str(plain.port)) == 0
+        assert _healthcheck(config, DRIFT_METRICS__PORT=str(tls.port)) == 1     # http to TLS
+        assert _healthcheck(config, DRIFT_METRICS__PORT=str(tls.port),          # env wins
+                            DRIFT_METRICS__TLS_CERTFILE=str(tmp_path / "cert.pem"),
+                            DRIFT_METRICS__TLS_KEYFILE=str(tmp_path / "key.pem")) == 0
+        config.write_text(f"metrics: {{port: {tls.port}, tls_certfile: {tmp_path}/cert.pem, "
+                          f"tls_keyfile: {tmp_path}/key.pem}}\n")
+        assert _healthcheck(config) == 0
+    finally:
+        plain.stop()
+        tls.stop()
+    assert _healthcheck(tmp_path / "none.yaml", DRIFT_METRICS__PORT=str(plain.port)) == 1
 
 
 def test_every_alert_rule_has_severity_summary_description_and_a_promtool_case(
