@@ -137,6 +137,9 @@ class KafkaSettings(_Section):
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
     ssl_check_hostname: bool = True
+    #: a configured topic that does not exist: ``wait`` (not ready, looked for again
+    #: every 10 s) or ``fail`` (exit 1 at start-up); topics are never created by consuming
+    missing_topics: Literal["wait", "fail"] = "wait"
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSettings:

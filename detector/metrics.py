@@ -67,12 +67,26 @@ class RunStatus:
         self.sink_messages: dict[tuple[str, str], int] = {}
         #: partitions of each kind's topic held back so that the other topic's catch up
         self.join_backpressure: dict[str, int] = {"prediction": 0, "label": 0}
+        #: each configured topic: True while the cluster does not have it
+        self.topic_missing: dict[str, bool] = {}
 
     def readiness(self, now: float) -> tuple[bool, str]:
+        """Ready, or why not.
+
+        >>> status = RunStatus()
+        >>> status.connected, status.last_poll = True, 100.0
+        >>> status.topic_missing = {"predictions": False, "labelz": True}
+        >>> status.readiness(101.0)
+        (False, 'topic labelz does not exist')
+        """
         if self.stopping:
             return False, "stopping"
         if not self.connected:
             return False, "not connected to Kafka"
+        missing = sorted(topic for topic, gone in self.topic_missing.items() if gone)
+        if missing:
+            verb = "does" if len(missing) == 1 else "do"
+            return False, f"topic{'s' * (len(missing) > 1)} {', '.join(missing)} {verb} not exist"
         if now - self.last_poll > self.stale_after:
             return False, f"no poll for {now - self.last_poll:.0f} s"
         return True, "consuming"
@@ -211,8 +225,14 @@ class DriftCollector(Collector):
                                     "refused, timeout).", labels=["sink", "outcome"])
         for (sink, outcome), n in sorted(self._status.sink_messages.items()):
             sinks.add_metric([sink, outcome], n)
+        topic_missing = GaugeMetricFamily("drift_topic_missing",
+                                          "1 while a configured topic does not exist (nothing "
+                                          "is read from it), else 0.", labels=["topic"])
+        for topic, gone in sorted(self._status.topic_missing.items()):
+            topic_missing.add_metric([topic], 1.0 if gone else 0.0)
         return [events, rejected, detected, detections, firings, values, missing, distance, model_metric,
-                thresholds, join, pending, event_lag, lag, checkpoint, build, backpressure, sinks]
+                thresholds, join, pending, event_lag, lag, checkpoint, build, backpressure, sinks,
+                topic_missing]
 
 
 class Exporter:

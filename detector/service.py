@@ -43,6 +43,7 @@ class Source(Protocol):
     def commit(self) -> bool: ...
     def lag(self) -> dict[tuple[str, int], int]: ...
     def connected(self) -> bool: ...
+    def missing_topics(self) -> frozenset[str]: ...
     def positions(self) -> dict[tuple[str, int], int]: ...
     def resume_from(self, offsets: dict[tuple[str, int], int]) -> None: ...
     def partition_lags(self, topic: str) -> dict[int, int | None]: ...
@@ -191,6 +192,7 @@ class Service:
         for s in (sink, dead_letters):
             if s is not None:
                 self.status.enable_sink(s.name, s.outcomes)
+        self.status.topic_missing = dict.fromkeys(settings.kafka.topics, False)
         self.exporter = Exporter(self.pipeline, self.lock, self.status)
         self.server: MetricsServer | None = None
         self._rejections = RejectionLog()
@@ -314,9 +316,11 @@ class Service:
                     delay = min(delay * 2, 10.0)
             stack.callback(part.close)
             if is_source:
+                missing = self.source.missing_topics()
+                self.status.topic_missing = {t: t in missing for t in k.topics}
                 log.info("source_open", extra={"fields": {
                     "bootstrap": k.bootstrap_servers, "group": k.group_id,
-                    "topics": ",".join(k.topics)}})
+                    "topics": ",".join(t for t in k.topics if t not in missing)}})
             else:
                 log.info("sink_open", extra={"fields": {"sink": part.name, "topic": part.topic}})
         return True
@@ -364,6 +368,8 @@ class Service:
                             "bootstrap": self.settings.kafka.bootstrap_servers,
                             "action": "serving /metrics, not ready, reconnecting"}})
                 status.connected = connected
+                missing = source.missing_topics()
+                status.topic_missing = {t: t in missing for t in status.topic_missing}
                 status.lag = source.lag()
                 next_health = now + 1.0
         log.info("stopping", extra={"fields": {"events": sum(

@@ -11,6 +11,8 @@ import hashlib
 import json
 import logging
 import socket
+import ssl
+import struct
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -50,6 +52,11 @@ log = logging.getLogger(__name__)
 _FATAL = (KafkaConfigurationError,)
 #: How long one connection attempt may take before the service logs and retries.
 BOOTSTRAP_TIMEOUT_MS = 10_000
+#: How often a configured topic that does not exist is looked for again.
+TOPIC_CHECK_S = 10.0
+#: Kafka error codes of a SaslHandshake answer that mean "this listener does not do
+#: SASL with this mechanism": UNSUPPORTED_SASL_MECHANISM, ILLEGAL_SASL_STATE
+_SASL_REFUSED = {33: "UNSUPPORTED_SASL_MECHANISM", 34: "ILLEGAL_SASL_STATE"}
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -81,6 +88,156 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     return opts
 
 
+def _names(missing: Iterable[str]) -> str:
+    """``topic X does not exist`` or ``topics X, Y do not exist``.
+
+    >>> _names(["labelz"]), _names(["a", "b"])
+    ('topic labelz does not exist', 'topics a, b do not exist')
+    """
+    names = sorted(missing)
+    if len(names) == 1:
+        return f"topic {names[0]} does not exist"
+    return f"topics {', '.join(names)} do not exist"
+
+
+def check_listener(kafka: KafkaSettings, timeout: float = BOOTSTRAP_TIMEOUT_MS / 1000) -> None:
+    """Before kafka-python connects: does a bootstrap server speak the configured
+    ``security_protocol``? kafka-python reports a listener that does not (TLS against a
+    plaintext port, SASL against a broker without it) only as a failed bootstrap, and
+    retries for ever; against some brokers its TLS handshake even waits for ever.
+
+    For ``SSL``/``SASL_SSL`` this makes a TLS handshake (certificates are not checked
+    here: that stays kafka-python's job); if that fails, a plaintext ApiVersions request
+    tells a plaintext Kafka listener (a mismatch) from a server that is just not there
+    (a proxy without a backend, a broker starting). For ``SASL_*`` it then sends a
+    SaslHandshake (Kafka API 17, v1) with ``sasl_mechanism``. Raises ``SourceError``
+    naming the setting only on a definite answer: a refusal, or a listener that answers
+    in the other protocol; ``SourceUnavailable`` when no server answered at all or
+    every attempt was cut short. One server that passes is enough."""
+    proto = kafka.security_protocol
+    if proto == "PLAINTEXT":
+        return
+    servers = [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()]
+    fatal: str | None = None
+    last = "no server accepts a connection"
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        address = (host.strip("[]"), int(port))
+        try:
+            sock = socket.create_connection(address, timeout=timeout)
+        except OSError:
+            continue                                   # unreachable: not a mismatch
+        try:
+            sock.settimeout(timeout)
+            if proto in ("SSL", "SASL_SSL"):
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                try:
+                    sock = ctx.wrap_socket(sock, server_hostname=host)
+                except OSError as exc:        # SSLError, EOF, reset, timeout
+                    last = f"TLS handshake with {server} failed: {exc}"
+                    if _answers_plaintext(address, kafka.client_id, timeout):
+                        fatal = (f"Kafka at {server} did not answer the TLS handshake but "
+                                 f"answers without TLS: is kafka.security_protocol ({proto}) "
+                                 "right? The listener is PLAINTEXT or SASL_PLAINTEXT")
+                    continue
+            if proto.startswith("SASL"):
+                try:
+                    problem = _sasl_handshake(sock, kafka.client_id, kafka.sasl_mechanism or "")
+                except OSError as exc:        # EOF, reset, timeout: no answer to judge
+                    last = f"SASL handshake with {server} got no answer: {exc}"
+                    continue
+                if problem is not None:
+                    hint = (" The listener may use TLS (SSL, SASL_SSL)"
+                            if proto == "SASL_PLAINTEXT" and "no Kafka answer" in problem else "")
+                    fatal = (f"Kafka at {server} refused the SASL handshake ({problem}): is "
+                             f"kafka.security_protocol ({proto}) right, and "
+                             f"kafka.sasl_mechanism ({kafka.sasl_mechanism})?{hint}")
+                    continue
+            return
+        finally:
+            sock.close()
+    if fatal is not None:
+        raise SourceError(fatal)
+    raise SourceUnavailable(f"no broker answers at {kafka.bootstrap_servers} ({last})")
+
+
+def _request(sock: socket.socket, api_key: int, version: int, correlation: int,
+             client_id: str, body: bytes = b"") -> bytes | str:
+    """Send one Kafka request (header v1) and read the answer: its body after the
+    correlation id, or what makes it no Kafka answer. Raises ``OSError`` when the
+    connection ends or times out first."""
+    cid = client_id.encode()
+    frame = struct.pack(">hhih", api_key, version, correlation, len(cid)) + cid + body
+    sock.sendall(struct.pack(">i", len(frame)) + frame)
+    size = struct.unpack(">i", _read_exactly(sock, 4))[0]
+    if not 4 <= size <= 1 << 20:
+        return f"no Kafka answer: a frame of {size} bytes"
+    answer = _read_exactly(sock, size)
+    if struct.unpack(">i", answer[:4])[0] != correlation:
+        return "no Kafka answer: another correlation id"
+    return answer[4:]
+
+
+def _answers_plaintext(address: tuple[str, int], client_id: str, timeout: float) -> bool:
+    """Whether ``address`` answers a plaintext ApiVersions (v0) request."""
+    try:
+        with socket.create_connection(address, timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return isinstance(_request(sock, 18, 0, 1, client_id), bytes)
+    except OSError:
+        return False
+
+
+def _sasl_handshake(sock: socket.socket, client_id: str, mechanism: str) -> str | None:
+    """Send a SaslHandshake v1 for ``mechanism``: None if the broker accepts it, else
+    its refusal. Raises ``OSError`` when no answer comes."""
+    raw = mechanism.encode()
+    answer = _request(sock, 17, 1, 1, client_id, struct.pack(">h", len(raw)) + raw)
+    if isinstance(answer, str):
+        return answer
+    if len(answer) < 2:
+        return "no Kafka answer: too short"
+    error = struct.unpack(">h", answer[:2])[0]
+    if error == 0:
+        return None
+    offered = _strings(answer[2:])
+    reason = f"{_SASL_REFUSED.get(error, f'Kafka error code {error}')} for {mechanism}"
+    if mechanism not in offered:
+        reason += f"; it offers {', '.join(offered) or 'no mechanism'}"
+    return reason
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed by the broker")
+        data += chunk
+    return data
+
+
+def _strings(raw: bytes) -> list[str]:
+    """A Kafka ``ARRAY(STRING)`` (the mechanisms a broker offers); what cannot be
+    parsed is left out.
+
+    >>> _strings(b"\\x00\\x00\\x00\\x01\\x00\\x05PLAIN")
+    ['PLAIN']
+    """
+    out = []
+    if len(raw) < 4:
+        return out
+    count, pos = struct.unpack(">i", raw[:4])[0], 4
+    for _ in range(max(0, min(count, 32))):
+        if pos + 2 > len(raw):
+            break
+        size = struct.unpack(">h", raw[pos:pos + 2])[0]
+        out.append(raw[pos + 2:pos + 2 + max(0, size)].decode(errors="replace"))
+        pos += 2 + max(0, size)
+    return out
+
+
 class KafkaSource:
     """A consumer-group member on the predictions and labels topics."""
 
@@ -99,6 +256,9 @@ class KafkaSource:
         self._held: set[tuple[str, int]] = set()
         #: partitions the last poll may have left inside a fetched chunk (see pause_topic)
         self._mid_chunk: set[Any] = set()
+        #: configured topics the cluster does not have (not subscribed until they appear)
+        self._missing: frozenset[str] = frozenset()
+        self._next_topic_check = 0.0
 
     def resume_from(self, offsets: dict[tuple[str, int], int]) -> None:
         """Start these partitions at these offsets (a checkpoint's), not at the group's."""
@@ -118,9 +278,18 @@ class KafkaSource:
         return out
 
     def open(self) -> None:
-        """Connect and subscribe. Raises ``SourceUnavailable`` while no broker answers
-        (the caller retries) and ``SourceError`` on settings that can never work."""
+        """Connect and subscribe to the configured topics that exist. Raises
+        ``SourceUnavailable`` while no broker answers (the caller retries) and
+        ``SourceError`` on settings that can never work: rejected by kafka-python, a
+        listener that does not speak the configured ``security_protocol`` (see
+        ``check_listener``), or a missing topic with ``missing_topics: fail``.
+
+        Topics are never created by consuming: the consumer asks for no automatic
+        creation, and subscribes only to topics that a metadata request for *all*
+        topics lists (some brokers, Tansu and noida-db among them, create a topic that
+        a metadata request names even when asked not to)."""
         k = self._settings
+        check_listener(k)
         try:
             consumer = KafkaConsumer(
                 **client_options(k),
@@ -131,17 +300,66 @@ class KafkaSource:
                 heartbeat_interval_ms=k.heartbeat_interval_ms,
                 max_poll_records=k.max_poll_records,
                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+                allow_auto_create_topics=False,
             )
         except _FATAL as exc:
             raise SourceError(f"Kafka settings rejected: {exc}") from exc
         except KafkaTimeoutError as exc:
             raise SourceUnavailable(f"no broker answers at {k.bootstrap_servers}") from exc
-        consumer.subscribe(list(self._kinds), listener=_Resume(self, consumer))
+        try:
+            missing = self._absent(consumer)
+        except KafkaError as exc:
+            consumer.close(autocommit=False)
+            raise SourceUnavailable(f"no topic list from {k.bootstrap_servers}: {exc}") from exc
+        if missing and k.missing_topics == "fail":
+            consumer.close(autocommit=False)
+            raise SourceError(f"{_names(missing)} at {k.bootstrap_servers} "
+                              "(kafka.missing_topics: fail; check kafka.predictions_topic "
+                              "and kafka.labels_topic)")
         self._consumer = consumer
+        self._found(missing)
+
+    def missing_topics(self) -> frozenset[str]:
+        """Configured topics the cluster did not have at the last look."""
+        return self._missing
+
+    def _absent(self, consumer: KafkaConsumer) -> frozenset[str]:
+        """The configured topics that a metadata request for all topics does not list."""
+        return frozenset(self._kinds) - consumer.topics()
+
+    def _found(self, missing: frozenset[str]) -> None:
+        """Record which topics are missing (``topic_missing`` once per topic, then
+        ``topic_found`` when it appears) and subscribe to the others."""
+        k, consumer = self._settings, self._consumer
+        assert consumer is not None
+        setting = {k.predictions_topic: "kafka.predictions_topic",
+                   k.labels_topic: "kafka.labels_topic"}
+        for topic in sorted(missing - self._missing):
+            log.warning("topic_missing", extra={"fields": {
+                "topic": topic, "setting": setting[topic], "bootstrap": k.bootstrap_servers,
+                "action": f"not ready; not consuming it; looking again every "
+                          f"{TOPIC_CHECK_S:.0f} s (kafka.missing_topics: fail exits instead)"}})
+        for topic in sorted(self._missing - missing):
+            log.info("topic_found", extra={"fields": {"topic": topic, "action": "subscribing"}})
+        changed = missing != self._missing or not consumer.subscription()
+        self._missing = missing
+        self._next_topic_check = time.monotonic() + TOPIC_CHECK_S
+        present = [t for t in self._kinds if t not in missing]
+        if changed and present:
+            consumer.subscribe(present, listener=_Resume(self, consumer))
 
     def poll(self) -> list[Record]:
         """The next batch (possibly empty) from every assigned partition."""
         assert self._consumer is not None, "open() first"
+        if self._missing and time.monotonic() >= self._next_topic_check and self.connected():
+            try:
+                self._found(self._absent(self._consumer))
+            except KafkaError as exc:
+                log.warning("topic_check_failed", extra={"fields": {"error": repr(exc)}})
+                self._next_topic_check = time.monotonic() + TOPIC_CHECK_S
+        if not self._consumer.subscription():       # no configured topic exists yet
+            time.sleep(self._settings.poll_timeout_ms / 1000.0)
+            return []
         try:
             batches = self._consumer.poll(timeout_ms=self._settings.poll_timeout_ms)
         except _FATAL as exc:
