@@ -126,6 +126,12 @@ class KafkaSettings(_Section):
     heartbeat_interval_ms: int = Field(2_000, ge=100)
     max_poll_records: int = Field(2_000, ge=1)
     poll_timeout_ms: int = Field(500, ge=10, le=10_000)
+    fetch_max_wait_ms: int = Field(500, ge=0, description=(
+        "how long the broker may hold a fetch for fetch_min_bytes; some brokers (Tansu) "
+        "leave these gaps even with data waiting: 10 then reads several times faster"))
+    fetch_min_bytes: int = Field(1, ge=1)
+    max_partition_fetch_bytes: int = Field(1_048_576, ge=1024)
+    fetch_max_bytes: int = Field(52_428_800, ge=1024)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = (
         None

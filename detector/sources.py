@@ -299,6 +299,10 @@ class KafkaSource:
                 session_timeout_ms=k.session_timeout_ms,
                 heartbeat_interval_ms=k.heartbeat_interval_ms,
                 max_poll_records=k.max_poll_records,
+                fetch_max_wait_ms=k.fetch_max_wait_ms,
+                fetch_min_bytes=k.fetch_min_bytes,
+                max_partition_fetch_bytes=k.max_partition_fetch_bytes,
+                fetch_max_bytes=k.fetch_max_bytes,
                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                 allow_auto_create_topics=False,
             )
@@ -580,13 +584,15 @@ SinkOutcome = Literal["written", "too_large", "topic_missing", "refused", "timeo
 SINK_OUTCOMES: tuple[SinkOutcome, ...] = get_args(SinkOutcome)
 
 
-def largest_message() -> int:
+def largest_message(kafka: KafkaSettings) -> int:
     """The largest message ``KafkaSource`` can receive, in bytes. A broker returns a
     record batch whole even when it exceeds the fetch sizes (KIP-74); kafka-python then
-    only guards the response frame, at ``fetch_max_bytes + max_partition_fetch_bytes``
-    (the source leaves both at their defaults, 50 MiB and 1 MiB)."""
-    defaults = KafkaConsumer.DEFAULT_CONFIG
-    return defaults["fetch_max_bytes"] + defaults["max_partition_fetch_bytes"]
+    only guards the response frame, at ``fetch_max_bytes + max_partition_fetch_bytes``.
+
+    >>> largest_message(KafkaSettings()) // 2**20
+    51
+    """
+    return kafka.fetch_max_bytes + kafka.max_partition_fetch_bytes
 
 
 class TopicSink:
@@ -648,7 +654,7 @@ class TopicSink:
             # (too large) as fatal and fails every later send
             producer = KafkaProducer(
                 **opts, acks="all", linger_ms=5, enable_idempotence=False,
-                max_request_size=largest_message() + self.HEADROOM,
+                max_request_size=largest_message(self._kafka) + self.HEADROOM,
                 max_block_ms=self.METADATA_WAIT_MS, request_timeout_ms=self.REQUEST_TIMEOUT_MS,
                 delivery_timeout_ms=self.DELIVERY_TIMEOUT_MS,
                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)

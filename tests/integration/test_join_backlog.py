@@ -58,7 +58,7 @@ def test_a_paused_topic_loses_and_repeats_nothing(topics: Topics) -> None:
     topics.produce(topics.labels, (_label(i) for i in range(n)))
     settings = topics.kafka.model_copy(update={
         "session_timeout_ms": topics.session[0], "heartbeat_interval_ms": topics.session[1],
-        "max_poll_records": 100})
+        "max_poll_records": 100, "fetch_max_wait_ms": 10})
     source = KafkaSource(settings)
     source.open()
     seen: dict[str, list[int]] = {"prediction": [], "label": []}
