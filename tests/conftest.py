@@ -157,6 +157,14 @@ def http_status(port: int, path: str) -> int:
         return 0
 
 
+def stop(proc: subprocess.Popen, timeout: float = 15) -> tuple[int, float]:
+    """SIGTERM ``proc``; its exit code and the seconds it took to exit."""
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout)
+    return code, time.monotonic() - sent
+
+
 class DetectorProcess:
     """``python -m detector run`` against the test broker, configured by YAML + env."""
 
@@ -180,11 +188,16 @@ class DetectorProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
+    def launch(self) -> subprocess.Popen:
+        """Start the process without waiting for anything (start-up tests)."""
+        with self.log_path.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "detector", "run", "--config", str(self.config_path)],
+                stdout=out, stderr=out, env=self.env)
+
     def start(self) -> DetectorProcess:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "detector", "run", "--config", str(self.config_path)],
-            stdout=self._log, stderr=self._log, env=self.env)
+        """Start the process and wait until ``/readyz`` answers 200."""
+        self.proc = self.launch()
         wait_for(lambda: http_status(self.port, "/readyz") == 200 or self.proc.poll() is not None,
                  30, "readiness")
         assert self.proc.poll() is None, self.logs()
@@ -215,10 +228,7 @@ class DetectorProcess:
 
     def terminate(self, timeout: float = 15) -> int:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
-        self._log.close()
-        return code
+        return stop(self.proc, timeout)[0]
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

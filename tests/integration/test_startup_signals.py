@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 from detector.broker import free_port
-from tests.conftest import DetectorProcess, Topics, http_status, sample, wait_for
+from tests.conftest import DetectorProcess, stop, Topics, http_status, sample, wait_for
 
 #: seconds between spawning the process and SIGTERM: interpreter start, settings and
 #: imports, the service's construction, the broker connection
@@ -40,28 +40,12 @@ def _events(start: int, n: int) -> list[dict]:
              "prediction": i % 2} for i in range(start, start + n)]
 
 
-def _launch(d: DetectorProcess) -> subprocess.Popen:
-    """Start ``d``'s process without waiting for anything."""
-    with d.log_path.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "detector", "run", "--config", str(d.config_path)],
-            stdout=out, stderr=out, env=d.env)
-
-
 def _catches_sigterm(pid: int) -> bool:
     """Whether the process has a handler for SIGTERM (``SigCgt`` in /proc/PID/status)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) & 1 << (signal.SIGTERM - 1))
     raise AssertionError(f"no SigCgt line for process {pid}")
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 15) -> tuple[int, float]:
-    """SIGTERM ``proc``; its exit code and the seconds it took to exit."""
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout)
-    return code, time.monotonic() - sent
 
 
 def _restored(d: DetectorProcess) -> dict | None:
@@ -86,12 +70,12 @@ def test_sigterm_at_any_moment_of_start_up_exits_zero_and_loses_nothing(
     early = []
     for delay in DELAYS:
         d = DetectorProcess(topics, tmp_path, config)
-        proc = _launch(d)
+        proc = d.launch()
         try:
             time.sleep(delay)        # the moment under test, not a synchronisation
             assert proc.poll() is None, d.logs()
             caught = _catches_sigterm(proc.pid)
-            code, took = _stop(proc)
+            code, took = stop(proc)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -137,7 +121,7 @@ def test_sigterm_while_no_broker_answers_exits_zero_within_2_s(tmp_path: Path) -
                  "/healthz")
         assert proc.poll() is None, log_path.read_text()
         assert http_status(port, "/readyz") == 503          # connecting
-        code, took = _stop(proc)
+        code, took = stop(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -170,11 +154,11 @@ def test_a_stop_during_the_group_join_keeps_the_restored_checkpoint(
     # stopped after the connection, before its first batch (the group join takes a
     # while): the checkpoint it restored must stay, offsets and all
     c = DetectorProcess(topics, tmp_path, config)
-    proc = _launch(c)
+    proc = c.launch()
     try:
         wait_for(lambda: '"source_open"' in c.log_path.read_text() or proc.poll() is not None,
                  30, "source_open")
-        code, _ = _stop(proc)
+        code, _ = stop(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -13,7 +13,6 @@ configured security protocol, against the real test brokers.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,15 +28,7 @@ from detector.broker import free_port
 from detector.config import KafkaSettings
 from detector.errors import SourceUnavailable
 from detector.sources import check_listener
-from tests.conftest import DetectorProcess, Topics, http_status, sample, scrape, wait_for
-
-
-def _launch(d: DetectorProcess) -> subprocess.Popen:
-    """Start ``d``'s process without waiting for readiness (it is not meant to be ready)."""
-    with d.log_path.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "detector", "run", "--config", str(d.config_path)],
-            stdout=out, stderr=out, env=d.env)
+from tests.conftest import DetectorProcess, stop, Topics, http_status, sample, scrape, wait_for
 
 
 def _readyz(port: int) -> tuple[int, str]:
@@ -58,12 +49,6 @@ def _topic_list(bootstrap: str) -> list[str]:
         admin.close()
 
 
-def _stop(proc: subprocess.Popen) -> tuple[int, float]:
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    return proc.wait(15), time.monotonic() - sent
-
-
 def _events(n: int) -> list[dict]:
     return [{"model": "m", "prediction_id": str(i), "features": {"x": float(i % 7)},
              "prediction": i % 2} for i in range(n)]
@@ -74,7 +59,7 @@ def test_a_missing_topic_is_not_created_and_readiness_waits_for_it(
     topics = Topics(broker)
     missing = f"{topics.labels}-typo"
     d = DetectorProcess(topics, tmp_path, {"kafka": {"labels_topic": missing}})
-    proc = _launch(d)
+    proc = d.launch()
     try:
         wait_for(lambda: "exist" in _readyz(d.port)[1], 60, "not ready: topic missing")
         assert _readyz(d.port) == (503, f"topic {missing} does not exist")
@@ -105,7 +90,7 @@ def test_a_missing_topic_is_not_created_and_readiness_waits_for_it(
         topics.produce(missing, [{"model": "m", "prediction_id": "1", "label": 1}])
         wait_for(lambda: (sample(scrape(d.port), "drift_events_total", kind="label",
                                  model="m") or 0) == 1, 60, "the label from the new topic")
-        code, _ = _stop(proc)
+        code, _ = stop(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -124,7 +109,7 @@ def test_missing_topics_fail_exits_1_with_one_line(tansu, tmp_path: Path) -> Non
     d = DetectorProcess(topics, tmp_path, {"kafka": {"predictions_topic": missing,
                                                      "missing_topics": "fail"}})
     started = time.monotonic()
-    proc = _launch(d)
+    proc = d.launch()
     try:
         code = proc.wait(30)
     finally:
@@ -210,7 +195,7 @@ def test_sasl_to_no_broker_at_all_is_retried_and_sigterm_exits_at_once(tmp_path:
                  or proc.poll() is not None, 30, "source_unavailable")
         assert proc.poll() is None, log_path.read_text()
         assert http_status(port, "/readyz") == 503
-        code, took = _stop(proc)
+        code, took = stop(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
