@@ -37,8 +37,9 @@ from river import drift
 
 from detector import detectors
 from detector.config import Settings
+from detector.detectors import Standardizer
 from detector.kernels import adwin, cusum, page_hinkley, standardize, stream, warm_up
-from detector.monitor import ModelMonitor, Standardizer
+from detector.monitor import Stream
 
 
 def regimes(n: int, seed: int = 1, length: int = 20_000) -> np.ndarray:
@@ -96,7 +97,9 @@ def stream_case(settings: Settings, values: np.ndarray, batch: int | None
     d = settings.detection
 
     def reference() -> list:
-        s = ModelMonitor("m", "1", settings, now=0.0)._stream("feature", "x", specs, None)
+        s = Stream("m", "1", "feature", "x", specs,
+                   Standardizer(d.warmup, d.min_samples, d.clip) if d.standardize else None,
+                   d.cooldown, engine="river")
         out: list = []
         for x in values.tolist():
             s.update(x, 0.0, out)

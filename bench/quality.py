@@ -32,8 +32,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from river.drift import datasets  # noqa: E402
 
 from detector.config import DetectorSpec, Settings  # noqa: E402
-from detector.monitor import Standardizer, Stream  # noqa: E402
-from detector.pipeline import Pipeline, Record  # noqa: E402
+from detector.detectors import Standardizer  # noqa: E402
+from detector.monitor import Stream  # noqa: E402
+from detector.pipeline import Pipeline  # noqa: E402
+from detector.records import Record  # noqa: E402
 
 CHANGE, AFTER = 2000, 2000
 
@@ -65,8 +67,8 @@ def one_stream(settings: Settings, spec: DetectorSpec) -> Stream:
 
 def episodes(settings: Settings, spec: DetectorSpec, values: np.ndarray) -> list[int]:
     stream, out = one_stream(settings, spec), []
-    for v in values.tolist():
-        stream.update(v, 0.0, out)
+    stream.pending.extend(values.tolist())
+    stream.flush(0.0, out)
     return [d.index for d in out]
 
 

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from detector.broker import Tansu  # noqa: E402
 from detector.config import Settings  # noqa: E402
+from detector.kernels import warm_up  # noqa: E402
 from detector.pipeline import Pipeline  # noqa: E402
 from detector.service import Service  # noqa: E402
 from detector.sources import FileSource, KafkaSource, create_topics, producer  # noqa: E402
@@ -105,6 +106,7 @@ def bench_file(preds: list[bytes], labels: list[bytes], baseline_cpu: float) -> 
         fh.write(b"\n".join(preds + labels) + b"\n")
     total = len(preds) + len(labels)
     seconds = {}
+    warm_up()  # as the service does before it joins the group: compile or load the kernels
     for name, settings in (("file → pipeline, no reference", Settings(reference={"enabled": False})),
                            ("file → pipeline", Settings())):
         pipeline = Pipeline(settings)

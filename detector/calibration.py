@@ -93,14 +93,12 @@ def measure(kind: detectors.DetectorType, params: dict[str, Any], values: int, s
             ) -> Measurement:
     """False alarms of a detector over ``streams`` stable N(0, 1) streams, standardised
     the way the service does (self-starting, fixed after ``warmup``, clipped)."""
-    from detector.monitor import Standardizer  # noqa: PLC0415 (monitor imports this module)
-
     rng = np.random.default_rng(seed)
     alarms = 0
     per_stream = values // streams
     for _ in range(streams):
         det = detectors.build(kind, params)
-        std = Standardizer(warmup, min_samples, clip)
+        std = detectors.Standardizer(warmup, min_samples, clip)
         for x in rng.normal(0.0, 1.0, per_stream).tolist():
             z = std.transform(x)
             if z is None:

@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 from river import drift
 from river.base import BinaryDriftDetector, DriftDetector
 from river.drift import binary
+from scipy.special import ndtri, stdtr
 
 DetectorType = Literal["adwin", "page_hinkley", "kswin", "cusum", "ddm", "eddm", "hddm_a",
                        "hddm_w", "fhddm"]
@@ -165,3 +166,65 @@ def statistic(detector: DriftDetector) -> dict[str, float]:
         if isinstance(value, int | float) and not isinstance(value, bool) or hasattr(value, "item"):
             out[name] = float(value)
     return out
+
+
+class Standardizer:
+    """Self-starting standardisation of one stream, so one threshold means the same
+    on every feature whatever its units.
+
+    Each value is scaled by the mean and standard deviation of the ``n`` values
+    *before* it in the current regime. While the baseline is still learning (``n`` below
+    ``warmup``), ``t = (x - mean) / (sd * sqrt(1 + 1/n))`` follows Student's t with
+    ``n - 1`` degrees of freedom on stable normal data, and is mapped to the normal
+    quantile of the same probability, so early values are not heavy-tailed
+    (a self-starting transform). Once ``warmup`` values are learned (or when the
+    reference profile gives mean and sd) ``z = (x - mean) / sd``. z is clipped to
+    ``[-clip, clip]``; the first ``min_samples`` values only teach. After a detection
+    the stream ``restart``s: the new regime becomes the baseline.
+
+    >>> s = Standardizer(warmup=1000, min_samples=3, clip=5.0)
+    >>> [None if z is None else round(z, 3) for z in (s.transform(x) for x in
+    ...     (10.0, 12.0, 14.0, 12.0, 40.0))]
+    [None, None, None, 0.0, 3.431]
+    """
+
+    __slots__ = ("warmup", "min_samples", "clip", "n", "mean", "m2", "loc", "scale")
+
+    def __init__(self, warmup: int, min_samples: int, clip: float,
+                 loc: float | None = None, scale: float | None = None) -> None:
+        self.warmup, self.min_samples, self.clip = warmup, min_samples, clip
+        self.loc = loc
+        self.scale = scale if scale else None
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def transform(self, x: float) -> float | None:
+        if self.loc is not None and self.scale is not None:
+            z = (x - self.loc) / self.scale
+        else:
+            n = self.n
+            if n >= self.min_samples:
+                sd = math.sqrt(self.m2 / (n - 1))
+                if sd <= 0:
+                    z = 0.0 if x == self.mean else math.copysign(self.clip, x - self.mean)
+                elif n < self.warmup:
+                    t = (x - self.mean) / (sd * math.sqrt(1.0 + 1.0 / n))
+                    z = float(ndtri(stdtr(n - 1, t)))
+                else:
+                    z = (x - self.mean) / sd
+            else:
+                z = None
+            if n < self.warmup:
+                n += 1
+                delta = x - self.mean
+                self.mean += delta / n
+                self.m2 += delta * (x - self.mean)
+                self.n = n
+            if z is None:
+                return None
+        c = self.clip
+        return c if z > c else -c if z < -c else z
+
+    def restart(self) -> None:
+        """Forget the baseline (after a detection): learn the new regime."""
+        self.loc = self.scale = None
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0

@@ -1,37 +1,44 @@
 """Monitors of one model version: features, predictions and performance.
 
 Every value stream (a numeric feature, the prediction score, the error of
-joined pairs) feeds the configured River detectors in arrival order; a
-detection records the 0-based index of the value that fired it, which is the
-index River reports offline on the same sequence.
+joined pairs) feeds the configured detectors in arrival order; a detection
+records the 0-based index of the value that fired it, which is the index River
+reports offline on the same sequence. Events are queued one by one (``observe``,
+``score``) and each stream's column is fed once per batch (``flush``), through a
+compiled kernel when its detectors have one.
 
 >>> import random
 >>> from detector.config import Settings
 >>> rng = random.Random(7)
 >>> m = ModelMonitor("fraud", "3", Settings(), now=0.0)
->>> found = []
 >>> for i in range(3000):
 ...     x = rng.gauss(0.0 if i < 2000 else 3.0, 1.0)
-...     _ = m.observe({"amount": x}, prediction=0, score=None, now=float(i), out=found)
->>> [(d.feature, d.detector, d.index) for d in found if d.index >= 2000][:2]
-[('amount', 'cusum', 2011)]
+...     _ = m.observe({"amount": x}, prediction=0, score=None, at=i)
+>>> found, origins = [], []
+>>> m.flush(now=1.0, out=found, origins=origins)
+>>> [(d.feature, d.detector, d.index, at) for d, at in zip(found, origins) if d.index >= 2000][:1]
+[('amount', 'cusum', 2011, 2011)]
 """
 
 from __future__ import annotations
 
-import math
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from itertools import chain
+from operator import itemgetter
+from typing import Literal, NamedTuple
 
 import numpy as np
-from river import metrics, utils
-from scipy.special import ndtri, stdtr
 
 from detector import detectors
 from detector.config import DetectorSpec, ModelSettings, ReferenceSettings, Settings
+from detector.detectors import Standardizer
 from detector.events import FeatureValue, Target
+from detector.kernels import standardize
+from detector.kernels import stream as stream_kernel
+from detector.performance import Performance, infer_task, reconcile
 from detector.reference import (
     OTHER,
     CategoricalReference,
@@ -41,7 +48,6 @@ from detector.reference import (
 )
 
 Signal = Literal["feature", "prediction", "error", "label"]
-Window = Literal["cumulative", "rolling"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,71 +70,10 @@ class Detection:
     category: str = ""
 
 
-class Standardizer:
-    """Self-starting standardisation of one stream, so one threshold means the same
-    on every feature whatever its units.
-
-    Each value is scaled by the mean and standard deviation of the ``n`` values
-    *before* it in the current regime. While the baseline is still learning (``n`` below
-    ``warmup``), ``t = (x - mean) / (sd * sqrt(1 + 1/n))`` follows Student's t with
-    ``n - 1`` degrees of freedom on stable normal data, and is mapped to the normal
-    quantile of the same probability, so early values are not heavy-tailed
-    (a self-starting transform). Once ``warmup`` values are learned (or when the
-    reference profile gives mean and sd) ``z = (x - mean) / sd``. z is clipped to
-    ``[-clip, clip]``; the first ``min_samples`` values only teach. After a detection
-    the stream ``restart``s: the new regime becomes the baseline.
-
-    >>> s = Standardizer(warmup=1000, min_samples=3, clip=5.0)
-    >>> [None if z is None else round(z, 3) for z in (s.transform(x) for x in
-    ...     (10.0, 12.0, 14.0, 12.0, 40.0))]
-    [None, None, None, 0.0, 3.431]
-    """
-
-    __slots__ = ("warmup", "min_samples", "clip", "n", "mean", "m2", "loc", "scale")
-
-    def __init__(self, warmup: int, min_samples: int, clip: float,
-                 loc: float | None = None, scale: float | None = None) -> None:
-        self.warmup, self.min_samples, self.clip = warmup, min_samples, clip
-        self.loc = loc
-        self.scale = scale if scale else None
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
-
-    def transform(self, x: float) -> float | None:
-        if self.loc is not None and self.scale is not None:
-            z = (x - self.loc) / self.scale
-        else:
-            n = self.n
-            if n >= self.min_samples:
-                sd = math.sqrt(self.m2 / (n - 1))
-                if sd <= 0:
-                    z = 0.0 if x == self.mean else math.copysign(self.clip, x - self.mean)
-                elif n < self.warmup:
-                    t = (x - self.mean) / (sd * math.sqrt(1.0 + 1.0 / n))
-                    z = float(ndtri(stdtr(n - 1, t)))
-                else:
-                    z = (x - self.mean) / sd
-            else:
-                z = None
-            if n < self.warmup:
-                n += 1
-                delta = x - self.mean
-                self.mean += delta / n
-                self.m2 += delta * (x - self.mean)
-                self.n = n
-            if z is None:
-                return None
-        c = self.clip
-        return c if z > c else -c if z < -c else z
-
-    def restart(self) -> None:
-        """Forget the baseline (after a detection): learn the new regime."""
-        self.loc = self.scale = None
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
-
-
 class Channel:
-    """One River detector on one stream. Firings within ``cooldown`` values of the
-    previous firing continue its episode; ``detections`` counts episodes."""
+    """One River detector on one stream (the per-value engine). Firings within
+    ``cooldown`` values of the previous firing continue its episode; ``detections``
+    counts episodes."""
 
     __slots__ = ("name", "detector", "scaled", "detections", "firings", "last_at",
                  "last_index", "announced")
@@ -146,74 +91,178 @@ class Channel:
         self.announced = False
 
 
+class KernelChannel:
+    """One detector of a stream run by the compiled kernel: the same attributes as
+    ``Channel``, its counters read from the stream's state (``StreamState.counters``)."""
+
+    __slots__ = ("name", "_counters", "_row", "last_at", "announced")
+
+    def __init__(self, name: str, counters: np.ndarray, row: int) -> None:
+        self.name = name
+        self._counters, self._row = counters, row
+        self.last_at = float("-inf")
+        self.announced = False
+
+    @property
+    def firings(self) -> int:
+        return int(self._counters[self._row, 0])
+
+    @property
+    def detections(self) -> int:
+        return int(self._counters[self._row, 1])
+
+    @property
+    def last_index(self) -> int:
+        return int(self._counters[self._row, 2])
+
+
+Engine = Literal["kernel", "river"]
+
+
 class Stream:
-    """A sequence of real values (one feature, the prediction, the error) and its detectors."""
+    """A sequence of real values (one feature, the prediction, the error) and its detectors.
+
+    Values are pushed as they arrive (``pending``) and fed to the detectors a batch at a
+    time by ``flush``. When every detector has a compiled kernel (ADWIN, CUSUM,
+    Page-Hinkley) the whole column runs in one compiled loop (``detector.kernels.stream``);
+    otherwise (KSWIN, the binary detectors, or ``engine="river"``) each value goes
+    through River's own objects, the reference the kernels are proven equal to. Both
+    engines give the same detections.
+
+    >>> from detector.config import DetectorSpec
+    >>> s = Stream("m", "1", "feature", "x", (DetectorSpec(type="adwin"),))
+    >>> s.pending.extend([0.0] * 1000 + [5.0] * 100)
+    >>> out = []
+    >>> s.flush(0.0, out), [(d.detector, d.index) for d in out]
+    ([1023], [('adwin', 1023)])
+    """
 
     __slots__ = ("model", "version", "signal", "feature", "category", "channels", "seen",
-                 "missing", "categorical", "ref", "std", "cooldown", "last")
+                 "missing", "categorical", "ref", "std", "cooldown", "first", "last",
+                 "pending", "kernel")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
                  specs: tuple[DetectorSpec, ...], std: Standardizer | None = None,
-                 cooldown: int = 0, category: str = "") -> None:
+                 cooldown: int = 0, category: str = "", engine: Engine = "kernel") -> None:
         self.model = model
         self.version = version
         self.signal = signal
         self.feature = feature
         #: for the 0/1 share stream of one category of a categorical feature
         self.category = category
-        self.channels = [Channel(s) for s in specs]
         self.std = std
         self.cooldown = cooldown
         self.seen = 0
         self.missing = 0
         self.categorical = 0
-        #: the version's prediction count when this feature last arrived (see observe)
-        self.last = 0
+        #: the version's prediction count when this feature first and last arrived
+        self.first = self.last = 0
+        #: values pushed since the last flush (strings too, for a feature: see flush_raw)
+        self.pending: list[float | str] = []
         #: the comparison of this stream with its reference, if enabled
         self.ref: ReferenceStream | None = None
+        self.kernel: stream_kernel.StreamState | None = None
+        if engine == "kernel" and specs and all(s.type in stream_kernel.KINDS for s in specs):
+            kstd = None if std is None else standardize.new_state(
+                std.warmup, std.min_samples, std.clip, std.loc, std.scale)
+            self.kernel = stream_kernel.new_state([(s.type, s.params) for s in specs], kstd,
+                                                  cooldown)
+            self.channels: list[Channel] | list[KernelChannel] = [
+                KernelChannel(s.name, self.kernel.counters, c) for c, s in enumerate(specs)]
+        else:
+            self.channels = [Channel(s) for s in specs]
 
     def update(self, value: float, now: float, out: list[Detection]) -> None:
-        """Feed one value (standardised, if enabled) to every detector; append a
-        ``Detection`` to ``out`` for each firing that starts an episode."""
-        index = self.seen
-        self.seen = index + 1
-        z = value if self.std is None else self.std.transform(value)
-        fired = False
-        for ch in self.channels:
-            if ch.scaled:
-                if z is None:
-                    continue
-                x = z
-            else:
-                x = value
-            det = ch.detector
-            det.update(x)
-            if det.drift_detected:
-                fired = True
-                ch.firings += 1
-                ch.last_at = now
-                if index - ch.last_index > self.cooldown:
-                    ch.detections += 1
-                    age = detectors.onset_age(det)
-                    out.append(Detection(self.model, self.version, self.signal, self.feature,
-                                         ch.name, index, value, now, detectors.statistic(det),
-                                         index - age + 1 if age else index, self.category))
-                ch.last_index = index
-        if fired and self.std is not None:
-            self.std.restart()
+        """Feed one value at once (``pending`` and ``flush`` feed many)."""
+        self.pending.append(value)
+        self.flush(now, out)
 
-    def observe(self, value: FeatureValue, now: float, out: list[Detection]) -> None:
-        """Route a raw feature value: numbers to the detectors, strings (categories) to
-        the reference comparison only, ``None`` counted as missing."""
+    def flush(self, now: float, out: list[Detection]) -> list[int]:
+        """Feed the pending values (finite numbers) to every detector, standardised if
+        enabled; append a ``Detection`` to ``out`` for each firing that starts an
+        episode, and return the position in the pending values of each."""
+        values, self.pending = self.pending, []
+        if not values:
+            return []
+        if self.kernel is None:
+            return self._flush_river(values, now, out)
+        self.seen += len(values)
+        fired = stream_kernel.update_many(self.kernel, np.array(values, dtype=np.float64))
+        if not fired.index.size:
+            return []
+        for c in set(fired.channel.tolist()):
+            self.channels[c].last_at = now
+        positions = []
+        for j in np.flatnonzero(fired.episode).tolist():
+            c, p = int(fired.channel[j]), int(fired.position[j])
+            names = stream_kernel.statistic_names(self.kernel, c)
+            out.append(Detection(self.model, self.version, self.signal, self.feature,
+                                 self.channels[c].name, int(fired.index[j]), values[p], now,
+                                 dict(zip(names, fired.statistics[j].tolist())),
+                                 int(fired.onset[j]), self.category))
+            positions.append(p)
+        return positions
+
+    def _flush_river(self, values: list[float], now: float, out: list[Detection]) -> list[int]:
+        positions = []
+        for p, value in enumerate(values):
+            index = self.seen
+            self.seen = index + 1
+            z = value if self.std is None else self.std.transform(value)
+            fired = False
+            for ch in self.channels:
+                if ch.scaled:
+                    if z is None:
+                        continue
+                    x = z
+                else:
+                    x = value
+                det = ch.detector
+                det.update(x)
+                if det.drift_detected:
+                    fired = True
+                    ch.firings += 1
+                    ch.last_at = now
+                    if index - ch.last_index > self.cooldown:
+                        ch.detections += 1
+                        age = detectors.onset_age(det)
+                        out.append(Detection(self.model, self.version, self.signal,
+                                             self.feature, ch.name, index, value, now,
+                                             detectors.statistic(det),
+                                             index - age + 1 if age else index, self.category))
+                        positions.append(p)
+                    ch.last_index = index
+            if fired and self.std is not None:
+                self.std.restart()
+        return positions
+
+    def push(self, value: FeatureValue) -> None:
+        """Queue a raw value: a number for the detectors, a string (a category) for the
+        reference comparison only, ``None`` counted as missing."""
         if value is None:
             self.missing += 1
             return
-        if isinstance(value, str):
+        if type(value) is not float:
             self.categorical += 1
+        self.pending.append(value)
+
+    def flush_raw(self, now: float, out: list[Detection]) -> list[int]:
+        """``flush`` for values queued by ``push`` (strings among them): the numbers go to
+        the detectors, all of them to the reference comparison. Positions are in the
+        queued values."""
+        values = self.pending
+        if not values:
+            return []
+        mixed = bool(self.categorical) and not all(type(v) is float for v in values)
+        if mixed:
+            where = [p for p, v in enumerate(values) if type(v) is float]
+            self.pending = [values[p] for p in where]
+            positions = [where[p] for p in self.flush(now, out)]
         else:
-            self.update(value, now, out)
+            positions = self.flush(now, out)
         if self.ref is not None:
-            self.ref.add(value)
+            positions += self.ref.flush(values, now, out, numbers=not mixed)
+        return positions
 
 
 class DistanceChannel:
@@ -246,19 +295,25 @@ class DistanceChannel:
             return value > min(1.0, self.threshold * 100)
         return value < self.threshold * 0.8
 
+    def quiet(self, values: np.ndarray) -> bool:
+        """Whether the channel is not in an episode and none of ``values`` starts one."""
+        if self.above:
+            return False
+        return not np.any(values < self.threshold if self.name == "chi2"
+                          else values > self.threshold)
+
 
 class ReferenceStream:
     """Windows of one stream compared with its reference.
 
-    Values are buffered per event (``add``) and evaluated per batch (``flush``) with
-    numpy. Without a given reference, the first ``warmup`` values become it. After
+    The values of a batch are evaluated together (``flush``) with numpy. Without a given reference, the first ``warmup`` values become it. After
     that, at every ``evaluate_every``-th value the last ``window`` values are compared
     with the reference; a method whose distance crosses its threshold counts one
     detection, and it re-arms when the distance is back on the safe side.
     """
 
     __slots__ = ("model", "version", "signal", "feature", "reference", "cfg", "channels",
-                 "pending", "warm", "warmup_used", "history", "seen", "shares",
+                 "warm", "warmup_used", "history", "seen", "shares",
                  "_share_specs", "_index", "_make")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
@@ -268,7 +323,6 @@ class ReferenceStream:
         self.cfg = cfg
         self.reference: Reference | None = None
         self.channels: list[DistanceChannel] = []
-        self.pending: list[float | str] = []
         self.warm: list[float | str] = []
         self.warmup_used = 0
         self.history: np.ndarray = np.empty(0)
@@ -279,9 +333,6 @@ class ReferenceStream:
         self._index: dict[str, int] = {}
         if reference is not None:
             self._set(reference)
-
-    def add(self, value: float | str) -> None:
-        self.pending.append(value)
 
     def _set(self, reference: Reference) -> None:
         self.reference = reference
@@ -296,30 +347,38 @@ class ReferenceStream:
                 self.shares = [self._make("feature", self.feature, self._share_specs, None, c)
                                for c in names]
 
-    def flush(self, now: float, out: list[Detection]) -> None:
-        if not self.pending:
-            return
-        values, self.pending = self.pending, []
+    def flush(self, values: list[float | str], now: float, out: list[Detection],
+              numbers: bool = False) -> list[int]:
+        """Compare one batch of the stream's values (in arrival order; ``numbers``: all
+        of them are numbers) with the reference; feed a categorical feature's share
+        streams. Returns, for each ``Detection`` appended to ``out``, the position in
+        ``values`` of the value behind it (for a distance, the batch's last value)."""
+        offset = 0
         if self.reference is None:
             need = self.cfg.warmup - len(self.warm)
             self.warm.extend(values[:need])
-            values = values[need:]
+            offset, values = need, values[need:]
             if len(self.warm) < self.cfg.warmup:
-                return
+                return []
             self._learn()
             if self.reference is None:
-                return
+                return []
+        positions: list[int] = []
         # values of the other kind (a string in a numeric stream) are left out
         if isinstance(self.reference, NumericReference):
-            new = np.asarray([v for v in values if not isinstance(v, str)], dtype=float)
+            new = np.array(values if numbers else [v for v in values if not isinstance(v, str)],
+                           dtype=np.float64)
         else:
-            kept = [v for v in values if isinstance(v, str)]
+            kept = [p for p, v in enumerate(values) if isinstance(v, str)]
             other = len(self._index)
-            new = np.fromiter((self._index.get(v, other) for v in kept), dtype=np.int64,
-                              count=len(kept))
-            self._update_shares(new, now, out)
+            new = np.fromiter((self._index.get(values[p], other) for p in kept),
+                              dtype=np.int64, count=len(kept))
+            positions = [offset + kept[p] for p in self._update_shares(new, now, out)]
         if new.size:
+            before = len(out)
             self._evaluate(new, now, out)
+            positions += [offset + len(values) - 1] * (len(out) - before)
+        return positions
 
     def _learn(self) -> None:
         warm, self.warm = self.warm, []
@@ -332,183 +391,87 @@ class ReferenceStream:
             self._set(CategoricalReference.from_counts(
                 Counter(v for v in warm if isinstance(v, str)), self.cfg.top_k))
 
-    def _update_shares(self, codes: np.ndarray, now: float, out: list[Detection]) -> None:
-        """Feed each share stream 1 or 0. The share streams follow the reference's
-        categories in order, so a category's code is its stream; the last is the rest."""
+    def _update_shares(self, codes: np.ndarray, now: float, out: list[Detection]) -> list[int]:
+        """Feed each share stream its 0/1 column (1 where the value is its category) and
+        return the position in ``codes`` behind each detection. The share streams follow
+        the reference's categories in order, so a category's code is its stream; the last
+        is the rest."""
+        positions: list[int] = []
         if not self.shares:
-            return
-        other = len(self.shares) - 1
-        for code in codes.tolist():
-            hit = code if code < other else other
-            for i, stream in enumerate(self.shares):
-                stream.update(1.0 if i == hit else 0.0, now, out)
+            return positions
+        hits = np.minimum(codes, len(self.shares) - 1)
+        for i, stream in enumerate(self.shares):
+            stream.pending = (hits == i).astype(np.float64).tolist()
+            positions += stream.flush(now, out)
+        return positions
 
     def _evaluate(self, new: np.ndarray, now: float, out: list[Detection]) -> None:
+        """Compare every window that ends in this batch with the reference, all at once.
+
+        ``new`` holds the batch's values (numbers, or the codes of categories). They are
+        coded against the reference once (``NumericReference.codes``); ``history`` keeps
+        the codes of the last ``window`` values for the windows of the next batch.
+        """
         w, every = self.cfg.window, self.cfg.evaluate_every
-        combined = np.concatenate([self.history.astype(new.dtype), new])
+        ref = self.reference
+        codes = ref.codes(new) if isinstance(ref, NumericReference) else new
+        combined = np.concatenate([self.history.astype(codes.dtype), codes])
         start, self.seen = self.seen, self.seen + new.size
         offset = self.seen - combined.size      # stream position of combined[0]
         first = (start // every + 1) * every
         lowest = -(-w // every) * every         # the first multiple of every with a full window
-        for end in range(max(first, lowest), self.seen + 1, every):
-            window = combined[end - w - offset: end - offset]
-            self._judge(self.reference.distances(window, (c.name for c in self.channels)),
-                        end, now, out)
+        ends = np.arange(max(first, lowest), self.seen + 1, every)
+        if ends.size:
+            distances = ref.window_distances(combined, ends - offset, w,
+                                             [c.name for c in self.channels])
+            self._judge(distances, ends, now, out)
         self.history = combined[-w:]
 
-    def _judge(self, distances: dict[str, float], end: int, now: float,
+    def _judge(self, distances: dict[str, np.ndarray], ends: np.ndarray, now: float,
                out: list[Detection]) -> None:
-        index = self.warmup_used + end - 1
-        for ch in self.channels:
-            value = distances[ch.name]
-            ch.value = value
-            if ch.alarming(value):
-                if not ch.above:
-                    ch.detections += 1
-                    out.append(Detection(self.model, self.version, self.signal, self.feature,
-                                         ch.name, index, value, now,
-                                         {"threshold": ch.threshold}))
-                ch.above = True
-                ch.last_at = now
-            elif ch.above and ch.calm(value):
-                ch.above = False
+        """Pass each window's distances (in order; ``ends`` are their ends in the stream)
+        through the channels: a crossing counts one detection until the distance is
+        calm again."""
+        if all(ch.quiet(distances[ch.name]) for ch in self.channels):     # the usual case
+            for ch in self.channels:
+                ch.value = float(distances[ch.name][-1])
+            return
+        columns = [(ch, distances[ch.name].tolist()) for ch in self.channels]
+        for k, end in enumerate(ends.tolist()):
+            index = self.warmup_used + end - 1
+            for ch, values in columns:
+                value = values[k]
+                ch.value = value
+                if ch.alarming(value):
+                    if not ch.above:
+                        ch.detections += 1
+                        out.append(Detection(self.model, self.version, self.signal,
+                                             self.feature, ch.name, index, value, now,
+                                             {"threshold": ch.threshold}))
+                    ch.above = True
+                    ch.last_at = now
+                elif ch.above and ch.calm(value):
+                    ch.above = False
 
 
-_CLASSIFICATION = {
-    "accuracy": metrics.Accuracy,
-    "precision": metrics.Precision,
-    "recall": metrics.Recall,
-    "f1": metrics.F1,
-}
-_REGRESSION = {"mae": metrics.MAE, "rmse": metrics.RMSE, "r2": metrics.R2}
+class Schema(NamedTuple):
+    """The feature names of an event, split by the type of their values in it."""
 
-
-def reconcile(y_true: Target, y_pred: Target) -> tuple[Target, Target] | None:
-    """Make a label and a prediction comparable when one is a string and the other is not:
-    the string is read as a number (or a boolean, beside a boolean). ``None`` when it
-    cannot be, so the pair is refused instead of being scored as always wrong.
-
-    >>> reconcile("1", 1), reconcile(0, "0"), reconcile("true", True), reconcile(2.5, "2.5")
-    ((1, 1), (0, 0), (True, True), (2.5, 2.5))
-    >>> reconcile("cat", 1) is None, reconcile("cat", "dog")
-    (True, ('cat', 'dog'))
-    """
-    if isinstance(y_true, str) == isinstance(y_pred, str):
-        return y_true, y_pred
-    if isinstance(y_true, str):
-        value = _parse_class(y_true, y_pred)
-        return None if value is None else (value, y_pred)
-    value = _parse_class(y_pred, y_true)  # type: ignore[arg-type]
-    return None if value is None else (y_true, value)
-
-
-_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
-
-
-def _parse_class(text: str, like: Target) -> Target | None:
-    text = text.strip()
-    if isinstance(like, bool):
-        return _BOOLEANS.get(text.lower())
-    if isinstance(like, int) and text.lstrip("+-").isdigit() and len(text) <= 16:
-        return int(text)
-    try:
-        number = float(text) if len(text) <= 40 else math.nan
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-class Performance:
-    """River metrics on joined (label, prediction) pairs, cumulative and rolling.
-
-    With ``task=None`` (``auto``) the task is inferred from the first scored pair, not
-    from the first prediction: a stray first message cannot decide it for good, and a
-    pair is what the metrics are about. At most ``max_classes`` distinct classes are
-    scored: River's confusion matrices grow with every class, so a pair bringing one more
-    is refused (``update`` returns None).
-    """
-
-    def __init__(self, task: Literal["classification", "regression"] | None,
-                 positive_label: Target, window: int, max_classes: int = 100) -> None:
-        self.task = task
-        self.pairs = 0
-        self.scored = 0
-        self.max_classes = max_classes
-        self.classes: set[Target] = set()
-        self._positive, self._window = positive_label, window
-        self._metrics: list[tuple[str, Window, metrics.base.Metric]] = []
-        self._auc: list[tuple[str, Window, metrics.base.Metric]] = []
-        if task is not None:
-            self._build(task)
-
-    def _build(self, task: Literal["classification", "regression"]) -> None:
-        self.task = task
-        positive_label, window = self._positive, self._window
-        kwargs = {"pos_val": positive_label} if task == "classification" else {}
-        for name, cls in (_CLASSIFICATION if task == "classification" else _REGRESSION).items():
-            kw = kwargs if name != "accuracy" else {}
-            self._metrics.append((name, "cumulative", cls(**kw)))
-            self._metrics.append((name, "rolling", utils.Rolling(cls, window_size=window, **kw)))
-        if task == "classification":
-            self._auc = [
-                ("roc_auc", "cumulative", metrics.ROCAUC(pos_val=positive_label)),
-                ("roc_auc", "rolling",
-                 utils.Rolling(metrics.ROCAUC, window_size=window, pos_val=positive_label)),
-            ]
-
-    def update(self, y_true: Target, y_pred: Target, score: float | None) -> float | None:
-        """Update every metric; return the error of this pair (0/1, or absolute error), or
-        None (nothing updated) when the pair would bring more than ``max_classes`` classes."""
-        if self.task is None:
-            self._build(infer_task(y_pred, score))
-        if self.task == "classification":
-            classes = self.classes
-            if y_true not in classes or y_pred not in classes:
-                grown = len(classes | {y_true, y_pred})
-                if grown > self.max_classes:
-                    return None
-                classes.update((y_true, y_pred))
-        self.pairs += 1
-        for _, _, metric in self._metrics:
-            metric.update(y_true, y_pred)
-        if score is not None and self._auc:
-            self.scored += 1
-            for _, _, metric in self._auc:
-                metric.update(y_true, score)
-        if self.task == "classification":
-            return float(y_true != y_pred)
-        return abs(float(y_true) - float(y_pred))
-
-    def values(self) -> Iterator[tuple[str, Window, float]]:
-        """``(metric, window, value)`` for every metric that has seen data."""
-        if self.pairs:
-            for name, window, metric in self._metrics:
-                yield name, window, metric.get()
-        if self.scored:
-            for name, window, metric in self._auc:
-                yield name, window, metric.get()
-
-
-def infer_task(prediction: Target, score: float | None) -> Literal["classification", "regression"]:
-    """Classification when the output is a class (string, boolean, integer) or has a score.
-
-    >>> infer_task(1, None), infer_task(0.37, None), infer_task(1.0, 0.8)
-    ('classification', 'regression', 'classification')
-    """
-    if score is not None or isinstance(prediction, str | bool | int):
-        return "classification"
-    return "regression"
+    names: frozenset[str]
+    numeric: tuple[str, ...]
+    others: tuple[str, ...]
 
 
 class ModelMonitor:
     """All monitors of one model version."""
 
     def __init__(self, model: str, version: str, settings: Settings, *, now: float,
-                 profile: Profile | None = None) -> None:
+                 profile: Profile | None = None, engine: Engine = "kernel") -> None:
         cfg: ModelSettings = settings.model(model)
         self._refcfg = settings.reference if settings.reference.enabled else None
         self._profile = profile
         self._detection = settings.detection
+        self._engine = engine
         self.model = model
         self.version = version
         #: service clock and model event count at this version's last event, and how many
@@ -535,6 +498,15 @@ class ModelMonitor:
                                        cfg.positive_label, settings.rolling_window,
                                        settings.max_classes)
         self.predictions = 0
+        #: this batch's predictions (batch position, features) and scored pairs (batch
+        #: position): where each queued value came from, for the detections' origins
+        self._batch: list[tuple[int, dict[str, FeatureValue]]] = []
+        self._pairs: list[int] = []
+        #: the feature names of the last event, when every one has a stream: an event with
+        #: the same names is only queued (``_rows``) and spread into columns in one go
+        self._schema: Schema | None = None
+        self._rows: list[dict[str, FeatureValue]] = []
+        self._rows_last = 0
 
     def _stream(self, signal: Signal, feature: str, specs: tuple[DetectorSpec, ...],
                 reference: Reference | None, category: str = "") -> Stream:
@@ -545,7 +517,8 @@ class ModelMonitor:
             if isinstance(reference, NumericReference) and reference.std > 0:
                 loc, scale = reference.mean, reference.std
             std = Standardizer(d.warmup, d.min_samples, d.clip, loc, scale)
-        return Stream(self.model, self.version, signal, feature, specs, std, d.cooldown, category)
+        return Stream(self.model, self.version, signal, feature, specs, std, d.cooldown, category,
+                      self._engine)
 
     def _with_reference(self, stream: Stream, reference: Reference | None) -> Stream:
         if self._refcfg is not None:
@@ -576,20 +549,44 @@ class ModelMonitor:
             if stream.ref is not None:
                 yield stream.ref
 
-    def flush(self, now: float, out: list[Detection]) -> None:
-        """Evaluate the reference windows of values buffered since the last flush."""
-        for ref in self.references():
-            ref.flush(now, out)
+    def flush(self, now: float, out: list[Detection], origins: list[int]) -> None:
+        """Feed every stream the values queued since the last flush (the batch), in
+        order; append each detection to ``out`` and the batch position of the event
+        behind it to ``origins``."""
+        self._spread()
+        batch, self._batch = self._batch, []
+        pairs, self._pairs = self._pairs, []
+        rows = [at for at, _ in batch]
+        for name, stream in self.features.items():
+            k = len(stream.pending)
+            if not k:
+                continue
+            # a feature absent from some events (or added mid-batch) maps its values back
+            where = rows if k == len(rows) else [
+                at for at, features in batch if features.get(name) is not None][-k:]
+            origins.extend(where[p] for p in stream.flush_raw(now, out))
+        origins.extend(rows[p] for p in self.prediction.flush_raw(now, out))
+        origins.extend(pairs[p] for p in self.error.flush_raw(now, out))
+        origins.extend(pairs[p] for p in self.label.flush_raw(now, out))
 
     def observe(self, features: dict[str, FeatureValue], prediction: Target, score: float | None,
-                now: float, out: list[Detection]) -> int:
-        """Feed one prediction event; return how many feature values were dropped
-        because the version already has ``max_features`` features, none of them idle.
+                at: int = 0) -> int:
+        """Queue one prediction event (``at``: its position in the batch) for ``flush``;
+        return how many feature values were dropped because the version already has
+        ``max_features`` features, none of them idle.
 
         When the slots are full, a discovered feature that arrived only once (not now), or
         in none of the version's last ``idle_events`` predictions, makes room for a new one:
         one message of junk names cannot take every slot for good."""
         n = self.predictions = self.predictions + 1
+        self._batch.append((at, features))
+        output = score if score is not None else prediction
+        self.prediction.push(output if isinstance(output, str) else float(output))
+        if self._schema is not None and features.keys() == self._schema.names:
+            self._rows.append(features)
+            self._rows_last = n
+            return 0
+        self._spread()
         dropped = 0
         streams = self.features
         for name, value in features.items():
@@ -601,20 +598,49 @@ class ModelMonitor:
                     dropped += 1
                     continue
                 stream = self._add_feature(name)
+                stream.first = n
             stream.last = n
             if type(value) is float:
-                stream.update(value, now, out)
-                if stream.ref is not None:
-                    stream.ref.pending.append(value)
+                stream.pending.append(value)
             else:
-                stream.observe(value, now, out)
-        output = score if score is not None else prediction
-        self.prediction.observe(output if isinstance(output, str) else float(output), now, out)
+                stream.push(value)
+        self._schema = None if dropped or not features.keys() <= streams.keys() else Schema(
+            frozenset(features), tuple(k for k, v in features.items() if type(v) is float),
+            tuple(k for k, v in features.items() if type(v) is not float))
         return dropped
 
+    def _spread(self) -> None:
+        """Move the values of the queued same-schema events into their streams, in
+        order: the numbers of every event and feature in one C-level conversion (one that
+        is not a number after all falls back to value by value), the rest one by one."""
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
+        schema, streams = self._schema, self.features
+        numeric = schema.numeric
+        try:
+            flat = array("d", chain.from_iterable(map(itemgetter(*numeric), rows))
+                         if len(numeric) > 1 else (row[numeric[0]] for row in rows)
+                         ) if numeric else None
+        except TypeError:       # a string or a null among them
+            flat, others = None, numeric + schema.others
+        else:
+            others = schema.others
+        if flat is not None:
+            columns = np.frombuffer(flat, dtype=np.float64).reshape(len(rows), len(numeric))
+            for j, name in enumerate(numeric):
+                streams[name].pending.extend(columns[:, j].tolist())
+        for name in others:
+            push = streams[name].push
+            for row in rows:
+                push(row[name])
+        for name in schema.names:
+            streams[name].last = self._rows_last
+
     def _evict_idle_feature(self, n: int) -> bool:
+        # called after _spread: every stream's ``last`` is current
         once = [(s.last, name) for name, s in self.features.items()
-                if s.last < n and s.seen + s.missing + s.categorical == 1]
+                if s.last < n and s.last == s.first]
         if once:
             del self.features[min(once)[1]]
             return True
@@ -624,9 +650,10 @@ class ModelMonitor:
         del self.features[name]
         return True
 
-    def score(self, y_true: Target, y_pred: Target, score: float | None, now: float,
-              out: list[Detection]) -> Literal["label_type", "class_cap"] | None:
-        """Feed one joined pair to the metrics and the error stream.
+    def score(self, y_true: Target, y_pred: Target, score: float | None,
+              at: int = 0) -> Literal["label_type", "class_cap"] | None:
+        """Feed one joined pair to the metrics, and queue its error and label for ``flush``
+        (``at``: the position in the batch of the event that completed the pair).
 
         Returns why nothing was updated: ``label_type`` when label and prediction cannot be
         compared (a regression pair that is not numeric, or a class string that is not a
@@ -642,6 +669,7 @@ class ModelMonitor:
         error = self.performance.update(y_true, y_pred, score)
         if error is None:
             return "class_cap"
-        self.error.update(error, now, out)
-        self.label.observe(y_true if isinstance(y_true, str) else float(y_true), now, out)
+        self._pairs.append(at)
+        self.error.pending.append(error)
+        self.label.push(y_true if isinstance(y_true, str) else float(y_true))
         return None

@@ -37,7 +37,8 @@ from detector.events import (
     decode,
 )
 from detector.join import JoinBuffer
-from detector.monitor import Detection, ModelMonitor
+from detector.monitor import Detection, Engine, ModelMonitor
+from detector.records import Record
 from detector.reference import Profile
 
 log = logging.getLogger(__name__)
@@ -45,19 +46,6 @@ log = logging.getLogger(__name__)
 #: outcomes of ``drift_label_join_total``: a pair, or why an entry left the join unmatched
 JOIN_OUTCOMES = ("matched", "expired", "orphan", "prediction_evicted", "label_evicted")
 KINDS: tuple[Kind, ...] = ("prediction", "label")
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One message from a source: its kind (by topic), raw value and the
-    source's timestamp in epoch seconds (used when the event carries none)."""
-
-    kind: Kind
-    value: bytes | None
-    timestamp: float | None = None
-    topic: str = ""
-    partition: int = -1
-    offset: int = -1
 
 
 @dataclass(slots=True)
@@ -89,8 +77,10 @@ class ModelState:
 class Pipeline:
     """Monitor state of every model, updated batch by batch."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine: Engine = "kernel") -> None:
         self.settings = settings
+        #: ``"river"`` runs every detector through River's own objects (the reference)
+        self.engine = engine
         self.models: dict[str, ModelState] = {}
         self.rejected: Counter[tuple[str, str]] = Counter(
             {(kind, reason): 0 for kind, reasons in REASONS_BY_KIND.items() for reason in reasons}
@@ -98,17 +88,22 @@ class Pipeline:
         self.join = JoinBuffer(settings.join.ttl_seconds, settings.join.capacity)
         self.evicted_versions = 0
         self.profiles = load_profiles(settings)
-        self._touched: set[ModelMonitor] = set()
+        #: monitors with values queued in this batch (a dict: flushed in a fixed order)
+        self._touched: dict[ModelMonitor, None] = {}
         for name in settings.models:
             self.models[name] = ModelState(name)
 
     def process(self, records: Iterable[Record], now: float) -> BatchResult:
-        """Apply a batch. Bad records are counted and skipped; the rest is processed."""
+        """Apply a batch. Bad records are counted and skipped; the rest is processed.
+
+        Events are queued in their monitors as they are read, and every stream's values
+        of the batch are fed to its detectors at the end, in one go per stream;
+        detections are reported in the order of the records behind them."""
         result = BatchResult()
         s = self.settings
         max_bytes, max_features = s.max_event_bytes, s.max_features
-        for record in records:
-            before = len(result.detections)
+        records = records if isinstance(records, list) else list(records)
+        for at, record in enumerate(records):
             try:
                 event = decode(record.value, record.kind, max_bytes=max_bytes,
                                max_features=max_features)
@@ -121,25 +116,27 @@ class Pipeline:
                     self._reject(Rejection(record.kind, reason, f"model {event.model!r}"),
                                  result, record)
                     continue
-                self._apply(state, record, event, now, result)
+                self._apply(state, record, event, now, result, at)
             except Exception as exc:  # the one guard of the loop: a bug costs one record
                 log.exception("internal_error", extra={"fields": {
                     "kind": record.kind, "topic": record.topic, "partition": record.partition,
                     "offset": record.offset}})
                 self._reject(Rejection(record.kind, "internal_error", repr(exc)[:200]), result,
                              record)
-            result.origins.extend([record] * (len(result.detections) - before))
         if self._touched:
-            before = len(result.detections)
+            detections: list[Detection] = []
+            origins: list[int] = []
             for monitor in self._touched:
-                monitor.flush(now, result.detections)
+                monitor.flush(now, detections, origins)
             self._touched.clear()
-            result.origins.extend([record] * (len(result.detections) - before))
+            order = sorted(range(len(origins)), key=origins.__getitem__)
+            result.detections = [detections[i] for i in order]
+            result.origins = [records[origins[i]] for i in order]
         self.expire(now)
         return result
 
     def _apply(self, state: ModelState, record: Record, event: Prediction | Label, now: float,
-               result: BatchResult) -> None:
+               result: BatchResult, at: int) -> None:
         when = self._event_time(event, record, now, result)
         state.seq += 1
         if isinstance(event, Prediction):
@@ -156,9 +153,9 @@ class Pipeline:
         state.events[record.kind] += 1
         result.events += 1
         if isinstance(event, Prediction):
-            self._prediction(state, monitor, event, record.partition, now, result)
+            self._prediction(state, monitor, event, record.partition, now, result, at)
         else:
-            self._label(state, event, record.partition, now, result)
+            self._label(state, event, record.partition, now, result, at)
 
     def _event_time(self, event: Prediction | Label, record: Record, now: float,
                     result: BatchResult) -> float | None:
@@ -204,13 +201,13 @@ class Pipeline:
             profile = self.profiles.get((state.name, version)) or self.profiles.get(
                 (state.name, None))
             monitor = ModelMonitor(state.name, version, self.settings, now=now,
-                                   profile=profile)
+                                   profile=profile, engine=self.engine)
             versions[version] = monitor
         else:
             versions.move_to_end(version)
         monitor.last_seen, monitor.last_seq = now, state.seq
         monitor.touches += 1
-        self._touched.add(monitor)
+        self._touched[monitor] = None
         return monitor
 
     def _make_room(self, state: ModelState, now: float) -> bool:
@@ -233,33 +230,32 @@ class Pipeline:
                 f"{len(state.versions)} versions seen within version_idle_seconds")
 
     def _prediction(self, state: ModelState, monitor: ModelMonitor, event: Prediction,
-                    partition: int, now: float, result: BatchResult) -> None:
-        dropped = monitor.observe(event.features, event.prediction, event.score, now,
-                                  result.detections)
+                    partition: int, now: float, result: BatchResult, at: int) -> None:
+        dropped = monitor.observe(event.features, event.prediction, event.score, at)
         if dropped:
             self._reject(Rejection("feature", "feature_cap",
                                    f"model {state.name!r} has max_features features"), result)
         payload = (event.version, event.prediction, event.score)
         if event.label is not None:
             state.join["matched"] += 1
-            self._score(state, payload, event.label, now, result)
+            self._score(state, payload, event.label, now, result, at)
             return
         pair = self.join.add_prediction(state.name, event.prediction_id, now, payload,
                                         partition)
         if pair is not None:
             state.join["matched"] += 1
-            self._score(state, pair[0], pair[1], now, result)
+            self._score(state, pair[0], pair[1], now, result, at)
 
     def _label(self, state: ModelState, event: Label, partition: int, now: float,
-               result: BatchResult) -> None:
+               result: BatchResult, at: int) -> None:
         pair = self.join.add_label(state.name, event.prediction_id, now, event.label,
                                    partition)
         if pair is not None:
             state.join["matched"] += 1
-            self._score(state, pair[0], pair[1], now, result)
+            self._score(state, pair[0], pair[1], now, result, at)
 
     def _score(self, state: ModelState, payload: tuple[str, Target, float | None],
-               label: Target, now: float, result: BatchResult) -> None:
+               label: Target, now: float, result: BatchResult, at: int) -> None:
         version, prediction, score = payload
         # the pair's version may have made room for another since its prediction came
         monitor = state.versions.get(version) or self._monitor(state, version, now)
@@ -267,7 +263,8 @@ class Pipeline:
             self._reject(Rejection("label", "version_cap", self._version_cap(state, version)),
                          result)
             return
-        refused = monitor.score(label, prediction, score, now, result.detections)
+        self._touched[monitor] = None
+        refused = monitor.score(label, prediction, score, at)
         if refused is not None:
             detail = (f"model {state.name!r}: label {str(label)[:40]!r} and prediction "
                       f"{str(prediction)[:40]!r} cannot be compared" if refused == "label_type"

@@ -27,7 +27,8 @@ from detector.events import Rejection
 from detector.join import JoinGate
 from detector.metrics import Exporter, MetricsServer, RunStatus
 from detector.monitor import Detection
-from detector.pipeline import BatchResult, Pipeline, Record
+from detector.pipeline import BatchResult, Pipeline
+from detector.records import Record
 
 log = logging.getLogger(__name__)
 

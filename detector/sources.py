@@ -42,7 +42,7 @@ from kafka.util import ensure_valid_topic_name
 from detector.config import KafkaSettings
 from detector.errors import SourceError, SourceUnavailable
 from detector.events import Kind
-from detector.pipeline import Record
+from detector.records import Record
 from detector.state import CheckpointError
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ module              kernel                              reference
 ``adwin``           ``update_many``                     River's ``drift.ADWIN`` (Rust)
 ``page_hinkley``    ``update_many``                     River's ``drift.PageHinkley``
 ``cusum``           ``update_many``                     ``detector.detectors.CUSUM``
-``standardize``     ``transform_many``, ``restart``     ``detector.monitor.Standardizer``
+``standardize``     ``transform_many``, ``restart``     ``detector.detectors.Standardizer``
 ``stream``          ``update_many``                     ``detector.monitor.Stream.update``
 ==================  ==================================  =====================================
 

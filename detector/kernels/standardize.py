@@ -1,4 +1,4 @@
-"""Self-starting standardisation over a column: a port of ``detector.monitor.Standardizer``.
+"""Self-starting standardisation over a column: a port of ``detector.detectors.Standardizer``.
 
 Each value is scaled by the mean and sd of the values before it in the current regime
 (Welford's running moments); while fewer than ``warmup`` are learned the Student t of

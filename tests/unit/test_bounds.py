@@ -6,7 +6,8 @@ import json
 import tracemalloc
 
 from detector.config import Settings
-from detector.pipeline import Pipeline, Record
+from detector.pipeline import Pipeline
+from detector.records import Record
 
 
 def _batch(start: int, n: int, model: str = "m") -> list[Record]:

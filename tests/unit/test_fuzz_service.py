@@ -52,7 +52,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from detector.config import Settings
 from detector.events import MAX_NAME_LENGTH, REJECT_REASONS
 from detector.metrics import Exporter, RunStatus
-from detector.pipeline import BatchResult, Pipeline, Record
+from detector.pipeline import BatchResult, Pipeline
+from detector.records import Record
 
 NOW = time.time()
 ISO = datetime.fromtimestamp(NOW - 60, tz=UTC).isoformat()

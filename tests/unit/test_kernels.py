@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 from collections.abc import Callable
 
 import numpy as np
@@ -15,8 +16,9 @@ from river import drift
 
 from detector import detectors
 from detector.config import Settings
+from detector.detectors import Standardizer
 from detector.kernels import adwin, cusum, page_hinkley, standardize, stream
-from detector.monitor import ModelMonitor, Standardizer
+from detector.monitor import Stream
 
 MILLION = 1_000_000
 
@@ -158,9 +160,10 @@ def test_standardizer_equals_ours_across_restarts(loc, scale) -> None:
 
 def stream_pair(settings: Settings):
     """A reference ``Stream`` as the monitor builds it, and the kernel's state for it."""
-    reference = ModelMonitor("m", "1", settings, now=0.0)._stream(
-        "feature", "x", settings.detectors.feature, None)
     d = settings.detection
+    reference = Stream("m", "1", "feature", "x", settings.detectors.feature,
+                       Standardizer(d.warmup, d.min_samples, d.clip) if d.standardize else None,
+                       d.cooldown, engine="river")
     std = standardize.new_state(d.warmup, d.min_samples, d.clip) if d.standardize else None
     state = stream.new_state([(s.type, s.params) for s in settings.detectors.feature], std,
                              d.cooldown)
@@ -329,3 +332,87 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
         stream.new_state([("kswin", {})])
     with pytest.raises(IndexError, match="row 1"):
         cusum.update_many(cusum.new_state(), [1.0], row=1)
+
+
+def drifting_events(seed: int, n: int = 60_000) -> list:
+    """Predictions and labels of two versions with numeric, categorical and sometimes
+    missing or absent features; the numbers, the categories, the scores and the error
+    rate all change during the stream. Labels come late, some in a later batch."""
+    from detector.records import Record
+
+    rng = np.random.default_rng(seed)
+    records, waiting = [], []
+    for i in range(n):
+        late = i > n // 2
+        x = rng.normal(3.0 if late and i % 3 else 0.0, 1.0, 4)
+        features: dict = {f"x{j}": round(float(x[j]), 6) for j in range(4)}
+        if rng.random() < 0.1:
+            features["x1"] = None
+        if rng.random() < 0.1:
+            del features["x2"]
+        if rng.random() < 0.02:
+            features["x3"] = "n/a"
+        features["colour"] = str(rng.choice(["red", "green", "blue"],
+                                             p=[0.2, 0.2, 0.6] if late else [0.6, 0.3, 0.1]))
+        score = float(1 / (1 + np.exp(-x[0])))
+        version = "2" if rng.random() < 0.3 else "1"
+        event = {"model": "m", "model_version": version, "prediction_id": f"p{i}",
+                 "features": features, "prediction": int(score > 0.5), "score": round(score, 6)}
+        records.append(Record("prediction", json.dumps(event).encode(), float(i),
+                              "predictions", 0, i))
+        truth = int(rng.random() < (0.9 if late else score))
+        waiting.append(json.dumps({"model": "m", "prediction_id": f"p{i}",
+                                   "label": truth}).encode())
+        if rng.random() < 0.5:
+            raw = waiting.pop(int(rng.integers(len(waiting))))
+            records.append(Record("label", raw, float(i), "labels", 0, i))
+    return records
+
+
+def everything(pipeline) -> list:
+    """What the exposition shows of a pipeline, stream by stream."""
+    out = []
+    for m in pipeline.monitors():
+        for s in m.streams():
+            out.append((m.version, s.signal, s.feature, s.category, s.seen, s.missing,
+                        s.categorical, [(c.name, c.firings, c.detections, c.last_at)
+                                        for c in s.channels]))
+            if s.ref is not None:
+                out.append([(c.name, c.value, c.detections) for c in s.ref.channels])
+        out.append(sorted(m.performance.values()))
+    return out
+
+
+@pytest.mark.parametrize("settings", [
+    pytest.param(Settings(), id="defaults"),
+    pytest.param(Settings(detectors={"feature": ["adwin", "page_hinkley", "cusum"],
+                                     "error": ["ddm", "adwin"]},
+                          detection={"standardize": False, "calibrate": False}),
+                 id="river-mode-with-a-binary-detector"),
+])
+def test_pipeline_on_kernels_equals_pipeline_on_river(settings: Settings) -> None:
+    """The whole pipeline, every stream fed a batch at a time through the kernels, gives
+    the detections (and their origins), counters, distances and metrics of the same
+    pipeline running River's objects value by value."""
+    from detector.pipeline import Pipeline
+
+    records = drifting_events(21)
+    rng = np.random.default_rng(22)
+    kernel, river = Pipeline(settings), Pipeline(settings, engine="river")
+    found = {"kernel": [], "river": []}
+    start = 0
+    while start < len(records):
+        size = int(rng.choice([1, 3, 50, 500, 2000]))
+        batch, start = records[start:start + size], start + size
+        for name, p in (("kernel", kernel), ("river", river)):
+            result = p.process(batch, now=float(start))
+            found[name] += [(d, (o.topic, o.offset)) for d, o in
+                            zip(result.detections, result.origins, strict=True)]
+    assert len(found["kernel"]) > 30
+    assert {d.signal for d, _ in found["kernel"]} >= {"feature", "prediction", "error"}
+    assert any(d.category for d, _ in found["kernel"])
+    assert found["kernel"] == found["river"]
+    assert everything(kernel) == everything(river)
+    engines = {name: {s.kernel is not None for m in p.monitors() for s in m.streams()}
+               for name, p in (("kernel", kernel), ("river", river))}
+    assert True in engines["kernel"] and engines["river"] == {False}

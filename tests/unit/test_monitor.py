@@ -4,11 +4,10 @@ import pickle
 import random
 
 import pytest
-from river import drift
 
 from detector import detectors
-from detector.config import Settings
-from detector.config import DetectorSpec
+from detector.config import DetectorSpec, Settings
+from detector.kernels.stream import KINDS as KERNEL_KINDS
 from detector.monitor import ModelMonitor, Stream
 from tests.streams import simulate
 
@@ -31,10 +30,13 @@ def _fired(det, values) -> list[int]:
     return out
 
 
+@pytest.mark.parametrize("engine", ["kernel", "river"])
 @pytest.mark.parametrize("kind", ALL)
-def test_every_detector_is_river_exact_deterministic_and_picklable(kind: str) -> None:
+def test_every_detector_is_river_exact_deterministic_and_picklable(kind: str,
+                                                                   engine: str) -> None:
     values = _values(kind, seed=11)
-    stream = Stream("m", "1", "feature", "x", (DetectorSpec(type=kind),))
+    stream = Stream("m", "1", "feature", "x", (DetectorSpec(type=kind),), engine=engine)
+    assert (stream.kernel is not None) == (engine == "kernel" and kind in KERNEL_KINDS)
     found: list = []
     for v in values[:1500]:
         stream.update(v, 0.0, found)
@@ -59,7 +61,8 @@ def test_detections_equal_river_on_the_transformed_values(standardize: bool) -> 
     rng = random.Random(5)
     values = [rng.gauss(40 if i < 3000 else 46, 10) for i in range(6000)]   # a 0.6 sd shift
     for v in values:
-        m.observe({"amount": v}, prediction=0, score=None, now=1.0, out=out)
+        m.observe({"amount": v}, prediction=0, score=None)
+    m.flush(1.0, out, [])
     expected = simulate(values, settings.detectors.feature, settings)
     stream = m.features["amount"]
     for ch in stream.channels:
@@ -74,8 +77,8 @@ def test_detections_equal_river_on_the_transformed_values(standardize: bool) -> 
 
 def test_declared_features_only_and_feature_cap() -> None:
     declared = ModelMonitor("m", "1", Settings(models={"m": {"features": ["a", "b"]}}), now=0.0)
-    assert declared.observe({"a": 1.0, "z": 2.0}, 0, None, 0.0, []) == 0
+    assert declared.observe({"a": 1.0, "z": 2.0}, 0, None) == 0
     assert sorted(declared.features) == ["a", "b"]      # b exists before its first value
     capped = ModelMonitor("m", "1", Settings(max_features=2), now=0.0)
-    assert capped.observe({"a": 1.0, "b": 1.0, "c": 1.0, "d": None}, 0, None, 0.0, []) == 2
+    assert capped.observe({"a": 1.0, "b": 1.0, "c": 1.0, "d": None}, 0, None) == 2
     assert sorted(capped.features) == ["a", "b"]

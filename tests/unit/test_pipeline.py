@@ -4,7 +4,8 @@ import json
 import math
 
 from detector.config import Settings
-from detector.pipeline import Pipeline, Record
+from detector.pipeline import Pipeline
+from detector.records import Record
 
 
 def _pred(model: str, pid: str, version: str = "1", **extra) -> Record:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from detector.config import Settings
-from detector.detectors import CUSUM
-from detector.monitor import ModelMonitor, Standardizer, Stream
+from detector.detectors import CUSUM, Standardizer
+from detector.monitor import ModelMonitor, Stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import quality  # noqa: E402  (bench/quality.py: TCPD scoring)
@@ -28,8 +28,8 @@ def test_no_false_alarm_per_feature_over_a_million_stable_values_with_the_defaul
     out: list = []
     for i in range(0, n, 2000):
         for a, b in zip(normal[i:i + 2000].tolist(), money[i:i + 2000].tolist()):
-            m.observe({"normal": a, "money": b}, 0, None, 0.0, out)
-        m.flush(0.0, out)
+            m.observe({"normal": a, "money": b}, 0, None)
+        m.flush(0.0, out, [])
     assert [(d.feature, d.detector, d.index) for d in out if d.signal == "feature"] == []
     assert m.features["normal"].seen == n
 
@@ -44,8 +44,8 @@ def test_mean_shift_delay_targets_with_the_defaults(shift: float, target: int) -
         stream = Stream("m", "1", "feature", "x", settings.detectors.feature,
                         Standardizer(d.warmup, d.min_samples, d.clip), d.cooldown)
         out: list = []
-        for i in range(4000):
-            stream.update(rng.gauss(shift if i >= 2000 else 0.0, 1.0), 0.0, out)
+        stream.pending.extend(rng.gauss(shift if i >= 2000 else 0.0, 1.0) for i in range(4000))
+        stream.flush(0.0, out)
         after = [x.index - 2000 for x in out if x.index >= 2000]
         assert after, f"run {run}: {shift} sd shift missed"
         assert not [x for x in out if x.index < 2000], f"run {run}: false alarm"
@@ -82,8 +82,8 @@ def test_repeated_firings_of_one_change_are_one_episode() -> None:
                         detection={"standardize": False, "calibrate": False, "cooldown": 300})
     stream = Stream("m", "1", "feature", "x", settings.detectors.feature, None, 300)
     rng, out = random.Random(4), []
-    for i in range(6000):
-        stream.update(rng.gauss(0.0 if i < 3000 else 1.0, 1.0), 0.0, out)
+    stream.pending.extend(rng.gauss(0.0 if i < 3000 else 1.0, 1.0) for i in range(6000))
+    stream.flush(0.0, out)
     ch = stream.channels[0]
     assert ch.firings > 20 and ch.firings > 10 * ch.detections
     assert ch.detections == len(out)

@@ -1,5 +1,10 @@
 """Reference distances equal independent numpy/scipy computations on the same windows;
-known shifts are detected by their method; long stable streams raise no alarm."""
+known shifts are detected by their method; long stable streams raise no alarm.
+
+All the windows of a batch are evaluated at once (``window_distances``); every distance
+of every window equals, to the last bit (``==``), the one-window definition
+(``distances``) that the stream used before, on random streams and configurations
+(hypothesis) and on a million values, and the detections are the same."""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, ks_2samp
 
-from detector.config import Settings
+from detector.config import ReferenceSettings, Settings
+from detector.monitor import Detection, ReferenceStream
 from detector.pipeline import Pipeline, Record
-from detector.reference import CategoricalReference, NumericReference, Profile
+from detector.reference import CategoricalReference, NumericReference, Profile, Reference
 
 QUIET = {"feature": [], "prediction": [], "error": [], "categorical": [], "label": []}
 CATS = np.array(["DE", "FR", "US", "GB", "NL", "ES", "IT"])
@@ -146,3 +154,286 @@ def test_a_profile_catches_drift_that_a_warmup_reference_learns_as_normal() -> N
     found = _feed(with_profile, _records(served), 500)
     assert {d.detector for d in found} == {"psi", "js", "ks"}
     assert min(d.index for d in found) == 999     # the first full window
+
+
+# --- all windows at once == one window at a time --------------------------------------
+
+class PerWindow(ReferenceStream):
+    """The stream as it was before the windows were evaluated together (its evaluation
+    and judgement, verbatim): each window by itself through ``distances``, the reference
+    implementation; every result kept."""
+
+    __slots__ = ("evaluated",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.evaluated: list[dict[str, float]] = []
+
+    def _evaluate(self, new: np.ndarray, now: float, out: list[Detection]) -> None:
+        w, every = self.cfg.window, self.cfg.evaluate_every
+        combined = np.concatenate([self.history.astype(new.dtype), new])
+        start, self.seen = self.seen, self.seen + new.size
+        offset = self.seen - combined.size
+        first = (start // every + 1) * every
+        lowest = -(-w // every) * every
+        for end in range(max(first, lowest), self.seen + 1, every):
+            window = combined[end - w - offset: end - offset]
+            found = self.reference.distances(window, [c.name for c in self.channels])
+            self.evaluated.append(found)
+            self._judge_one(found, end, now, out)
+        self.history = combined[-w:]
+
+    def _judge_one(self, distances: dict[str, float], end: int, now: float,
+                   out: list[Detection]) -> None:
+        index = self.warmup_used + end - 1
+        for ch in self.channels:
+            value = distances[ch.name]
+            ch.value = value
+            if ch.alarming(value):
+                if not ch.above:
+                    ch.detections += 1
+                    out.append(Detection(self.model, self.version, self.signal, self.feature,
+                                         ch.name, index, value, now,
+                                         {"threshold": ch.threshold}))
+                ch.above = True
+                ch.last_at = now
+            elif ch.above and ch.calm(value):
+                ch.above = False
+
+
+class AllAtOnce(ReferenceStream):
+    """The stream as it is, keeping the distances of every window it judged."""
+
+    __slots__ = ("evaluated",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.evaluated: list[dict[str, float]] = []
+
+    def _judge(self, distances: dict[str, np.ndarray], ends: np.ndarray, now: float,
+               out: list[Detection]) -> None:
+        columns = {m: v.tolist() for m, v in distances.items()}
+        self.evaluated += [{m: v[k] for m, v in columns.items()} for k in range(ends.size)]
+        super()._judge(distances, ends, now, out)
+
+
+def _run(cls: type[ReferenceStream], cfg: ReferenceSettings, reference: Reference | None,
+         values: list, flushes: list[int]) -> tuple[ReferenceStream, list, list]:
+    stream = cls("m", "1", "feature", "x", cfg, reference, (), None)
+    found: list[Detection] = []
+    positions: list[int] = []
+    at = 0
+    for k, size in enumerate(flushes):
+        positions.append(stream.flush(values[at:at + size], float(k), found))
+        at += size
+    return stream, found, positions
+
+
+def _assert_same_stream(cfg: ReferenceSettings, reference: Reference | None, values: list,
+                        flushes: list[int]) -> AllAtOnce:
+    old, old_found, old_positions = _run(PerWindow, cfg, reference, values, flushes)
+    new, new_found, new_positions = _run(AllAtOnce, cfg, reference, values, flushes)
+    assert new.evaluated == old.evaluated                 # every distance of every window
+    assert new_found == old_found                         # same detections, values, indices
+    assert new_positions == old_positions
+    state = [(c.name, c.value, c.above, c.detections, c.last_at) for c in old.channels]
+    assert [(c.name, c.value, c.above, c.detections, c.last_at) for c in new.channels] == state
+    assert new.seen == old.seen
+    return new
+
+
+def _per_window(ref: Reference, data: np.ndarray, ends: np.ndarray, window: int,
+                methods: tuple[str, ...]) -> dict[str, list[float]]:
+    found = [ref.distances(data[e - window:e], methods) for e in ends.tolist()]
+    return {m: [d[m] for d in found] for m in methods}
+
+
+LETTERS = np.array(list("abcdefghijklmnop"))
+
+
+def _rng(draw: st.DrawFn) -> np.random.Generator:
+    return np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+
+@st.composite
+def numbers(draw: st.DrawFn, n: int) -> np.ndarray:
+    """``n`` seeded numbers: a constant, or a mix of halves between -1.5 and 4 (ties with
+    each other and with a reference drawn the same way, its sample and its edges) and
+    normal values of a drawn mean and spread (some outside every bin)."""
+    rng = _rng(draw)
+    if draw(st.integers(0, 9)) == 0:
+        return np.full(n, rng.integers(-3, 9) / 2)
+    tied = draw(st.sampled_from([0.0, 0.5, 0.9, 1.0]))
+    normal = rng.normal(draw(st.floats(-3, 3)), draw(st.floats(0.01, 3)), n)
+    return np.where(rng.random(n) < tied, rng.integers(-3, 9, n) / 2, normal)
+
+
+@st.composite
+def letters(draw: st.DrawFn, n: int) -> np.ndarray:
+    """``n`` seeded categories of a drawn mix, some of them outside any reference."""
+    rng = _rng(draw)
+    return rng.choice(LETTERS, n, p=rng.dirichlet(np.full(LETTERS.size, draw(
+        st.sampled_from([0.05, 0.3, 1.0, 5.0])))))
+
+
+@st.composite
+def numeric_references(draw: st.DrawFn) -> NumericReference:
+    base = draw(numbers(draw(st.integers(1, 2000))))
+    return NumericReference.from_values(base, bins=draw(st.integers(2, 100)))
+
+
+@st.composite
+def categorical_references(draw: st.DrawFn) -> CategoricalReference:
+    """Profiles with empty categories and an empty rest (left out of chi2's table when the
+    window has none either), and references learnt with a small ``top_k``."""
+    names = draw(st.lists(st.sampled_from(LETTERS[:13].tolist()), min_size=1, max_size=13,
+                          unique=True))
+    counts = draw(st.lists(st.integers(0, 40), min_size=len(names), max_size=len(names)))
+    other = draw(st.integers(0, 5))
+    if sum(counts) + other == 0:
+        counts[0] = 1
+    if draw(st.booleans()):
+        return CategoricalReference.from_json(
+            {"kind": "categorical", "categories": dict(zip(names, counts, strict=True)),
+             "other": other})
+    return CategoricalReference.from_counts(dict(zip(names, counts, strict=True)),
+                                            top_k=draw(st.integers(1, 13)), other=other)
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> tuple[int, int]:
+    window = draw(st.integers(10, 150))
+    return window, draw(st.integers(1, window))
+
+
+@st.composite
+def ends(draw: st.DrawFn, window: int, n: int) -> np.ndarray:
+    """Increasing window ends: evenly spaced from a drawn start, or anywhere."""
+    if draw(st.booleans()):
+        return np.arange(draw(st.integers(window, n)), n + 1, draw(st.integers(1, window)))
+    return np.array(sorted(draw(st.sets(st.integers(window, n), min_size=1, max_size=40))))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ref=numeric_references(), shape=windows(), data=st.data())
+def test_numeric_windows_at_once_equal_each_window_alone(ref: NumericReference,
+                                                         shape: tuple[int, int],
+                                                         data: st.DataObject) -> None:
+    window, _ = shape
+    x = data.draw(numbers(data.draw(st.integers(window, 1500))))
+    at = data.draw(ends(window, x.size))
+    methods = data.draw(st.permutations(["psi", "js", "ks"]))
+    got = ref.window_distances(ref.codes(x), at, window, methods)
+    assert list(got) == methods
+    assert {m: v.tolist() for m, v in got.items()} == _per_window(ref, x, at, window, methods)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ref=categorical_references(), shape=windows(), data=st.data())
+def test_categorical_windows_at_once_equal_each_window_alone(ref: CategoricalReference,
+                                                             shape: tuple[int, int],
+                                                             data: st.DataObject) -> None:
+    window, _ = shape
+    codes = ref.codes(data.draw(letters(data.draw(st.integers(window, 1500)))).tolist())
+    at = data.draw(ends(window, codes.size))
+    methods = data.draw(st.permutations(["psi", "js", "chi2"]))
+    got = ref.window_distances(codes, at, window, methods)
+    assert {m: v.tolist() for m, v in got.items()} == _per_window(ref, codes, at, window,
+                                                                  methods)
+
+
+@st.composite
+def flush_sizes(draw: st.DrawFn, n: int) -> list[int]:
+    """Batches covering ``n`` values, some empty: windows straddle them, and a batch may
+    hold several window ends, one, or none."""
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=30)))
+    return np.diff([0, *cuts, n]).tolist()
+
+
+THRESHOLDS = st.fixed_dictionaries({
+    "psi": st.floats(0.001, 0.5), "js": st.floats(0.01, 0.5), "ks": st.floats(0.01, 0.5),
+    "chi2": st.floats(1e-6, 0.5)})
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["numeric", "categorical", "learnt"]), shape=windows(),
+       thresholds=THRESHOLDS, data=st.data())
+def test_a_stream_finds_the_same_distances_and_detections_as_window_by_window(
+        kind: str, shape: tuple[int, int], thresholds: dict[str, float],
+        data: st.DataObject) -> None:
+    """Whatever the batches: windows straddling them (the codes of the last window kept
+    between batches), several ends in one batch, values of the other kind left out, a
+    reference learnt from the first values (detections indexed after them)."""
+    window, every = shape
+    warmup = data.draw(st.integers(10, 300))
+    cfg = ReferenceSettings(window=window, evaluate_every=every, warmup=warmup,
+                            bins=data.draw(st.integers(2, 100)), top_k=data.draw(
+                                st.integers(1, 12)),
+                            thresholds=thresholds)
+    reference: Reference | None = None
+    if kind == "numeric":
+        reference = data.draw(numeric_references())
+    elif kind == "categorical":
+        reference = data.draw(categorical_references())
+    n = data.draw(st.integers(1, 2500))
+    strings = data.draw(st.booleans()) if kind == "learnt" else kind == "categorical"
+    values = (data.draw(letters(n)) if strings else data.draw(numbers(n))).tolist()
+    odd = _rng(data.draw).random(n) < data.draw(st.sampled_from([0.0, 0.05]))
+    values = [(1.5 if strings else "?") if o else v for v, o in zip(values, odd, strict=True)]
+    _assert_same_stream(cfg, reference, values, data.draw(flush_sizes(n)))
+
+
+def test_edge_cases_of_numeric_references_are_equal_to_the_last_bit() -> None:
+    """A constant reference, values on its edges and sample values, values outside
+    every bin, a window of one repeated value, a window that is the sample itself."""
+    rng = np.random.default_rng(4)
+    cases = {
+        "constant": (np.full(500, 2.5), np.r_[np.full(60, 2.5), rng.normal(2.5, 1, 140)]),
+        "integers": (rng.integers(0, 4, 800).astype(float),
+                     rng.integers(-1, 6, 400).astype(float)),
+        "outside": (rng.normal(0, 1, 1000), np.r_[rng.normal(-50, 1, 100),
+                                                   rng.normal(50, 1, 100)]),
+        "repeated": (rng.normal(0, 1, 1000), np.full(300, 0.25)),
+    }
+    for name, (base, x) in cases.items():
+        ref = NumericReference.from_values(base, bins=10)
+        on = np.r_[ref.edges, ref.sample, x]                    # ties with everything
+        for data in (x, rng.permutation(on)[:400], ref.sample):
+            ends = np.arange(50, data.size + 1, 7)
+            got = ref.window_distances(ref.codes(data), ends, 50, ["psi", "js", "ks"])
+            assert ({m: v.tolist() for m, v in got.items()}
+                    == _per_window(ref, data, ends, 50, ("psi", "js", "ks"))), name
+    assert NumericReference.from_values(np.full(500, 2.5), bins=10).edges.tolist() == [2.5]
+
+
+def _regimes(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """Rounded normal values (ties) whose mean and spread change every ``length``."""
+    parts = [np.round(rng.normal(rng.normal(0, 0.3), rng.uniform(0.7, 1.5), length), 2)
+             for _ in range(-(-n // length))]
+    return np.concatenate(parts)[:n]
+
+
+def _batches(rng: np.random.Generator, n: int) -> list[int]:
+    sizes = rng.integers(1, 3_000, n // 700).tolist()
+    return [*sizes, max(0, n - sum(sizes))]
+
+
+@pytest.mark.parametrize("kind", ["numeric", "categorical"])
+def test_a_million_values_give_the_same_distances_and_detections(kind: str) -> None:
+    """>= 1M values with the defaults (window 1000, every 100, 10 bins, a 5000-value
+    sample): 10,000 windows, evaluated in chunks of a few hundred windows."""
+    n = 1_000_000
+    rng = np.random.default_rng(2024)
+    cfg = ReferenceSettings()
+    if kind == "numeric":
+        reference: Reference = NumericReference.from_values(np.round(rng.normal(0, 1, 50_000),
+                                                                     2), bins=10)
+        values: list = _regimes(rng, n, 40_000).tolist()
+    else:
+        reference = CategoricalReference.from_counts(
+            dict(zip(CATS.tolist(), (MIX * 10_000).astype(int).tolist(), strict=True)), top_k=5)
+        mixes = [rng.dirichlet(MIX * 30) for _ in range(n // 40_000)]
+        values = np.concatenate([rng.choice(CATS, 40_000, p=p) for p in mixes]).tolist()
+    new = _assert_same_stream(cfg, reference, values, _batches(rng, n))
+    assert len(new.evaluated) == n // 100 - 9
+    assert sum(c.detections for c in new.channels) > 20      # episodes begin and end

@@ -13,7 +13,8 @@ import pytest
 
 from detector import state
 from detector.config import Settings
-from detector.pipeline import Pipeline, Record
+from detector.pipeline import Pipeline
+from detector.records import Record
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

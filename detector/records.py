@@ -1,0 +1,27 @@
+"""What a source hands to the pipeline: one message, as read, with where it came from.
+
+At the bottom of the data flow beside the event types: sources produce ``Record``s and
+the pipeline consumes them, neither depending on the other.
+
+>>> Record("prediction", b'{"model": "m"}', 1.7e9, "predictions", 0, 42).offset
+42
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detector.events import Kind
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message from a source: its kind (by topic), raw value and the
+    source's timestamp in epoch seconds (used when the event carries none)."""
+
+    kind: Kind
+    value: bytes | None
+    timestamp: float | None = None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
