@@ -1,13 +1,15 @@
 """Prometheus export: a collector that reads monitor state at scrape time, and the
 HTTP server with ``/metrics``, ``/healthz``, ``/readyz`` and ``/detections``.
 
-No gauge is set per event: ``collect()`` builds fresh metric families from the
-pipeline's state under the same lock the run loop holds while it applies a
-batch, so a scrape always sees whole batches.
+No gauge is set per event: at every scrape the collector copies the numbers it
+shows from the pipeline's state under the same lock the run loop holds while it
+applies a batch, so a scrape always sees whole batches; the lock is held only for
+that copy, and the text is written after it is released.
 
 >>> import threading
 >>> from detector.config import Settings
->>> from detector.pipeline import Pipeline, Record
+>>> from detector.pipeline import Pipeline
+>>> from detector.records import Record
 >>> p = Pipeline(Settings())
 >>> _ = p.process([Record("prediction", b'{"model": "m", "prediction_id": "1", '
 ...                b'"features": {"x": 2.0}, "prediction": 1}')], now=0.0)
@@ -31,14 +33,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from detector import __version__
 from detector.config import MetricsSettings
@@ -47,7 +51,8 @@ from detector.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
-STREAM_LABELS = ["model", "version", "signal", "feature", "category", "detector"]
+STREAM_LABELS = ("model", "version", "signal", "feature", "category", "detector")
+VALUE_LABELS = ("model", "version", "signal", "feature", "category")
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -110,8 +115,180 @@ class RunStatus:
             self.sink_messages[(sink, outcome)] = self.sink_messages.get((sink, outcome), 0) + n
 
 
+#: The drift collector's families in exposition order: name, type, help, label names.
+FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("drift_events", "counter", "Valid events processed.", ("kind", "model")),
+    ("drift_events_rejected", "counter", "Messages rejected, by kind and reason.",
+     ("kind", "reason")),
+    ("drift_detected", "gauge", "1 while a detection is younger than the hold period.",
+     STREAM_LABELS),
+    ("drift_detections", "counter",
+     ("Detection episodes (firings closer than detection.cooldown values are one "
+      "episode)."), STREAM_LABELS),
+    ("drift_detector_firings", "counter", "Raw detector firings.", STREAM_LABELS),
+    ("drift_stream_values", "counter", "Values fed to a stream's detectors.", VALUE_LABELS),
+    ("drift_feature_missing", "counter", "Missing (null) feature values.",
+     ("model", "version", "feature")),
+    ("drift_feature_distance", "gauge",
+     "Distance of the latest window from the reference (chi2: p-value).",
+     ("model", "version", "signal", "feature", "method")),
+    ("drift_model_metric", "gauge", "Model performance on joined labels.",
+     ("model", "version", "metric", "window")),
+    ("drift_model_metric_threshold", "gauge", "Configured threshold of a model metric.",
+     ("model", "metric")),
+    ("drift_label_join", "counter", "Label join outcomes.", ("model", "outcome")),
+    ("drift_pending_predictions", "gauge", "Predictions waiting for their label.", ("model",)),
+    ("drift_event_lag_seconds", "gauge", "Now minus the newest event timestamp.", ("model",)),
+    ("drift_consumer_lag_messages", "gauge", "Messages behind the partition's end.",
+     ("topic", "partition")),
+    ("drift_checkpoint_timestamp_seconds", "gauge",
+     "When the last checkpoint was saved or restored.", ()),
+    ("drift_build_info", "gauge", "drift-detector build.", ("version",)),
+    ("drift_join_backpressure", "gauge",
+     ("Partitions of the topic of this kind held back so that the other topic's catch up "
+      "(a backlog)."), ("kind",)),
+    ("drift_sink_messages", "counter",
+     ("Messages for the dead-letter and drift-events topics, by outcome: written, or why "
+      "not (too_large, topic_missing, refused, timeout)."), ("sink", "outcome")),
+    ("drift_topic_missing", "gauge",
+     "1 while a configured topic does not exist (nothing is read from it), else 0.",
+     ("topic",)),
+)
+#: Families with one series per stream or per channel: rendered from cached label blocks.
+_STREAM_FAMILIES = frozenset({"drift_detected", "drift_detections", "drift_detector_firings",
+                              "drift_stream_values", "drift_feature_missing",
+                              "drift_feature_distance"})
+
+
+def _escape(value: str) -> str:
+    """A label value as the exposition formats quote it (prometheus_client's escaping).
+
+    >>> print(_escape('a "b"\\\\c\\nd'))
+    a \\"b\\"\\\\c\\nd
+    """
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _block(names: Iterable[str], values: Iterable[str]) -> str:
+    """The ``{...}`` part of a sample line: label names sorted, values escaped.
+
+    >>> _block(("model", "kind"), ("m", "prediction"))
+    '{kind="prediction",model="m"}'
+    >>> _block((), ())
+    ''
+    """
+    pairs = sorted(zip(names, values, strict=True))
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in pairs) + "}"
+
+
+def _number(value: float) -> str:
+    """A sample value as prometheus_client prints it (Go's float formatting), with a
+    shortcut for the small non-negative integers that most counters are.
+
+    >>> [_number(v) for v in (0, 7, 999999, 1234567, 0.25, -0.0, float("inf"), True)]
+    ['0.0', '7.0', '999999.0', '1.234567e+06', '0.25', '-0.0', '+Inf', '1.0']
+    """
+    if type(value) is int and 0 <= value < 1_000_000:
+        return f"{value}.0"
+    return floatToGoString(value)
+
+
+def _headers(openmetrics: bool) -> dict[str, str]:
+    """``# HELP`` and ``# TYPE`` lines of each family, as prometheus_client writes them."""
+    out = {}
+    for name, kind, doc, _ in FAMILIES:
+        if openmetrics:
+            shown, doc = name, _escape(doc)
+        else:
+            shown, doc = name + "_total" * (kind == "counter"), doc.replace(
+                "\\", r"\\").replace("\n", r"\n")
+        out[name] = f"# HELP {shown} {doc}\n# TYPE {shown} {kind}\n"
+    return out
+
+
+_HEADERS = {False: _headers(False), True: _headers(True)}
+
+
+class _StreamBlocks:
+    """The label blocks of one stream's series, escaped once and reused between scrapes."""
+
+    __slots__ = ("channels", "methods", "missing", "values")
+
+    def __init__(self, key: tuple[str, str, str, str, str], names: tuple[str, ...],
+                 methods: int, exports_missing: bool) -> None:
+        model, version, signal, feature, _ = key
+        self.values = _block(VALUE_LABELS, key)
+        self.missing = (_block(("model", "version", "feature"), (model, version, feature))
+                        if exports_missing else None)
+        self.channels = [_block(STREAM_LABELS, (*key, name)) for name in names]
+        self.methods = [_block(("model", "version", "signal", "feature", "method"),
+                               (model, version, signal, feature, name))
+                        for name in names[len(names) - methods:]]
+
+
+@dataclass(slots=True)
+class Scrape:
+    """What one scrape copied from the pipeline while holding the lock.
+
+    Stream series are kept as flat columns in stream order (channels in the order
+    of ``stream.channels`` then the reference's), so that rendering them outside the
+    lock is a zip of cached label blocks with these values.
+    """
+
+    #: the series of the families that are not per stream: family → (label values, value)
+    series: dict[str, list[tuple[tuple[str, ...], float]]]
+    #: per stream: (model, version, signal, feature, category), the names of its channels
+    #: (detectors, then reference methods) and how many of those are reference methods
+    streams: list[tuple[tuple[str, str, str, str, str], tuple[str, ...], int]] = field(
+        default_factory=list)
+    #: per stream: values fed, and missing values (None: the stream does not export it)
+    seen: list[int] = field(default_factory=list)
+    missing: list[int | None] = field(default_factory=list)
+    #: per channel: detections and firings as exposed (0 at a series' first exposition),
+    #: and whether the latest firing is younger than the hold period
+    detections: list[int] = field(default_factory=list)
+    firings: list[int] = field(default_factory=list)
+    detected: list[bool] = field(default_factory=list)
+    #: per reference method: the latest distance (None before the first window)
+    distances: list[float | None] = field(default_factory=list)
+
+    def samples(self, family: str) -> Iterator[tuple[tuple[str, ...], float]]:
+        """Label values (in ``FAMILIES`` order) and value of every series of a family."""
+        if family not in _STREAM_FAMILIES:
+            yield from self.series[family]
+            return
+        if family == "drift_stream_values":
+            yield from zip((key for key, _, _ in self.streams), self.seen, strict=True)
+        elif family == "drift_feature_missing":
+            for (key, _, _), n in zip(self.streams, self.missing, strict=True):
+                if n is not None:
+                    yield (key[0], key[1], key[3]), n
+        elif family == "drift_feature_distance":
+            keys = ((*key[:4], name) for key, names, methods in self.streams
+                    for name in names[len(names) - methods:])
+            for labels, value in zip(keys, self.distances, strict=True):
+                if value is not None:
+                    yield labels, value
+        else:
+            keys = ((*key, name) for key, names, _ in self.streams for name in names)
+            if family == "drift_detected":
+                values: Iterable[float] = (1.0 if hot else 0.0 for hot in self.detected)
+            else:
+                values = self.detections if family == "drift_detections" else self.firings
+            yield from zip(keys, values, strict=True)
+
+
 class DriftCollector(Collector):
-    """Reads the pipeline at scrape time and yields the DESIGN.md metric contract."""
+    """Reads the pipeline at scrape time and yields the DESIGN.md metric contract.
+
+    The lock is held only to copy numbers into a ``Scrape`` (``scrape``); metric
+    families (``collect``, for a prometheus_client registry) or the exposition text
+    (``render``, for ``/metrics``) are built from that copy after the lock is released.
+    ``render`` writes the text itself from label blocks escaped once per stream and
+    kept between scrapes; it gives the same bytes as prometheus_client's encoders.
+    """
 
     def __init__(self, pipeline: Pipeline, lock: threading.Lock, status: RunStatus,
                  clock: Callable[[], float] = time.time) -> None:
@@ -119,136 +296,201 @@ class DriftCollector(Collector):
         self._lock = lock
         self._status = status
         self._clock = clock
+        #: label blocks by (stream labels, channel names, methods); replaced at every
+        #: render, so streams that are gone (an evicted version or feature) leave it
+        self._blocks: dict[tuple[tuple[str, ...], tuple[str, ...], int], _StreamBlocks] = {}
 
     def collect(self) -> Iterator[Metric]:
+        scrape = self.scrape()
+        for name, kind, doc, labels in FAMILIES:
+            family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            family = family_type(name, doc, labels=list(labels))
+            for values, value in scrape.samples(name):
+                family.add_metric(list(values), value)
+            yield family
+
+    def render(self, openmetrics: bool = False) -> str:
+        """The drift families in the text format (or OpenMetrics, without ``# EOF``).
+
+        >>> import threading
+        >>> from detector.config import Settings
+        >>> from detector.pipeline import Pipeline
+        >>> from detector.records import Record
+        >>> p = Pipeline(Settings(detectors={"feature": ["adwin"], "prediction": ["cusum"],
+        ...                                  "error": [], "label": []}))
+        >>> _ = p.process([Record("prediction", b'{"model": "m", "model_version": "1", '
+        ...                b'"prediction_id": "1", "features": {"x": 2.0}, "prediction": 1}')],
+        ...               now=0.0)
+        >>> text = DriftCollector(p, threading.Lock(), RunStatus()).render()
+        >>> for line in text.splitlines():
+        ...     if line.startswith(("drift_detections_total", "# TYPE drift_detections")):
+        ...         print(line.removeprefix("drift_detections_total"))
+        # TYPE drift_detections_total counter
+        {category="",detector="adwin",feature="x",model="m",signal="feature",version="1"} 0.0
+        {category="",detector="cusum",feature="",model="m",signal="prediction",version="1"} 0.0
+        """
+        scrape = self.scrape()
+        old, blocks = self._blocks, {}
+        streams: list[_StreamBlocks] = []
+        for key, names, methods in scrape.streams:
+            cache_key = (key, names, methods)
+            entry = old.get(cache_key)
+            if entry is None:
+                entry = _StreamBlocks(key, names, methods,
+                                      key[2] == "feature" and not key[4])
+            blocks[cache_key] = entry
+            streams.append(entry)
+        self._blocks = blocks
+        channels = [block for entry in streams for block in entry.channels]
+        methods = [block for entry in streams for block in entry.methods]
+        number = _number
+        headers = _HEADERS[openmetrics]
+        out: list[str] = []
+        for name, kind, _, labels in FAMILIES:
+            out.append(headers[name])
+            sample = name + "_total" if kind == "counter" else name
+            if name == "drift_detected":
+                out += [f"{sample}{b} {'1.0' if hot else '0.0'}\n"
+                        for b, hot in zip(channels, scrape.detected, strict=True)]
+            elif name in ("drift_detections", "drift_detector_firings"):
+                counts = scrape.detections if name == "drift_detections" else scrape.firings
+                out += [f"{sample}{b} {number(n)}\n"
+                        for b, n in zip(channels, counts, strict=True)]
+            elif name == "drift_stream_values":
+                out += [f"{sample}{entry.values} {number(n)}\n"
+                        for entry, n in zip(streams, scrape.seen, strict=True)]
+            elif name == "drift_feature_missing":
+                out += [f"{sample}{entry.missing} {number(n)}\n"
+                        for entry, n in zip(streams, scrape.missing, strict=True)
+                        if n is not None]
+            elif name == "drift_feature_distance":
+                out += [f"{sample}{b} {floatToGoString(v)}\n"
+                        for b, v in zip(methods, scrape.distances, strict=True) if v is not None]
+            else:
+                out += [f"{sample}{_block(labels, values)} {number(value)}\n"
+                        for values, value in scrape.series[name]]
+        return "".join(out)
+
+    def scrape(self) -> Scrape:
+        """Copy what the families show, holding the lock (and only for this)."""
         with self._lock:
-            families = self._families(self._clock())
-        yield from families
+            return self._scrape(self._clock())
 
-    def _families(self, now: float) -> list[Metric]:
-        p = self._pipeline
+    def _scrape(self, now: float) -> Scrape:
+        p, status = self._pipeline, self._status
         hold = p.settings.metrics.detection_hold_seconds
-        events = CounterMetricFamily("drift_events", "Valid events processed.",
-                                     labels=["kind", "model"])
-        rejected = CounterMetricFamily("drift_events_rejected",
-                                       "Messages rejected, by kind and reason.",
-                                       labels=["kind", "reason"])
-        detected = GaugeMetricFamily("drift_detected",
-                                     "1 while a detection is younger than the hold period.",
-                                     labels=STREAM_LABELS)
-        detections = CounterMetricFamily("drift_detections",
-                                         "Detection episodes (firings closer than "
-                                         "detection.cooldown values are one episode).",
-                                         labels=STREAM_LABELS)
-        firings = CounterMetricFamily("drift_detector_firings", "Raw detector firings.",
-                                      labels=STREAM_LABELS)
-        values = CounterMetricFamily("drift_stream_values", "Values fed to a stream's detectors.",
-                                     labels=["model", "version", "signal", "feature", "category"])
-        missing = CounterMetricFamily("drift_feature_missing", "Missing (null) feature values.",
-                                      labels=["model", "version", "feature"])
-        distance = GaugeMetricFamily("drift_feature_distance",
-                                     "Distance of the latest window from the reference "
-                                     "(chi2: p-value).",
-                                     labels=["model", "version", "signal", "feature", "method"])
-        model_metric = GaugeMetricFamily("drift_model_metric",
-                                         "Model performance on joined labels.",
-                                         labels=["model", "version", "metric", "window"])
-        thresholds = GaugeMetricFamily("drift_model_metric_threshold",
-                                       "Configured threshold of a model metric.",
-                                       labels=["model", "metric"])
-        join = CounterMetricFamily("drift_label_join", "Label join outcomes.",
-                                   labels=["model", "outcome"])
-        pending = GaugeMetricFamily("drift_pending_predictions",
-                                    "Predictions waiting for their label.", labels=["model"])
-        event_lag = GaugeMetricFamily("drift_event_lag_seconds",
-                                      "Now minus the newest event timestamp.", labels=["model"])
-        lag = GaugeMetricFamily("drift_consumer_lag_messages",
-                                "Messages behind the partition's end.",
-                                labels=["topic", "partition"])
-        checkpoint = GaugeMetricFamily("drift_checkpoint_timestamp_seconds",
-                                       "When the last checkpoint was saved or restored.")
-        if self._status.checkpoint_at is not None:
-            checkpoint.add_metric([], self._status.checkpoint_at)
-        build = GaugeMetricFamily("drift_build_info", "drift-detector build.", labels=["version"])
-        build.add_metric([__version__], 1)
-
-        for (kind, reason), n in p.rejected.items():
-            rejected.add_metric([kind, reason], n)
+        series: dict[str, list[tuple[tuple[str, ...], float]]] = {
+            name: [] for name, _, _, _ in FAMILIES if name not in _STREAM_FAMILIES}
+        out = Scrape(series)
+        events, join = series["drift_events"], series["drift_label_join"]
+        pending, event_lag = series["drift_pending_predictions"], series["drift_event_lag_seconds"]
+        series["drift_events_rejected"] = [((kind, reason), n)
+                                           for (kind, reason), n in p.rejected.items()]
         for state in p.models.values():
             name = state.name
-            for kind, n in state.events.items():
-                events.add_metric([kind, name], n)
-            for outcome, n in state.join.items():
-                join.add_metric([name, outcome], n)
-            pending.add_metric([name], p.join.pending(name))
+            events += [((kind, name), n) for kind, n in state.events.items()]
+            join += [((name, outcome), n) for outcome, n in state.join.items()]
+            pending.append(((name,), p.join.pending(name)))
             if state.newest_event_time is not None:
-                event_lag.add_metric([name], max(0.0, now - state.newest_event_time))
+                event_lag.append(((name,), max(0.0, now - state.newest_event_time)))
+        streams, seen, missing = out.streams, out.seen, out.missing
+        detections, firings, detected = out.detections, out.firings, out.detected
+        distances = out.distances
+        model_metric = series["drift_model_metric"]
         for monitor in p.monitors():
             model, version = monitor.model, monitor.version
             for stream in monitor.streams():
                 signal, feature, category = stream.signal, stream.feature, stream.category
-                values.add_metric([model, version, signal, feature, category], stream.seen)
-                if signal == "feature" and not category:
-                    missing.add_metric([model, version, feature], stream.missing)
                 ref = stream.ref
-                channels = (*stream.channels, *(ref.channels if ref is not None else ()))
+                methods = ref.channels if ref is not None else ()
+                channels = (*stream.channels, *methods)
+                streams.append(((model, version, signal, feature, category),
+                                tuple([ch.name for ch in channels]), len(methods)))
+                seen.append(stream.seen)
+                missing.append(stream.missing if signal == "feature" and not category else None)
                 for ch in channels:
-                    key = [model, version, signal, feature, category, ch.name]
                     # A series' first exposition is 0 even if the detector already fired
                     # (a new version can fire in its first batch): increase() needs a 0
                     # before the first detection to see it.
-                    detections.add_metric(key, ch.detections if ch.announced else 0)
-                    firings.add_metric(key, ch.firings if ch.announced else 0)
-                    ch.announced = True
-                    detected.add_metric(key, 1.0 if now - ch.last_at < hold else 0.0)
-                if ref is not None:
-                    for ch in ref.channels:
-                        if ch.value is not None:
-                            distance.add_metric([model, version, signal, feature, ch.name],
-                                                ch.value)
-            for metric, window, value in monitor.performance.values():
-                model_metric.add_metric([model, version, metric, window], value)
-        for model, cfg in p.settings.models.items():
-            for metric, value in cfg.thresholds.items():
-                thresholds.add_metric([model, metric], value)
-        for (topic, partition), n in sorted(self._status.lag.items()):
-            lag.add_metric([topic, str(partition)], n)
-        backpressure = GaugeMetricFamily("drift_join_backpressure",
-                                         "Partitions of the topic of this kind held back so "
-                                         "that the other topic's catch up (a backlog).",
-                                         labels=["kind"])
-        for kind, held in self._status.join_backpressure.items():
-            backpressure.add_metric([kind], held)
-        sinks = CounterMetricFamily("drift_sink_messages",
-                                    "Messages for the dead-letter and drift-events topics, by "
-                                    "outcome: written, or why not (too_large, topic_missing, "
-                                    "refused, timeout).", labels=["sink", "outcome"])
-        for (sink, outcome), n in sorted(self._status.sink_messages.items()):
-            sinks.add_metric([sink, outcome], n)
-        topic_missing = GaugeMetricFamily("drift_topic_missing",
-                                          "1 while a configured topic does not exist (nothing "
-                                          "is read from it), else 0.", labels=["topic"])
-        for topic, gone in sorted(self._status.topic_missing.items()):
-            topic_missing.add_metric([topic], 1.0 if gone else 0.0)
-        return [events, rejected, detected, detections, firings, values, missing, distance, model_metric,
-                thresholds, join, pending, event_lag, lag, checkpoint, build, backpressure, sinks,
-                topic_missing]
+                    if ch.announced:
+                        detections.append(ch.detections)
+                        firings.append(ch.firings)
+                    else:
+                        detections.append(0)
+                        firings.append(0)
+                        ch.announced = True
+                    detected.append(now - ch.last_at < hold)
+                distances += [ch.value for ch in methods]
+            model_metric += [((model, version, metric, window), value)
+                             for metric, window, value in monitor.performance.values()]
+        series["drift_model_metric_threshold"] = [
+            ((model, metric), value) for model, cfg in p.settings.models.items()
+            for metric, value in cfg.thresholds.items()]
+        series["drift_consumer_lag_messages"] = [
+            ((topic, str(partition)), n) for (topic, partition), n in sorted(status.lag.items())]
+        if status.checkpoint_at is not None:
+            series["drift_checkpoint_timestamp_seconds"] = [((), status.checkpoint_at)]
+        series["drift_build_info"] = [((__version__,), 1)]
+        series["drift_join_backpressure"] = [((kind,), held) for kind, held
+                                             in status.join_backpressure.items()]
+        series["drift_sink_messages"] = [((sink, outcome), n) for (sink, outcome), n
+                                         in sorted(status.sink_messages.items())]
+        series["drift_topic_missing"] = [((topic,), 1.0 if gone else 0.0) for topic, gone
+                                         in sorted(status.topic_missing.items())]
+        return out
 
 
 class Exporter:
-    """The registry our HTTP server exposes: drift metrics, batch timing, process metrics."""
+    """The registry our HTTP server exposes: drift metrics, batch timing, process metrics.
+
+    ``registry`` holds all of them (prometheus_client's API: ``get_sample_value``,
+    ``generate_latest``); ``exposition`` serves ``/metrics`` from the drift collector's
+    own ``render`` followed by prometheus_client's encoding of the rest.
+    """
 
     def __init__(self, pipeline: Pipeline, lock: threading.Lock, status: RunStatus) -> None:
         self.status = status
+        self.collector = DriftCollector(pipeline, lock, status)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(DriftCollector(pipeline, lock, status))
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self.registry.register(self.collector)
         self._batch = Histogram("drift_batch_seconds", "Time to apply one polled batch.",
-                                buckets=BATCH_BUCKETS, registry=self.registry)
+                                buckets=BATCH_BUCKETS, registry=None)
+        #: everything but the drift collector, in the same order as in ``registry``
+        self._runtime = CollectorRegistry(auto_describe=False)
+        for collector in (ProcessCollector(registry=None), PlatformCollector(registry=None),
+                          self._batch):
+            self.registry.register(collector)
+            self._runtime.register(collector)
 
     def observe_batch(self, seconds: float) -> None:
         self._batch.observe(seconds)
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """Body and content type of a ``/metrics`` reply to this ``Accept`` header: the
+        bytes prometheus_client's ``choose_encoder`` would give for ``registry``.
+
+        The drift families are rendered by ``DriftCollector.render``, unless the client
+        asks for an escaping that changes metric names (``dots``, ``values``); then the
+        whole registry goes through prometheus_client.
+
+        >>> import threading
+        >>> from detector.config import Settings
+        >>> from detector.pipeline import Pipeline
+        >>> ex = Exporter(Pipeline(Settings()), threading.Lock(), RunStatus())
+        >>> body, content_type = ex.exposition("application/openmetrics-text; version=1.0.0")
+        >>> content_type, body.endswith(b"# EOF\\n")
+        ('application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores', True)
+        """
+        encoder, content_type = choose_encoder(accept)
+        escaping = UNDERSCORES
+        for token in content_type.split(";"):
+            key, _, value = token.strip().partition("=")
+            if key == "escaping":
+                escaping = value
+        if escaping not in (UNDERSCORES, ALLOWUTF8):
+            return encoder(self.registry), content_type
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        return self.collector.render(openmetrics).encode() + encoder(self._runtime), content_type
 
 
 class MetricsServer:
@@ -324,9 +566,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 return
         if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             try:
-                body = encoder(self.exporter.registry)
+                body, content_type = self.exporter.exposition(self.headers.get("Accept", ""))
             except (UnicodeError, ValueError) as exc:
                 # decode keeps every label value exportable; if one still is not, say so
                 # loudly instead of failing every scrape in silence
