@@ -69,32 +69,41 @@ def _with(**fields) -> bytes:
     return json.dumps({**VALID, **fields}).encode()
 
 
+_HUGE = b"1" + b"0" * 5000                                      # over Python's 4,300 digits
+_NESTED = b"[" * 100_000 + b"]" * 100_000
+#: The poison pills of issue 10: message, kind, and the reasons it may be rejected with
+#: (``None``: decoded). tests/unit/test_decode_fast.py also checks decode's paths agree on them.
+POISON_PILLS: list[tuple[bytes, str, tuple[str | None, ...]]] = [
+    (b'{"model": "m", "prediction_id": 1, "label": ' + _HUGE + b"}", "label", ("out_of_range",)),
+    (_with(timestamp=10**400), "prediction", ("invalid_timestamp",)),
+    (_with(score=1e200), "prediction", ("out_of_range",)),
+    (_with(prediction=2**60), "prediction", ("out_of_range",)),
+    # an encoded surrogate: not UTF-8
+    (b'{"model": "m\xed\xa0\x80", "prediction_id": 1, "label": 1}', "label",
+     ("invalid_encoding",)),
+    *((_with(**{field: "bad\ud800"}), "prediction", ("invalid_encoding",))
+      for field in ("model", "model_version", "prediction_id", "prediction")),
+    (_with(model="a\nb"), "prediction", ("invalid_value",)),
+    (_with(model="m" * 201), "prediction", ("too_long",)),
+    (_with(model_version="v" * 201), "prediction", ("too_long",)),
+    (_with(prediction_id="i" * 257), "prediction", ("too_long",)),
+    (_with(prediction_id="i" * 256), "prediction", (None,)),
+    (_with(prediction="c" * 201), "prediction", ("too_long",)),
+    (b'{"model": "m", "x": ' + _NESTED + b"}", "prediction", ("invalid_json", None)),
+]
+#: A prediction with one bad value (or name) of each kind among its features.
+BAD_FEATURES = _with(features={"ok": 1.0, "nan": float("nan"), "big": 1e300, "list": [1],
+                               "long": "c" * 201, "sur": "x\ud800", "ctl": "a\x00b",
+                               "bad\ud800name": 1.0, "": 2.0, "n" * 201: 3.0})
+
+
 def test_poison_pills_of_issue_10_are_rejections_with_reasons() -> None:
-    huge = "1" + "0" * 5000                                     # over Python's 4,300 digits
-    assert _reason('{"model": "m", "prediction_id": 1, "label": ' + huge + "}", "label") \
-        == "out_of_range"
-    assert _reason(_with(timestamp=10**400)) == "invalid_timestamp"
-    assert _reason(_with(score=1e200)) == "out_of_range"
-    assert _reason(_with(prediction=2**60)) == "out_of_range"
-    assert _reason(b'{"model": "m\xed\xa0\x80", "prediction_id": 1, "label": 1}', "label") \
-        == "invalid_encoding"                                    # encoded surrogate: not UTF-8
-    for field in ("model", "model_version", "prediction_id", "prediction"):
-        assert _reason(_with(**{field: "bad\ud800"})) == "invalid_encoding", field
-    assert _reason(_with(model="a\nb")) == "invalid_value"
-    assert _reason(_with(model="m" * 201)) == "too_long"
-    assert _reason(_with(model_version="v" * 201)) == "too_long"
-    assert _reason(_with(prediction_id="i" * 257)) == "too_long"
-    assert _reason(_with(prediction_id="i" * 256)) is None
-    assert _reason(_with(prediction="c" * 201)) == "too_long"
-    nested = "[" * 100_000 + "]" * 100_000
-    assert _reason('{"model": "m", "x": ' + nested + "}") in ("invalid_json", None)
+    for raw, kind, reasons in POISON_PILLS:
+        assert _reason(raw, kind) in reasons, raw[:60]
 
 
 def test_a_bad_feature_value_costs_that_value_only() -> None:
-    e = decode(_with(features={"ok": 1.0, "nan": float("nan"), "big": 1e300, "list": [1],
-                               "long": "c" * 201, "sur": "x\ud800", "ctl": "a\x00b",
-                               "bad\ud800name": 1.0, "": 2.0, "n" * 201: 3.0}),
-               "prediction")
+    e = decode(BAD_FEATURES, "prediction")
     assert isinstance(e, Prediction)
     assert e.features == {"ok": 1.0, "nan": None, "big": None, "list": None, "long": None,
                           "sur": None, "ctl": None}
