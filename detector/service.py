@@ -20,11 +20,12 @@ from contextlib import ExitStack
 from typing import Protocol
 from urllib.parse import quote
 
-from detector import state
+from detector import kernels, state
 from detector.config import Settings
 from detector.errors import SourceUnavailable
 from detector.events import Rejection
 from detector.join import JoinGate
+from detector.kernels import _jit
 from detector.metrics import Exporter, MetricsServer, RunStatus
 from detector.monitor import Detection
 from detector.pipeline import BatchResult, Pipeline
@@ -173,6 +174,15 @@ def log_detection(d: Detection) -> None:
         "onset_index": d.onset_index, "value": d.value}})
 
 
+def _warm_up() -> None:
+    """Compile the kernels (or load them from numba's cache) before the consumer joins
+    its group, so that the first batch after the join does not wait for a compiler."""
+    started = time.perf_counter()
+    kernels.warm_up()
+    log.info("kernels_ready", extra={"fields": {
+        "seconds": round(time.perf_counter() - started, 2), "cached": _jit.CACHED}})
+
+
 class Service:
     """One drift-detector instance: a source, the pipeline, the metrics endpoint."""
 
@@ -220,7 +230,8 @@ class Service:
             if self.server is None:
                 self.start_http()
             stack.callback(self._stop_http)
-            if not _unless_stopped(self._restore, stop) or not self._open(stop, stack):
+            if (not _unless_stopped(_warm_up, stop) or not _unless_stopped(self._restore, stop)
+                    or not self._open(stop, stack)):
                 return
             stack.callback(self._mark_stopping)
             if self.store is not None:
