@@ -27,7 +27,7 @@ from detector.broker import Tansu  # noqa: E402
 from detector.config import Settings  # noqa: E402
 from detector.kernels import warm_up  # noqa: E402
 from detector.pipeline import Pipeline  # noqa: E402
-from detector.service import Service  # noqa: E402
+from detector.service import Service, tune_gc  # noqa: E402
 from detector.sources import FileSource, KafkaSource, create_topics, producer  # noqa: E402
 
 FEATURES = 20
@@ -107,6 +107,7 @@ def bench_file(preds: list[bytes], labels: list[bytes], baseline_cpu: float) -> 
     total = len(preds) + len(labels)
     seconds = {}
     warm_up()  # as the service does before it joins the group: compile or load the kernels
+    tune_gc()  # and its garbage-collector settings (the River loop ran with Python's own)
     for name, settings in (("file → pipeline, no reference", Settings(reference={"enabled": False})),
                            ("file → pipeline", Settings())):
         pipeline = Pipeline(settings)

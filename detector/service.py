@@ -9,6 +9,7 @@ left uncommitted and nothing committed is left unapplied.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -174,6 +175,19 @@ def log_detection(d: Detection) -> None:
         "onset_index": d.onset_index, "value": d.value}})
 
 
+def tune_gc() -> None:
+    """Tune Python's cyclic garbage collector for the run loop (call once start-up is
+    done). A batch allocates thousands of short-lived objects (decoded events, queued
+    values); with the default thresholds the collector runs every 700 allocations and
+    often sweeps the long-lived monitor state as well: about a tenth of the CPU at 20
+    features. What start-up built is frozen (never scanned again) and the youngest
+    generation is collected every 50,000 allocations; full collections still happen, so
+    cycles left by evicted versions are freed.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 def _warm_up() -> None:
     """Compile the kernels (or load them from numba's cache) before the consumer joins
     its group, so that the first batch after the join does not wait for a compiler."""
@@ -233,6 +247,7 @@ class Service:
             if (not _unless_stopped(_warm_up, stop) or not _unless_stopped(self._restore, stop)
                     or not self._open(stop, stack)):
                 return
+            tune_gc()
             stack.callback(self._mark_stopping)
             if self.store is not None:
                 stack.callback(self.store.close)
