@@ -28,8 +28,8 @@ from detector import __version__
 from detector.errors import ConfigError, DriftDetectorError
 
 if TYPE_CHECKING:
-    from detector.config import Settings
-    from detector.service import Service
+    from detector.config import KafkaSettings, Settings
+    from detector.service import Service, Source
 
 log = logging.getLogger("detector.cli")
 
@@ -264,7 +264,7 @@ def _run(settings: Settings, stop: threading.Event) -> int:
     if stop.is_set():
         return 0
     from detector.service import Service
-    from detector.sources import KafkaCheckpointStore, KafkaSource, TopicSink
+    from detector.sources import KafkaCheckpointStore, TopicSink
 
     if stop.is_set():
         return 0
@@ -279,11 +279,27 @@ def _run(settings: Settings, stop: threading.Event) -> int:
         sink = TopicSink(settings.kafka, settings.drift_events.topic, "drift_events")
     if settings.dead_letter.enabled:
         dead = TopicSink(settings.kafka, settings.dead_letter.topic, "dead_letter")
-    service = Service(settings, KafkaSource(settings.kafka), sink=sink, dead_letters=dead,
+    service = Service(settings, _source(settings.kafka), sink=sink, dead_letters=dead,
                       store=store)
     _serve_metrics(service)
     service.run(stop)
     return 0
+
+
+def _source(kafka: KafkaSettings) -> Source:
+    """The consumer for ``kafka.client``; confluent-kafka is an optional extra."""
+    from detector.sources import KafkaSource
+
+    if kafka.client == "kafka-python":
+        return KafkaSource(kafka)
+    try:
+        from detector.sources_confluent import ConfluentSource
+    except ModuleNotFoundError as exc:
+        if exc.name != "confluent_kafka":
+            raise
+        raise ConfigError("kafka.client is confluent but confluent-kafka is not installed: "
+                          "pip install 'drift-detector[confluent]'") from None
+    return ConfluentSource(kafka)
 
 
 def _serve_metrics(service: Service) -> None:

@@ -116,6 +116,9 @@ class DetectorSets(_Section):
 
 
 class KafkaSettings(_Section):
+    client: Literal["kafka-python", "confluent"] = Field("kafka-python", description=(
+        "the consumer library: kafka-python (default), or confluent-kafka (librdkafka, "
+        "faster; pip install 'drift-detector[confluent]')"))
     bootstrap_servers: str = "localhost:9092"
     group_id: str = "drift-detector"
     client_id: str = "drift-detector"

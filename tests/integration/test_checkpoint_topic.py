@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import uuid
 
+import pytest
+
 from detector.sources import KafkaCheckpointStore
 from tests.conftest import read_topic, sample
 
@@ -27,9 +29,11 @@ def test_store_round_trips_multi_part_blobs_and_deletes_old_generations(topics) 
     assert len(tombstoned) == 3 + 2                      # parts of the first two generations
 
 
-def test_service_restores_from_the_topic_and_counts_exactly(topics, spawn) -> None:
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_service_restores_from_the_topic_and_counts_exactly(topics, spawn, client: str) -> None:
     topic = f"checkpoints-{uuid.uuid4().hex[:6]}"
-    config = {"checkpoint": {"topic": topic, "name": "replica-0", "key": "k" * 24}}
+    config = {"checkpoint": {"topic": topic, "name": "replica-0", "key": "k" * 24},
+              "kafka": {"client": client}}
     events = [{"model": "m", "prediction_id": str(i), "features": {"x": float(i % 5)},
                "prediction": i % 2} for i in range(4000)]
     topics.produce(topics.predictions, events[:3000])

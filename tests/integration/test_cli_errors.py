@@ -64,6 +64,21 @@ def test_unreadable_metrics_tls_files_are_one_line_naming_the_settings(tmp_path:
     assert "metrics.tls_certfile" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_the_confluent_client_without_its_package_is_one_line_naming_the_extra() -> None:
+    # None in sys.modules makes `import confluent_kafka` fail as an absent package does
+    base = {k: v for k, v in os.environ.items() if not k.upper().startswith("DRIFT_")}
+    out = subprocess.run(
+        [sys.executable, "-c", ("import sys; sys.modules['confluent_kafka'] = None; "
+                                "from detector.cli import main; sys.exit(main())"), "run"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**base, "DRIFT_KAFKA__CLIENT": "confluent", "DRIFT_METRICS__PORT": "0",
+             "DRIFT_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines() == [
+        ("drift-detector: kafka.client is confluent but confluent-kafka is not installed: "
+         "pip install 'drift-detector[confluent]'")], out.stderr
+
+
 def test_an_unknown_variable_stops_run_naming_it() -> None:
     out = _cli("run", env={"DRIFT_METRIC__PORT": "1"})
     assert out.returncode == 2

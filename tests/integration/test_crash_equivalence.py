@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from tests.conftest import DetectorProcess, Topics, sample, wait_for
 
@@ -50,13 +51,14 @@ def _run_to_end(proc: DetectorProcess, topics: Topics) -> dict:
                              else None)(proc.metrics()), 30, "lag 0")
 
 
-def test_kills_at_random_points_change_nothing(tansu, spawn, tmp_path) -> None:
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_kills_at_random_points_change_nothing(tansu, spawn, tmp_path, client: str) -> None:
     # On Tansu only: noida-db keeps a SIGKILLed member's partitions until the group's
     # rebalance timeout (300 s), where Kafka frees them after the session timeout.
     topics = Topics(tansu)
     topics.produce(topics.predictions, _events(seed=8))
 
-    uninterrupted = spawn(topics)
+    uninterrupted = spawn(topics, {"kafka": {"client": client}})
     _run_to_end(uninterrupted, topics)
     expected_detections = _detections([uninterrupted])
     expected = _final(uninterrupted)
@@ -66,7 +68,7 @@ def test_kills_at_random_points_change_nothing(tansu, spawn, tmp_path) -> None:
     topics.group = topics.group + "-crashy"
     config = {"checkpoint": {"path": str(tmp_path / "ckpt" / "state"), "key": "k" * 32,
                              "interval_events": 1500, "interval_seconds": 3600},
-              "kafka": {"max_poll_records": 250}}
+              "kafka": {"max_poll_records": 250, "client": client}}
     rng = random.Random(2026)
     kill_points = sorted(rng.sample(range(N // 10, N * 9 // 10), 3))
     runs = []

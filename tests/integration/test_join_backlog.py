@@ -17,7 +17,12 @@ import random
 import pytest
 
 from detector.sources import KafkaSource, producer
+from detector.sources_confluent import ConfluentSource
 from tests.conftest import Topics, sample, wait_for
+
+#: the same tests on both consumers behind the service's ``Source`` interface
+SOURCES = pytest.mark.parametrize("source_class", [KafkaSource, ConfluentSource],
+                                  ids=["kafka-python", "confluent"])
 
 MODEL = "fraud"
 FEATURES = ("amount", "age", "balance", "tenure", "score_a", "score_b")
@@ -49,7 +54,9 @@ def _held_back(m: dict) -> dict[str, float]:
     return {k: sample(m, "drift_join_backpressure", kind=k) for k in ("prediction", "label")}
 
 
-def test_a_paused_topic_loses_and_repeats_nothing(topics: Topics) -> None:
+@SOURCES
+def test_a_paused_topic_loses_and_repeats_nothing(
+        topics: Topics, source_class: type[KafkaSource | ConfluentSource]) -> None:
     """The source's pause, whenever it comes (here inside a fetched chunk, where
     kafka-python 3.0.12 would never resume the partition), hands out every message
     once and in order after the resume, and nothing while paused."""
@@ -59,7 +66,7 @@ def test_a_paused_topic_loses_and_repeats_nothing(topics: Topics) -> None:
     settings = topics.kafka.model_copy(update={
         "session_timeout_ms": topics.session[0], "heartbeat_interval_ms": topics.session[1],
         "max_poll_records": 100, "fetch_max_wait_ms": 10})
-    source = KafkaSource(settings)
+    source = source_class(settings)
     source.open()
     seen: dict[str, list[int]] = {"prediction": [], "label": []}
 
@@ -81,7 +88,9 @@ def test_a_paused_topic_loses_and_repeats_nothing(topics: Topics) -> None:
         source.close()
 
 
-def test_a_topic_held_before_a_rebalance_stays_held_after_it(broker) -> None:
+@SOURCES
+def test_a_topic_held_before_a_rebalance_stays_held_after_it(
+        broker, source_class: type[KafkaSource | ConfluentSource]) -> None:
     """Partitions assigned by a rebalance start unpaused in kafka-python: a topic held
     before its partitions are assigned (here the first assignment, 2 partitions) hands
     out nothing until it is let go, then every message once."""
@@ -91,7 +100,7 @@ def test_a_topic_held_before_a_rebalance_stays_held_after_it(broker) -> None:
     topics.produce(topics.labels, (_label(i) for i in range(n)))
     settings = topics.kafka.model_copy(update={
         "session_timeout_ms": topics.session[0], "heartbeat_interval_ms": topics.session[1]})
-    source = KafkaSource(settings)
+    source = source_class(settings)
     source.hold({(topics.labels, 0), (topics.labels, 1)})
     source.open()
     kinds: list[str] = []
@@ -118,8 +127,9 @@ def _produce_keyed(topics: Topics, topic: str, events) -> None:
     prod.close()
 
 
-@pytest.mark.parametrize("partitions", [1, 3])
-def test_a_burst_backlog_matches_every_label(broker, spawn, partitions: int) -> None:
+@pytest.mark.parametrize("partitions, client", [(1, "kafka-python"), (3, "kafka-python"),
+                                               (3, "confluent")])
+def test_a_burst_backlog_matches_every_label(broker, spawn, partitions: int, client: str) -> None:
     """Every prediction, then the labels of 80 % of them in prediction order, all in
     the topics before the service starts. Whichever topic (partition) the consumer reads
     first, it would run ahead and overflow its side of the join; it is held back
@@ -132,7 +142,8 @@ def test_a_burst_backlog_matches_every_label(broker, spawn, partitions: int) -> 
     _produce_keyed(topics, topics.predictions, (_prediction(i, rng) for i in range(n)))
     _produce_keyed(topics, topics.labels, (_label(i) for i in labelled))
 
-    d = spawn(topics, {"join": {"capacity": capacity}, "kafka": {"max_poll_records": poll}})
+    d = spawn(topics, {"join": {"capacity": capacity},
+                       "kafka": {"max_poll_records": poll, "client": client}})
     d.wait_events("prediction", MODEL, n, timeout=120)
     m = d.wait_events("label", MODEL, len(labelled), timeout=120)
     assert _join(m) == {"matched": len(labelled), "expired": 0, "orphan": 0,
@@ -186,29 +197,35 @@ def test_a_backlog_recorded_from_a_live_stream_matches_every_label(topics: Topic
     assert _held_back(m) == {"prediction": 0, "label": 0}
 
 
-def test_labels_without_predictions_never_stall_the_labels_topic(topics: Topics,
-                                                                 detector) -> None:
+def test_labels_without_predictions_never_stall_the_labels_topic(topics: Topics, detector,
+                                                                 tmp_path) -> None:
     """Orphan labels above the high-water mark that never drain: read while the
     predictions topic has nothing to read (held at most until the consumer learns
     that); held back while a backlog of predictions is read, then let go although
     they still wait. All are counted as orphans after the TTL."""
-    orphans, late, n, capacity, poll, ttl = 4000, 1000, 20_000, 6000, 500, 10.0
+    orphans, late, n, capacity, poll, ttl = 4000, 1000, 20_000, 6000, 500, 40.0
     topics.produce(topics.labels, ({"model": MODEL, "prediction_id": f"nobody-{i}", "label": 1}
                                    for i in range(orphans)))
-    d = detector({"join": {"capacity": capacity, "ttl_seconds": ttl},
-                  "kafka": {"max_poll_records": poll}})
+    config = {"join": {"capacity": capacity, "ttl_seconds": ttl},
+              "kafka": {"max_poll_records": poll},
+              "checkpoint": {"path": str(tmp_path / "state.ckpt"), "key": "k" * 16}}
+    d = detector(config)
     d.wait_events("label", MODEL, orphans, timeout=60)
-    before = len(_events(d, "labels_paused"))
+    first = _events(d, "labels_paused", "labels_resumed")
+    assert len(first) in (0, 2), first          # held until the predictions' end was known
 
-    # a backlog of predictions (they carry their label: none waits), then more orphans
+    # a backlog of predictions (they carry their label: none waits), then more orphans,
+    # written while the service is stopped: a backlog whatever the speeds of both
+    assert d.terminate() == 0
     rng = random.Random(11)
     topics.produce(topics.predictions, (_prediction(i, rng, label=i % 2) for i in range(n)))
     topics.produce(topics.labels, ({"model": MODEL, "prediction_id": f"later-{i}", "label": 1}
                                    for i in range(late)))
+    d = detector(config)       # the orphans wait again in the restored join
     d.wait_events("prediction", MODEL, n, timeout=120)
     d.wait_events("label", MODEL, orphans + late, timeout=60)
     paused, resumed = _events(d, "labels_paused"), _events(d, "labels_resumed")
-    assert len(paused) > before and len(resumed) == len(paused), (paused, resumed)
+    assert paused and len(resumed) == len(paused), (paused, resumed)
     # let go because the predictions caught up, while the orphans still waited
     assert resumed[-1]["waiting_labels"] > resumed[-1]["low_water"], resumed[-1]
     assert resumed[-1]["predictions_lag"] <= poll

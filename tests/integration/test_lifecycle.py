@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 
 from tests.conftest import Topics, sample, wait_for
+
+#: each test also runs with the optional confluent-kafka consumer
+CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 
 
 def _events(start: int, n: int) -> list[dict]:
@@ -14,24 +18,30 @@ def _events(start: int, n: int) -> list[dict]:
 
 
 
-def test_sigterm_exits_zero_quickly_and_commits(topics, detector) -> None:
+@CLIENTS
+def test_sigterm_exits_zero_quickly_and_commits(topics, detector, client: str) -> None:
     topics.produce(topics.predictions, _events(0, 2500))
-    d = detector()
+    d = detector({"kafka": {"client": client}})
     d.wait_events("prediction", "m", 2500)
     started = time.monotonic()
     assert d.terminate() == 0, d.logs()
     assert time.monotonic() - started < 5
     assert topics.committed() == 2500
     assert any(r.get("event") == "stopping" for r in d.log_records())
+    # the consumer is the configured one (only ConfluentSource logs under its module)
+    assert any(r.get("logger") == "detector.sources_confluent"
+               for r in d.log_records()) == (client == "confluent")
 
 
-def test_restart_in_the_same_group_skips_nothing_and_repeats_nothing(topics, detector) -> None:
+@CLIENTS
+def test_restart_in_the_same_group_skips_nothing_and_repeats_nothing(topics, detector,
+                                                                     client: str) -> None:
     topics.produce(topics.predictions, _events(0, 3000))
-    first = detector()
+    first = detector({"kafka": {"client": client}})
     first.wait_events("prediction", "m", 3000)
     assert first.terminate() == 0
     topics.produce(topics.predictions, _events(3000, 2000))
-    second = detector()
+    second = detector({"kafka": {"client": client}})
     m = second.wait_events("prediction", "m", 2000)
     # caught up: lag 0 on the predictions partition, and exactly the new events counted
     m = wait_for(lambda: (lambda s: s if sample(s, "drift_consumer_lag_messages",
@@ -40,13 +50,15 @@ def test_restart_in_the_same_group_skips_nothing_and_repeats_nothing(topics, det
     assert sample(m, "drift_events_total", kind="prediction", model="m") == 2000
 
 
-def test_after_kill_9_the_restart_resumes_from_the_last_commit(tansu, spawn) -> None:
+@CLIENTS
+def test_after_kill_9_the_restart_resumes_from_the_last_commit(tansu, spawn, client: str) -> None:
     # On Tansu only: noida-db keeps a SIGKILLed member's partitions until the group's
     # rebalance timeout (300 s), where Kafka frees them after the session timeout.
     topics = Topics(tansu)
 
     def detector(config=None):
-        return spawn(topics, config)
+        config = config or {}
+        return spawn(topics, {**config, "kafka": {**config.get("kafka", {}), "client": client}})
 
     total = 60_000
     topics.produce(topics.predictions, _events(0, total))

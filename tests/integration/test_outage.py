@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from detector.broker import Noida
 from tests.conftest import Topics, http_status, sample, wait_for
 
 OUTAGE_S = 22.0
 
 
-def test_broker_outage_loses_nothing_and_counts_nothing_twice(tmp_path, spawn) -> None:
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_broker_outage_loses_nothing_and_counts_nothing_twice(tmp_path, spawn,
+                                                              client: str) -> None:
     with Noida(tmp_path / "noida-data") as broker:
         topics = Topics(broker)
         events = [{"model": "m", "prediction_id": str(i), "features": {"x": float(i % 9)},
                    "prediction": i % 2} for i in range(5000)]
         topics.produce(topics.predictions, events[:3000])
-        d = spawn(topics)
+        d = spawn(topics, {"kafka": {"client": client}})
         d.wait_events("prediction", "m", 3000)
 
         broker.stop()

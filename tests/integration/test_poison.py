@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -291,10 +292,12 @@ def _committed(topics: Topics) -> dict[str, int]:
         c.close(autocommit=False)
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_every_poison_is_counted_and_the_service_keeps_serving(
         topics: Topics, detector: Callable[..., DetectorProcess],
-        prometheus_tools: dict[str, str]) -> None:
-    d = detector(CONFIG)
+        prometheus_tools: dict[str, str], client: str) -> None:
+    config = {**CONFIG, "kafka": {"client": client}}
+    d = detector(config)
     prod = producer(topics.kafka)
     topic_of = {"predictions": topics.predictions, "labels": topics.labels}
     sent: Counter[str] = Counter({topics.predictions: 0, topics.labels: 0})
@@ -333,7 +336,7 @@ def test_every_poison_is_counted_and_the_service_keeps_serving(
         assert _committed(topics) == sent, f"committed {_committed(topics)}, sent {sent}"
 
         # a restart re-reads nothing: only the new events are counted, no rejection again
-        again = detector(CONFIG)
+        again = detector(config)
         _send(prod, topics.predictions, [_bytes(_prediction("restart", i)) for i in range(3)],
               sent)
         m = _settled(again, "prediction", "restart", 3, "restart")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from kafka import KafkaProducer
 
 from tests.conftest import DetectorProcess, Topics, sample, wait_for
@@ -37,11 +38,12 @@ def _assigned(proc: DetectorProcess, topics: Topics) -> set[int]:
             and dict(k[1])["topic"] == topics.predictions}
 
 
-def test_two_replicas_split_the_work_and_hand_it_over(tansu, spawn) -> None:
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_two_replicas_split_the_work_and_hand_it_over(tansu, spawn, client: str) -> None:
     topics = Topics(tansu, partitions=4)
     _produce_keyed(topics, 0, 4000)
-    a = spawn(topics)
-    b = spawn(topics)
+    a = spawn(topics, {"kafka": {"client": client}})
+    b = spawn(topics, {"kafka": {"client": client}})
 
     def settled() -> bool:
         events = sum(_count(p, "drift_events_total", kind="prediction", model=MODEL)

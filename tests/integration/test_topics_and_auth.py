@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from kafka import KafkaAdminClient
 
 from detector.broker import free_port
@@ -29,6 +30,10 @@ from detector.config import KafkaSettings
 from detector.errors import SourceUnavailable
 from detector.sources import check_listener
 from tests.conftest import DetectorProcess, stop, Topics, http_status, sample, scrape, wait_for
+
+
+#: each test also runs with the optional confluent-kafka consumer
+CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 
 
 def _readyz(port: int) -> tuple[int, str]:
@@ -54,11 +59,12 @@ def _events(n: int) -> list[dict]:
              "prediction": i % 2} for i in range(n)]
 
 
+@CLIENTS
 def test_a_missing_topic_is_not_created_and_readiness_waits_for_it(
-        broker, tmp_path: Path) -> None:
+        broker, tmp_path: Path, client: str) -> None:
     topics = Topics(broker)
     missing = f"{topics.labels}-typo"
-    d = DetectorProcess(topics, tmp_path, {"kafka": {"labels_topic": missing}})
+    d = DetectorProcess(topics, tmp_path, {"kafka": {"labels_topic": missing, "client": client}})
     proc = d.launch()
     try:
         wait_for(lambda: "exist" in _readyz(d.port)[1], 60, "not ready: topic missing")
@@ -103,11 +109,13 @@ def test_a_missing_topic_is_not_created_and_readiness_waits_for_it(
     print(f"ready {took:.1f} s after the topic was created")
 
 
-def test_missing_topics_fail_exits_1_with_one_line(tansu, tmp_path: Path) -> None:
+@CLIENTS
+def test_missing_topics_fail_exits_1_with_one_line(tansu, tmp_path: Path, client: str) -> None:
     topics = Topics(tansu)
     missing = f"{topics.predictions}-typo"
     d = DetectorProcess(topics, tmp_path, {"kafka": {"predictions_topic": missing,
-                                                     "missing_topics": "fail"}})
+                                                     "missing_topics": "fail",
+                                                     "client": client}})
     started = time.monotonic()
     proc = d.launch()
     try:
@@ -161,10 +169,12 @@ def _fatal_line(env: dict[str, str], tmp_path: Path) -> tuple[int, str, float, s
     return code, lines[0], time.monotonic() - started, text
 
 
+@CLIENTS
 def test_sasl_against_a_broker_without_sasl_exits_1_naming_the_setting(
-        tansu, tmp_path: Path) -> None:
+        tansu, tmp_path: Path, client: str) -> None:
     code, line, took, text = _fatal_line(
-        {**SASL, "DRIFT_KAFKA__BOOTSTRAP_SERVERS": tansu.bootstrap}, tmp_path)
+        {**SASL, "DRIFT_KAFKA__BOOTSTRAP_SERVERS": tansu.bootstrap,
+         "DRIFT_KAFKA__CLIENT": client}, tmp_path)
     assert code == 1, text[-3000:]
     assert line == (f"drift-detector: Kafka at {tansu.bootstrap} refused the SASL handshake "
                     "(UNSUPPORTED_SASL_MECHANISM for PLAIN): is kafka.security_protocol "
@@ -173,11 +183,13 @@ def test_sasl_against_a_broker_without_sasl_exits_1_naming_the_setting(
     print(f"exit 1 after {took:.1f} s")
 
 
+@CLIENTS
 def test_tls_against_a_plaintext_listener_exits_1_naming_the_setting(
-        broker, tmp_path: Path) -> None:
+        broker, tmp_path: Path, client: str) -> None:
     code, line, took, text = _fatal_line(
         {"DRIFT_KAFKA__SECURITY_PROTOCOL": "SSL",
-         "DRIFT_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap}, tmp_path)
+         "DRIFT_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+         "DRIFT_KAFKA__CLIENT": client}, tmp_path)
     assert code == 1, text[-3000:]
     assert line == (f"drift-detector: Kafka at {broker.bootstrap} did not answer the TLS "
                     "handshake but answers without TLS: is kafka.security_protocol (SSL) "
