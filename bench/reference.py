@@ -39,41 +39,8 @@ from detector.config import ReferenceSettings
 from detector.monitor import Detection, ReferenceStream
 from detector.reference import NumericReference
 
-
-class PerWindow(ReferenceStream):
-    """``ReferenceStream`` evaluating and judging each window by itself, as before."""
-
-    __slots__ = ()
-
-    def _evaluate(self, new: np.ndarray, now: float, out: list[Detection]) -> None:
-        w, every = self.cfg.window, self.cfg.evaluate_every
-        combined = np.concatenate([self.history.astype(new.dtype), new])
-        start, self.seen = self.seen, self.seen + new.size
-        offset = self.seen - combined.size
-        first = (start // every + 1) * every
-        lowest = -(-w // every) * every
-        for end in range(max(first, lowest), self.seen + 1, every):
-            window = combined[end - w - offset: end - offset]
-            self._judge_one(self.reference.distances(window, [c.name for c in self.channels]),
-                            end, now, out)
-        self.history = combined[-w:]
-
-    def _judge_one(self, distances: dict[str, float], end: int, now: float,
-                   out: list[Detection]) -> None:
-        index = self.warmup_used + end - 1
-        for ch in self.channels:
-            value = distances[ch.name]
-            ch.value = value
-            if ch.alarming(value):
-                if not ch.above:
-                    ch.detections += 1
-                    out.append(Detection(self.model, self.version, self.signal, self.feature,
-                                         ch.name, index, value, now,
-                                         {"threshold": ch.threshold}))
-                ch.above = True
-                ch.last_at = now
-            elif ch.above and ch.calm(value):
-                ch.above = False
+# the stream as it was, each window by itself (the tests' oracle; needs the tests directory)
+from tests.unit.test_reference import PerWindow
 
 
 def make_data(features: int, n: int, seed: int = 7) -> tuple[list[NumericReference],

@@ -238,6 +238,20 @@ def _strings(raw: bytes) -> list[str]:
     return out
 
 
+def log_topic_changes(k: KafkaSettings, before: frozenset[str], now: frozenset[str]) -> None:
+    """Log ``topic_missing`` for each configured topic that went missing (once), and
+    ``topic_found`` for each that appeared: the same lines from either Kafka client."""
+    setting = {k.predictions_topic: "kafka.predictions_topic",
+               k.labels_topic: "kafka.labels_topic"}
+    for topic in sorted(now - before):
+        log.warning("topic_missing", extra={"fields": {
+            "topic": topic, "setting": setting[topic], "bootstrap": k.bootstrap_servers,
+            "action": f"not ready; not consuming it; looking again every "
+                      f"{TOPIC_CHECK_S:.0f} s (kafka.missing_topics: fail exits instead)"}})
+    for topic in sorted(before - now):
+        log.info("topic_found", extra={"fields": {"topic": topic, "action": "subscribing"}})
+
+
 class KafkaSource:
     """A consumer-group member on the predictions and labels topics."""
 
@@ -336,15 +350,7 @@ class KafkaSource:
         ``topic_found`` when it appears) and subscribe to the others."""
         k, consumer = self._settings, self._consumer
         assert consumer is not None
-        setting = {k.predictions_topic: "kafka.predictions_topic",
-                   k.labels_topic: "kafka.labels_topic"}
-        for topic in sorted(missing - self._missing):
-            log.warning("topic_missing", extra={"fields": {
-                "topic": topic, "setting": setting[topic], "bootstrap": k.bootstrap_servers,
-                "action": f"not ready; not consuming it; looking again every "
-                          f"{TOPIC_CHECK_S:.0f} s (kafka.missing_topics: fail exits instead)"}})
-        for topic in sorted(self._missing - missing):
-            log.info("topic_found", extra={"fields": {"topic": topic, "action": "subscribing"}})
+        log_topic_changes(k, self._missing, missing)
         changed = missing != self._missing or not consumer.subscription()
         self._missing = missing
         self._next_topic_check = time.monotonic() + TOPIC_CHECK_S

@@ -40,6 +40,7 @@ from detector.sources import (
     _names,
     check_listener,
     largest_message,
+    log_topic_changes,
 )
 
 log = logging.getLogger(__name__)
@@ -241,15 +242,7 @@ class ConfluentSource:
         ``topic_found`` when it appears) and subscribe to the others."""
         k, consumer = self._settings, self._consumer
         assert consumer is not None
-        setting = {k.predictions_topic: "kafka.predictions_topic",
-                   k.labels_topic: "kafka.labels_topic"}
-        for topic in sorted(missing - self._missing):
-            log.warning("topic_missing", extra={"fields": {
-                "topic": topic, "setting": setting[topic], "bootstrap": k.bootstrap_servers,
-                "action": f"not ready; not consuming it; looking again every "
-                          f"{TOPIC_CHECK_S:.0f} s (kafka.missing_topics: fail exits instead)"}})
-        for topic in sorted(self._missing - missing):
-            log.info("topic_found", extra={"fields": {"topic": topic, "action": "subscribing"}})
+        log_topic_changes(k, self._missing, missing)
         self._missing = missing
         self._next_topic_check = time.monotonic() + TOPIC_CHECK_S
         present = [t for t in self._kinds if t not in missing]
