@@ -160,7 +160,9 @@ class Performance:
         self.pairs = 0
         self.scored = 0
         self.max_classes = max_classes
-        self.classes: set[Target] = set()
+        #: the classes scored, in order of arrival (a dict as an ordered set: the state
+        #: written by ``to_dict`` does not depend on hashing)
+        self.classes: dict[Target, None] = {}
         self._positive, self._window = positive_label, window
         if task is not None:
             self._build(task)
@@ -197,10 +199,10 @@ class Performance:
         if task == "classification":
             classes = self.classes
             if y_true not in classes or y_pred not in classes:
-                grown = len(classes | {y_true, y_pred})
-                if grown > self.max_classes:
+                if len(classes) + len({y_true, y_pred}.difference(classes)) > self.max_classes:
                     return None
-                classes.update((y_true, y_pred))
+                classes.setdefault(y_true)
+                classes.setdefault(y_pred)
             self.pairs += 1
             positive = self._positive
             label_positive = y_true == positive
@@ -335,7 +337,7 @@ class Performance:
             perf = cls(data["task"], data["positive_label"], int(data["window"]),
                        int(data["max_classes"]))
             perf.pairs, perf.scored = int(data["pairs"]), int(data["scored"])
-            perf.classes = set(data["classes"])
+            perf.classes = dict.fromkeys(data["classes"])
             if perf.task == "classification":
                 perf._counts = _counts(data, "counts", _CELLS)
                 perf._score_counts = _counts(data, "score_counts", _SCORE_CELLS)
