@@ -3,6 +3,7 @@ alert rules pass promtool's unit tests, the Alertmanager config passes amtool.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -228,6 +229,24 @@ def test_detector_containers_have_a_writable_numba_cache() -> None:
         [pod] = [d["spec"]["template"]["spec"] for d in _docs(DEPLOY / "k8s" / name)]
         assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[volume], name
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_every_default_port_is_the_service_default() -> None:
+    """The image's health check, the chart and the Prometheus example use the port the
+    service listens on by default, and that port is not 9108, the graphite exporter's on
+    Prometheus' default port allocations page."""
+    assert PORT != 9108
+    spec = importlib.util.spec_from_file_location("healthcheck",
+                                                  DEPLOY / "docker" / "healthcheck.py")
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    assert healthcheck.DEFAULT_PORT == PORT
+    chart = DEPLOY / "helm" / "drift-detector"
+    assert yaml.safe_load((chart / "values.yaml").read_text())["config"]["metrics"]["port"] == PORT
+    assert f"default {PORT} " in (chart / "templates" / "_helpers.tpl").read_text()
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == [
+        f"drift-detector:{PORT}"]
 
 
 def _healthcheck(config: Path, **env: str) -> int:
