@@ -171,6 +171,12 @@ class MetricsSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(10108, ge=0, le=65535)
     detection_hold_seconds: float = Field(300.0, ge=0)
+    per_detector: bool = Field(True, description=(
+        "one drift_detected / drift_detections_total series per detector of a stream (and "
+        "drift_detector_firings_total); false: one per stream, over all its detectors"))
+    max_feature_series: int = Field(50_000, ge=0, description=(
+        "series of features in one scrape at most; features beyond are left out and counted "
+        "in drift_features_dropped"))
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     tls_client_cafile: Path | None = Field(None, description="require client certificates "
