@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from detector import __version__
 from detector.config import MetricsSettings, Settings
-from detector.metrics import FAMILIES, DriftCollector, Exporter, MetricsServer, RunStatus
+from detector.metrics import DriftCollector, Exporter, MetricsServer, RunStatus
 from detector.pipeline import Pipeline
 from detector.records import Record
 
