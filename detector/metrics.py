@@ -301,20 +301,21 @@ class _StreamBlocks:
 
     __slots__ = ("detectors", "distances", "missing", "pvalues", "values")
 
-    def __init__(self, shape: Shape, per_detector: bool) -> None:
-        model, version, signal, feature, _ = key = shape.key
+    def __init__(self, stream_shape: Shape, per_detector: bool) -> None:
+        model, version, signal, feature, _ = key = stream_shape.key
         block = _block(VALUE_LABELS, key)
-        self.values = block if shape.values else None
+        self.values = block if stream_shape.values else None
         self.missing = (_block(MISSING_LABELS, (model, version, feature))
-                        if shape.missing else None)
+                        if stream_shape.missing else None)
         if per_detector:
-            self.detectors = [_block(STREAM_LABELS, (*key, name)) for name in shape.detectors]
+            self.detectors = [_block(STREAM_LABELS, (*key, name))
+                              for name in stream_shape.detectors]
         else:
-            self.detectors = [block] if shape.detectors else []
+            self.detectors = [block] if stream_shape.detectors else []
         self.distances = [_block(REFERENCE_LABELS, (model, version, signal, feature, name))
-                          for name in shape.distances]
+                          for name in stream_shape.distances]
         self.pvalues = [_block(REFERENCE_LABELS, (model, version, signal, feature, name))
-                        for name in shape.pvalues]
+                        for name in stream_shape.pvalues]
 
 
 @dataclass(slots=True)

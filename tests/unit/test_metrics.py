@@ -514,8 +514,10 @@ def _steady(body: bytes) -> list[str]:
     "text/plain;version=1.0.0;escaping=dots",
     "application/openmetrics-text;version=1.0.0;escaping=values",
 ])
-def test_exposition_is_what_the_registry_encodes(accept: str) -> None:
-    pipeline, status = _rich_pipeline()
+@pytest.mark.parametrize("metrics", [{}, {"per_detector": False, "max_feature_series": 60}],
+                         ids=["defaults", "per-stream-capped"])
+def test_exposition_is_what_the_registry_encodes(accept: str, metrics: dict) -> None:
+    pipeline, status = _rich_pipeline(**metrics)
     exporter = Exporter(pipeline, threading.Lock(), status)
     exporter.observe_batch(0.003)
     generate_latest(exporter.registry)        # announce every series: both see the same
