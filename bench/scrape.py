@@ -2,13 +2,23 @@
 scrape holds the service lock (the run loop waits for it to apply a batch).
 
     python bench/scrape.py [--sizes 1000,10000,50000] [--repeat 7] [--json scrape.json]
+    python bench/scrape.py --worst-case [numeric|categorical] [--models 100]
+
+``--worst-case`` measures one instance at its caps: ``max_models`` x ``max_versions`` x
+``max_features`` at the defaults (100 x 3 x 200), every feature numeric (20 series each)
+or categorical with seven categories (37 series each, seven streams), every version a
+scored classifier with labels, every series that can exist present (the references
+learn from 20 values instead of 1,000 so that a few events per version fill every
+window: the same series as the defaults once warm), so ``metrics.max_feature_series``
+decides what is exported. ``--models`` takes fewer models (categorical: ~50 MB each).
 
 Each size is a pipeline fed real events through ``Pipeline.process`` (models x 2
 versions x 50 numeric features, a reference with small windows so that distances
 exist, shifted data so that detectors fire). Compared in the same run, interleaved:
 
-- ``before``: the collector as it was before issue 11 (prometheus_client metric
-  families built under the lock, rendered by ``generate_latest``);
+- ``before``: the collector written the plain prometheus_client way, as it was before
+  issue 11 (metric families built under the lock, rendered by ``generate_latest``; the
+  oracle of tests/unit/test_metrics.py);
 - ``text`` / ``openmetrics``: ``DriftCollector.render`` (a copy under the lock, then
   text written from label blocks cached between scrapes);
 - ``first``: ``render`` on a fresh collector (no cached label blocks yet);
@@ -46,7 +56,7 @@ from detector.config import MetricsSettings, Settings
 from detector.metrics import DriftCollector, Exporter, MetricsServer, RunStatus
 from detector.pipeline import Pipeline
 from detector.records import Record
-from tests.unit.test_metrics import LegacyCollector
+from tests.unit.test_metrics import ReferenceCollector
 
 FEATURES = 50
 VERSIONS = 2
@@ -81,7 +91,8 @@ def build(series: int, seed: int = 3) -> Pipeline:
     versions = max(1, round(series / SERIES_PER_VERSION))
     models = [f"model-{m:03d}" for m in range((versions + VERSIONS - 1) // VERSIONS)]
     p = Pipeline(Settings(max_models=len(models) + 1, max_versions=VERSIONS,
-                          reference={"warmup": 20, "window": 20, "evaluate_every": 20}))
+                          reference={"warmup": 20, "window": 20, "evaluate_every": 20},
+                          metrics={"max_feature_series": 10**7}))
     rng = random.Random(seed)
     records = []
     for k in range(versions):
@@ -118,7 +129,7 @@ def bench(size: int, repeat: int) -> dict:
     pipeline = build(size)
     lock, status = TimedLock(), RunStatus()
     legacy = CollectorRegistry(auto_describe=False)
-    legacy.register(LegacyCollector(pipeline, lock, status))
+    legacy.register(ReferenceCollector(pipeline, lock, status))
     collector = DriftCollector(pipeline, lock, status)
     text = collector.render()
     series = sum(1 for line in text.splitlines() if not line.startswith("#"))
@@ -147,14 +158,88 @@ def bench(size: int, repeat: int) -> dict:
     return out
 
 
+def build_worst_case(kind: str, models: int, seed: int = 5) -> Pipeline:
+    """``models`` models at the default caps (see the module docstring)."""
+    settings = Settings(reference={"warmup": 20, "window": 20, "evaluate_every": 20})
+    p = Pipeline(settings)
+    rng = random.Random(seed)
+    names = [f"feature_{j:03d}" for j in range(settings.max_features)]
+    for m in range(models):
+        records = []
+        for v in range(settings.max_versions):
+            for i in range(EVENTS // 2 + 10):
+                if kind == "numeric":
+                    features: dict = {name: rng.gauss(0.0, 1.0) for name in names}
+                else:
+                    features = {name: rng.choice("abcdefg") for name in names}
+                score = rng.random()
+                records.append(Record("prediction", json.dumps({
+                    "model": f"model-{m:03d}", "model_version": str(v + 1),
+                    "prediction_id": f"{m}-{v}-{i}", "features": features,
+                    "prediction": int(score > 0.5), "score": score,
+                    "label": int(rng.random() < score)}).encode()))
+        p.process(records, now=time.time())
+    return p
+
+
+def worst_case(kind: str, models: int, repeat: int) -> dict:
+    pipeline = build_worst_case(kind, models)
+    lock, status = TimedLock(), RunStatus()
+    collector = DriftCollector(pipeline, lock, status)
+    first = measure(lambda: DriftCollector(pipeline, lock, status).render().encode(), lock, 1)
+    text = collector.render()
+    series = sum(1 for line in text.splitlines() if not line.startswith("#"))
+    server = MetricsServer(Exporter(pipeline, lock, status),
+                           MetricsSettings(host="127.0.0.1", port=0)).start()
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/metrics",
+                                     headers={"Accept": PROMETHEUS_ACCEPT})
+    runs: dict[str, list[dict[str, float]]] = {"text": [], "GET": []}
+    try:
+        for _ in range(3):
+            runs["text"].append(measure(lambda: collector.render().encode(), lock, repeat))
+            runs["GET"].append(measure(lambda: urllib.request.urlopen(request).read(), lock,
+                                       repeat))
+    finally:
+        server.stop()
+    streams = pipeline.settings.max_versions * models * pipeline.settings.max_features
+    out = {"kind": kind, "models": models, "features": streams, "series": series,
+           "bytes": len(text.encode()), "features_dropped": collector.scrape().dropped,
+           "first": first}
+    for name, results in runs.items():
+        out[name] = {"wall_ms": min(r["wall_ms"] for r in results),
+                     "cpu_ms": min(r["cpu_ms"] for r in results),
+                     "lock_ms": statistics.median(r["lock_ms"] for r in results),
+                     "lock_max_ms": max(r["lock_max_ms"] for r in results)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000,50000",
                     help="approximate numbers of drift series, comma-separated")
     ap.add_argument("--repeat", type=int, default=7, help="scrapes per measurement")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--worst-case", nargs="?", const="numeric",
+                    choices=("numeric", "categorical"),
+                    help="one instance at the default caps instead of --sizes")
+    ap.add_argument("--models", type=int, default=100,
+                    help="models of the worst case (default: max_models, 100)")
     args = ap.parse_args()
     results = []
+    if args.worst_case:
+        r = worst_case(args.worst_case, args.models, args.repeat)
+        print(f"{r['models']} models x 3 versions x 200 {r['kind']} features "
+              f"({r['features']:,} features): {r['series']:,} drift series exported, "
+              f"{r['bytes'] / 1e6:.1f} MB, {r['features_dropped']:,} features left out",
+              flush=True)
+        print(f"{'path':<12} {'wall ms':>8} {'CPU ms':>8} {'lock ms':>8} {'lock max':>8}")
+        for name in ("text", "first", "GET"):
+            m = r[name]
+            print(f"{name:<12} {m['wall_ms']:>8.1f} {m['cpu_ms']:>8.1f} {m['lock_ms']:>8.2f} "
+                  f"{m['lock_max_ms']:>8.2f}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(r, indent=2))
+        return
     print(f"{'series':>7} {'path':<12} {'wall ms':>8} {'CPU ms':>8} {'lock ms':>8} "
           f"{'lock max':>8} {'CPU vs before':>14}", flush=True)
     for size in (int(s) for s in args.sizes.split(",")):

@@ -3,7 +3,7 @@
 ``load_settings`` reads both; environment variables win over the file; nested keys
 use ``__``::
 
-    DRIFT_KAFKA__BOOTSTRAP_SERVERS=broker:9092 DRIFT_METRICS__PORT=9108
+    DRIFT_KAFKA__BOOTSTRAP_SERVERS=broker:9092 DRIFT_METRICS__PORT=10108
 
 A variable that names no setting is an error, as an unknown key in the file is.
 ``Settings(...)`` built in code reads no variable: the demo and the tests get
@@ -14,7 +14,7 @@ discovered from the stream, capped by ``max_models`` / ``max_features``.
 
 >>> s = Settings()
 >>> s.kafka.predictions_topic, s.metrics.port, [d.name for d in s.detectors.feature]
-('predictions', 9108, ['adwin', 'cusum'])
+('predictions', 10108, ['adwin', 'cusum'])
 """
 
 from __future__ import annotations
@@ -169,8 +169,14 @@ class KafkaSettings(_Section):
 
 class MetricsSettings(_Section):
     host: str = "0.0.0.0"
-    port: int = Field(9108, ge=0, le=65535)
+    port: int = Field(10108, ge=0, le=65535)
     detection_hold_seconds: float = Field(300.0, ge=0)
+    per_detector: bool = Field(True, description=(
+        "one drift_detected / drift_detections_total series per detector of a stream (and "
+        "drift_detector_firings_total); false: one per stream, over all its detectors"))
+    max_feature_series: int = Field(50_000, ge=0, description=(
+        "series of features in one scrape at most; features beyond are left out and counted "
+        "in drift_features_dropped"))
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     tls_client_cafile: Path | None = Field(None, description="require client certificates "
@@ -458,7 +464,7 @@ ENV_PREFIX = "DRIFT_"
 _NESTED = "__"
 #: Kubernetes' service links: for each Service of the namespace whose name starts with
 #: "drift" (the shipped drift-detector, say) every container gets SVC_SERVICE_HOST,
-#: SVC_SERVICE_PORT[_NAME], SVC_PORT[_9108_TCP[_PROTO|_PORT|_ADDR]] with SVC =
+#: SVC_SERVICE_PORT[_NAME], SVC_PORT[_10108_TCP[_PROTO|_PORT|_ADDR]] with SVC =
 #: DRIFT_DETECTOR. One "_" between words: "__" nests settings.
 _SERVICE = re.compile(r"DRIFT(_[A-Z0-9]+)*")
 _SERVICE_LINK = re.compile(r"SERVICE_HOST|SERVICE_PORT(_[A-Z0-9]+)*"
@@ -471,8 +477,8 @@ def _service_links(environ: Mapping[str, str]) -> set[str]:
     is a typo of ``DRIFT_METRICS__PORT``, not a link.
 
     >>> sorted(_service_links({"DRIFT_DETECTOR_SERVICE_HOST": "10.0.0.1",
-    ...     "DRIFT_DETECTOR_PORT_9108_TCP_PORT": "9108", "DRIFT_METRICS_PORT": "9200"}))
-    ['DRIFT_DETECTOR_PORT_9108_TCP_PORT', 'DRIFT_DETECTOR_SERVICE_HOST']
+    ...     "DRIFT_DETECTOR_PORT_10108_TCP_PORT": "10108", "DRIFT_METRICS_PORT": "9200"}))
+    ['DRIFT_DETECTOR_PORT_10108_TCP_PORT', 'DRIFT_DETECTOR_SERVICE_HOST']
     """
     services = {name.removesuffix("_SERVICE_HOST") for name in environ
                 if name.endswith("_SERVICE_HOST")

@@ -6,6 +6,13 @@ shows from the pipeline's state under the same lock the run loop holds while it
 applies a batch, so a scrape always sees whole batches; the lock is held only for
 that copy, and the text is written after it is released.
 
+The families and their labels are the metric contract of the README ("Metrics"):
+``model_version`` names a model's version, ``feature`` is empty on the prediction,
+error and label streams (``signal`` tells them apart), ``category`` is set only on the
+share streams of a categorical feature, and a family has no series for label
+combinations that cannot occur. ``metrics.max_feature_series`` bounds the series of
+features in one scrape.
+
 >>> import threading
 >>> from detector.config import Settings
 >>> from detector.pipeline import Pipeline
@@ -17,7 +24,7 @@ that copy, and the text is written after it is released.
 >>> ex.registry.get_sample_value("drift_events_total", {"kind": "prediction", "model": "m"})
 1
 >>> ex.registry.get_sample_value("drift_detections_total", {"model": "m",
-...     "version": "unversioned", "signal": "feature", "feature": "x", "category": "",
+...     "model_version": "unversioned", "signal": "feature", "feature": "x", "category": "",
 ...     "detector": "adwin"})
 0
 """
@@ -35,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -46,13 +53,23 @@ from prometheus_client.utils import floatToGoString
 
 from detector import __version__
 from detector.config import MetricsSettings
-from detector.monitor import Detection
+from detector.monitor import Detection, ModelMonitor, Stream
 from detector.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
-STREAM_LABELS = ("model", "version", "signal", "feature", "category", "detector")
-VALUE_LABELS = ("model", "version", "signal", "feature", "category")
+#: (model, model_version, signal, feature, category): the labels of one value stream
+StreamKey = tuple[str, str, str, str, str]
+VALUE_LABELS = ("model", "model_version", "signal", "feature", "category")
+STREAM_LABELS = (*VALUE_LABELS, "detector")
+MISSING_LABELS = ("model", "model_version", "feature")
+REFERENCE_LABELS = ("model", "model_version", "signal", "feature", "method")
+MODEL_METRIC_LABELS = ("model", "model_version", "metric", "window")
+#: model metrics in the unit of the label (regression errors); the others are ratios
+ERROR_METRICS = frozenset({"mae", "rmse"})
+#: reference comparisons whose value is a p-value (small means drift); the others are
+#: distances (large means drift)
+PVALUE_METHODS = frozenset({"chi2"})
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -115,7 +132,10 @@ class RunStatus:
             self.sink_messages[(sink, outcome)] = self.sink_messages.get((sink, outcome), 0) + n
 
 
-#: The drift collector's families in exposition order: name, type, help, label names.
+
+
+#: The drift collector's families in exposition order: name, type, help, label names
+#: (with ``metrics.per_detector``; see ``families``).
 FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("drift_events", "counter", "Valid events processed.", ("kind", "model")),
     ("drift_events_rejected", "counter", "Messages rejected, by kind and reason.",
@@ -127,18 +147,27 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
       "episode)."), STREAM_LABELS),
     ("drift_detector_firings", "counter", "Raw detector firings.", STREAM_LABELS),
     ("drift_stream_values", "counter", "Values fed to a stream's detectors.", VALUE_LABELS),
-    ("drift_feature_missing", "counter", "Missing (null) feature values.",
-     ("model", "version", "feature")),
+    ("drift_feature_missing", "counter", "Missing (null) feature values.", MISSING_LABELS),
     ("drift_feature_distance", "gauge",
-     "Distance of the latest window from the reference (chi2: p-value).",
-     ("model", "version", "signal", "feature", "method")),
-    ("drift_model_metric", "gauge", "Model performance on joined labels.",
-     ("model", "version", "metric", "window")),
-    ("drift_model_metric_threshold", "gauge", "Configured threshold of a model metric.",
-     ("model", "metric")),
+     "Distance of the latest window from the reference (psi, js, ks; 0: the same).",
+     REFERENCE_LABELS),
+    ("drift_feature_pvalue", "gauge",
+     "p-value of the latest window against the reference (chi2; small: drifted).",
+     REFERENCE_LABELS),
+    ("drift_model_quality_ratio", "gauge",
+     ("Model quality on joined labels, a ratio with 1 perfect (accuracy, precision, recall, "
+      "f1, roc_auc, r2)."), MODEL_METRIC_LABELS),
+    ("drift_model_error", "gauge",
+     "Model error on joined labels, in the unit of the label (mae, rmse).",
+     MODEL_METRIC_LABELS),
+    ("drift_model_quality_threshold_ratio", "gauge",
+     "Configured lower bound of a model quality metric.", ("model", "metric")),
+    ("drift_model_error_threshold", "gauge",
+     "Configured upper bound of a model error metric.", ("model", "metric")),
     ("drift_label_join", "counter", "Label join outcomes.", ("model", "outcome")),
     ("drift_pending_predictions", "gauge", "Predictions waiting for their label.", ("model",)),
-    ("drift_event_lag_seconds", "gauge", "Now minus the newest event timestamp.", ("model",)),
+    ("drift_last_event_timestamp_seconds", "gauge",
+     "Time of the model's newest event (its timestamp, else the Kafka record's).", ("model",)),
     ("drift_consumer_lag_messages", "gauge", "Messages behind the partition's end.",
      ("topic", "partition")),
     ("drift_checkpoint_timestamp_seconds", "gauge",
@@ -153,11 +182,28 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("drift_topic_missing", "gauge",
      "1 while a configured topic does not exist (nothing is read from it), else 0.",
      ("topic",)),
+    ("drift_features_dropped", "gauge",
+     "Features of this model whose series this scrape left out (metrics.max_feature_series).",
+     ("model",)),
 )
-#: Families with one series per stream or per channel: rendered from cached label blocks.
+#: Families with series per stream: rendered from cached label blocks.
 _STREAM_FAMILIES = frozenset({"drift_detected", "drift_detections", "drift_detector_firings",
                               "drift_stream_values", "drift_feature_missing",
-                              "drift_feature_distance"})
+                              "drift_feature_distance", "drift_feature_pvalue"})
+
+
+def families(per_detector: bool) -> tuple[tuple[str, str, str, tuple[str, ...]], ...]:
+    """The families exported with ``metrics.per_detector``: without it, detections and
+    ``drift_detected`` are per stream (no ``detector`` label) and raw firings are left out.
+
+    >>> [(name, labels[-1]) for name, _, _, labels in families(False)
+    ...  if name.startswith("drift_detect")]
+    [('drift_detected', 'category'), ('drift_detections', 'category')]
+    """
+    if per_detector:
+        return FAMILIES
+    return tuple((name, kind, doc, VALUE_LABELS if labels == STREAM_LABELS else labels)
+                 for name, kind, doc, labels in FAMILIES if name != "drift_detector_firings")
 
 
 def _escape(value: str) -> str:
@@ -211,68 +257,117 @@ def _headers(openmetrics: bool) -> dict[str, str]:
 _HEADERS = {False: _headers(False), True: _headers(True)}
 
 
+class Shape(NamedTuple):
+    """The series one stream exports (a stream shows the same shape until a reference
+    is learned, a distance gets its first value, or numbers first arrive)."""
+
+    key: StreamKey
+    #: detector series: the online detectors (unless the stream has only ever had
+    #: categories), then the reference methods
+    detectors: tuple[str, ...]
+    #: reference methods with a value: distances, and p-values
+    distances: tuple[str, ...]
+    pvalues: tuple[str, ...]
+    #: whether it has a ``drift_stream_values`` series (not for categories only)
+    values: bool
+    #: whether it has a ``drift_feature_missing`` series (a feature's own stream)
+    missing: bool
+
+    def size(self, per_detector: bool) -> int:
+        """How many series the stream exports."""
+        detectors = len(self.detectors) * 3 if per_detector else 2 * bool(self.detectors)
+        return (detectors + self.values + self.missing + len(self.distances)
+                + len(self.pvalues))
+
+
+def shape(stream: Stream) -> Shape:
+    """What ``stream`` exports. Its online detectors and value count are left out while it
+    has had categories and no number (a categorical feature, or the prediction or label
+    of string classes): they can never count anything there."""
+    ref = stream.ref
+    methods = ref.channels if ref is not None else ()
+    numeric = bool(stream.seen) or not stream.categorical
+    online = tuple([ch.name for ch in stream.channels]) if numeric else ()
+    valued = [ch.name for ch in methods if ch.value is not None]
+    return Shape((stream.model, stream.version, stream.signal, stream.feature, stream.category),
+                 online + tuple([ch.name for ch in methods]),
+                 tuple([m for m in valued if m not in PVALUE_METHODS]),
+                 tuple([m for m in valued if m in PVALUE_METHODS]),
+                 numeric, stream.signal == "feature" and not stream.category)
+
+
 class _StreamBlocks:
     """The label blocks of one stream's series, escaped once and reused between scrapes."""
 
-    __slots__ = ("channels", "methods", "missing", "values")
+    __slots__ = ("detectors", "distances", "missing", "pvalues", "values")
 
-    def __init__(self, key: tuple[str, str, str, str, str], names: tuple[str, ...],
-                 methods: int, exports_missing: bool) -> None:
-        model, version, signal, feature, _ = key
-        self.values = _block(VALUE_LABELS, key)
-        self.missing = (_block(("model", "version", "feature"), (model, version, feature))
-                        if exports_missing else None)
-        self.channels = [_block(STREAM_LABELS, (*key, name)) for name in names]
-        self.methods = [_block(("model", "version", "signal", "feature", "method"),
-                               (model, version, signal, feature, name))
-                        for name in names[len(names) - methods:]]
+    def __init__(self, stream_shape: Shape, per_detector: bool) -> None:
+        model, version, signal, feature, _ = key = stream_shape.key
+        block = _block(VALUE_LABELS, key)
+        self.values = block if stream_shape.values else None
+        self.missing = (_block(MISSING_LABELS, (model, version, feature))
+                        if stream_shape.missing else None)
+        if per_detector:
+            self.detectors = [_block(STREAM_LABELS, (*key, name))
+                              for name in stream_shape.detectors]
+        else:
+            self.detectors = [block] if stream_shape.detectors else []
+        self.distances = [_block(REFERENCE_LABELS, (model, version, signal, feature, name))
+                          for name in stream_shape.distances]
+        self.pvalues = [_block(REFERENCE_LABELS, (model, version, signal, feature, name))
+                        for name in stream_shape.pvalues]
 
 
 @dataclass(slots=True)
 class Scrape:
     """What one scrape copied from the pipeline while holding the lock.
 
-    Stream series are kept as flat columns in stream order (channels in the order
-    of ``stream.channels`` then the reference's), so that rendering them outside the
-    lock is a zip of cached label blocks with these values.
+    Stream series are kept as flat columns in the order of ``shapes``, so that rendering
+    them outside the lock is a zip of cached label blocks with these values.
     """
 
     #: the series of the families that are not per stream: family → (label values, value)
     series: dict[str, list[tuple[tuple[str, ...], float]]]
-    #: per stream: (model, version, signal, feature, category), the names of its channels
-    #: (detectors, then reference methods) and how many of those are reference methods
-    streams: list[tuple[tuple[str, str, str, str, str], tuple[str, ...], int]] = field(
-        default_factory=list)
-    #: per stream: values fed, and missing values (None: the stream does not export it)
+    #: every exported stream's shape, in exposition order
+    shapes: list[Shape] = field(default_factory=list)
+    #: per stream with such a series: values fed, missing values
     seen: list[int] = field(default_factory=list)
-    missing: list[int | None] = field(default_factory=list)
-    #: per channel: detections and firings as exposed (0 at a series' first exposition),
-    #: and whether the latest firing is younger than the hold period
+    missing: list[int] = field(default_factory=list)
+    #: per detector series (per detector, or per stream without metrics.per_detector):
+    #: detections and firings as exposed (0 at a series' first exposition), and whether the
+    #: latest firing is younger than the hold period
     detections: list[int] = field(default_factory=list)
     firings: list[int] = field(default_factory=list)
     detected: list[bool] = field(default_factory=list)
-    #: per reference method: the latest distance (None before the first window)
-    distances: list[float | None] = field(default_factory=list)
+    #: per distance and p-value series: the latest value
+    distances: list[float] = field(default_factory=list)
+    pvalues: list[float] = field(default_factory=list)
+    #: features left out by metrics.max_feature_series
+    dropped: int = 0
 
-    def samples(self, family: str) -> Iterator[tuple[tuple[str, ...], float]]:
-        """Label values (in ``FAMILIES`` order) and value of every series of a family."""
+    def samples(self, family: str, per_detector: bool = True
+                ) -> Iterator[tuple[tuple[str, ...], float]]:
+        """Label values (in ``families`` order) and value of every series of a family."""
         if family not in _STREAM_FAMILIES:
             yield from self.series[family]
             return
+        shapes = self.shapes
         if family == "drift_stream_values":
-            yield from zip((key for key, _, _ in self.streams), self.seen, strict=True)
+            yield from zip((s.key for s in shapes if s.values), self.seen, strict=True)
         elif family == "drift_feature_missing":
-            for (key, _, _), n in zip(self.streams, self.missing, strict=True):
-                if n is not None:
-                    yield (key[0], key[1], key[3]), n
-        elif family == "drift_feature_distance":
-            keys = ((*key[:4], name) for key, names, methods in self.streams
-                    for name in names[len(names) - methods:])
-            for labels, value in zip(keys, self.distances, strict=True):
-                if value is not None:
-                    yield labels, value
+            yield from zip(((s.key[0], s.key[1], s.key[3]) for s in shapes if s.missing),
+                           self.missing, strict=True)
+        elif family in ("drift_feature_distance", "drift_feature_pvalue"):
+            distance = family == "drift_feature_distance"
+            keys = ((*s.key[:4], name) for s in shapes
+                    for name in (s.distances if distance else s.pvalues))
+            yield from zip(keys, self.distances if distance else self.pvalues, strict=True)
         else:
-            keys = ((*key, name) for key, names, _ in self.streams for name in names)
+            if per_detector:
+                keys: Iterable[tuple[str, ...]] = (
+                    (*s.key, name) for s in shapes for name in s.detectors)
+            else:
+                keys = (s.key for s in shapes if s.detectors)
             if family == "drift_detected":
                 values: Iterable[float] = (1.0 if hot else 0.0 for hot in self.detected)
             else:
@@ -281,13 +376,20 @@ class Scrape:
 
 
 class DriftCollector(Collector):
-    """Reads the pipeline at scrape time and yields the DESIGN.md metric contract.
+    """Reads the pipeline at scrape time and yields the README's metric contract.
 
     The lock is held only to copy numbers into a ``Scrape`` (``scrape``); metric
     families (``collect``, for a prometheus_client registry) or the exposition text
     (``render``, for ``/metrics``) are built from that copy after the lock is released.
     ``render`` writes the text itself from label blocks escaped once per stream and
     kept between scrapes; it gives the same bytes as prometheus_client's encoders.
+
+    Every model version's prediction, error and label streams are exported (at most
+    ``max_models`` x ``max_versions`` x a few dozen series); then each version's features
+    in the order they were first seen, a feature with the share streams of its
+    categories, as long as their series fit in ``metrics.max_feature_series``. From the
+    first feature that does not fit on, features are left out and counted per model in
+    ``drift_features_dropped``.
     """
 
     def __init__(self, pipeline: Pipeline, lock: threading.Lock, status: RunStatus,
@@ -296,16 +398,23 @@ class DriftCollector(Collector):
         self._lock = lock
         self._status = status
         self._clock = clock
-        #: label blocks by (stream labels, channel names, methods); replaced at every
-        #: render, so streams that are gone (an evicted version or feature) leave it
-        self._blocks: dict[tuple[tuple[str, ...], tuple[str, ...], int], _StreamBlocks] = {}
+        cfg = pipeline.settings.metrics
+        self._per_detector = cfg.per_detector
+        self._max_feature_series = cfg.max_feature_series
+        self._hold = cfg.detection_hold_seconds
+        self.families = families(cfg.per_detector)
+        #: label blocks by stream shape; replaced at every render, so streams that are
+        #: gone (an evicted version or feature) leave it
+        self._blocks: dict[Shape, _StreamBlocks] = {}
+        #: features left out at the previous scrape (logged when it becomes or stops being 0)
+        self._dropped = 0
 
     def collect(self) -> Iterator[Metric]:
         scrape = self.scrape()
-        for name, kind, doc, labels in FAMILIES:
+        for name, kind, doc, labels in self.families:
             family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             family = family_type(name, doc, labels=list(labels))
-            for values, value in scrape.samples(name):
+            for values, value in scrape.samples(name, self._per_detector):
                 family.add_metric(list(values), value)
             yield family
 
@@ -326,46 +435,46 @@ class DriftCollector(Collector):
         ...     if line.startswith(("drift_detections_total", "# TYPE drift_detections")):
         ...         print(line.removeprefix("drift_detections_total"))
         # TYPE drift_detections_total counter
-        {category="",detector="adwin",feature="x",model="m",signal="feature",version="1"} 0.0
-        {category="",detector="cusum",feature="",model="m",signal="prediction",version="1"} 0.0
+        {category="",detector="cusum",feature="",model="m",model_version="1",signal="prediction"} 0.0
+        {category="",detector="adwin",feature="x",model="m",model_version="1",signal="feature"} 0.0
         """
         scrape = self.scrape()
         old, blocks = self._blocks, {}
         streams: list[_StreamBlocks] = []
-        for key, names, methods in scrape.streams:
-            cache_key = (key, names, methods)
-            entry = old.get(cache_key)
+        per_detector = self._per_detector
+        for stream_shape in scrape.shapes:
+            entry = old.get(stream_shape)
             if entry is None:
-                entry = _StreamBlocks(key, names, methods,
-                                      key[2] == "feature" and not key[4])
-            blocks[cache_key] = entry
+                entry = _StreamBlocks(stream_shape, per_detector)
+            blocks[stream_shape] = entry
             streams.append(entry)
         self._blocks = blocks
-        channels = [block for entry in streams for block in entry.channels]
-        methods = [block for entry in streams for block in entry.methods]
+        detectors = [block for entry in streams for block in entry.detectors]
         number = _number
         headers = _HEADERS[openmetrics]
         out: list[str] = []
-        for name, kind, _, labels in FAMILIES:
+        for name, kind, _, labels in self.families:
             out.append(headers[name])
             sample = name + "_total" if kind == "counter" else name
             if name == "drift_detected":
                 out += [f"{sample}{b} {'1.0' if hot else '0.0'}\n"
-                        for b, hot in zip(channels, scrape.detected, strict=True)]
+                        for b, hot in zip(detectors, scrape.detected, strict=True)]
             elif name in ("drift_detections", "drift_detector_firings"):
                 counts = scrape.detections if name == "drift_detections" else scrape.firings
                 out += [f"{sample}{b} {number(n)}\n"
-                        for b, n in zip(channels, counts, strict=True)]
+                        for b, n in zip(detectors, counts, strict=True)]
             elif name == "drift_stream_values":
-                out += [f"{sample}{entry.values} {number(n)}\n"
-                        for entry, n in zip(streams, scrape.seen, strict=True)]
+                out += [f"{sample}{b} {number(n)}\n" for b, n in zip(
+                    [e.values for e in streams if e.values is not None], scrape.seen, strict=True)]
             elif name == "drift_feature_missing":
-                out += [f"{sample}{entry.missing} {number(n)}\n"
-                        for entry, n in zip(streams, scrape.missing, strict=True)
-                        if n is not None]
-            elif name == "drift_feature_distance":
-                out += [f"{sample}{b} {floatToGoString(v)}\n"
-                        for b, v in zip(methods, scrape.distances, strict=True) if v is not None]
+                out += [f"{sample}{b} {number(n)}\n" for b, n in zip(
+                    [e.missing for e in streams if e.missing is not None], scrape.missing,
+                    strict=True)]
+            elif name in ("drift_feature_distance", "drift_feature_pvalue"):
+                distance = name == "drift_feature_distance"
+                out += [f"{sample}{b} {floatToGoString(v)}\n" for b, v in zip(
+                    [b for e in streams for b in (e.distances if distance else e.pvalues)],
+                    scrape.distances if distance else scrape.pvalues, strict=True)]
             else:
                 out += [f"{sample}{_block(labels, values)} {number(value)}\n"
                         for values, value in scrape.series[name]]
@@ -374,16 +483,25 @@ class DriftCollector(Collector):
     def scrape(self) -> Scrape:
         """Copy what the families show, holding the lock (and only for this)."""
         with self._lock:
-            return self._scrape(self._clock())
+            scrape = self._scrape(self._clock())
+        if bool(scrape.dropped) != bool(self._dropped):
+            fields = {"max_feature_series": self._max_feature_series,
+                      "features_dropped": scrape.dropped}
+            if scrape.dropped:
+                log.warning("metrics_series_capped", extra={"fields": fields})
+            else:
+                log.info("metrics_series_uncapped", extra={"fields": fields})
+        self._dropped = scrape.dropped
+        return scrape
 
     def _scrape(self, now: float) -> Scrape:
         p, status = self._pipeline, self._status
-        hold = p.settings.metrics.detection_hold_seconds
         series: dict[str, list[tuple[tuple[str, ...], float]]] = {
             name: [] for name, _, _, _ in FAMILIES if name not in _STREAM_FAMILIES}
         out = Scrape(series)
         events, join = series["drift_events"], series["drift_label_join"]
-        pending, event_lag = series["drift_pending_predictions"], series["drift_event_lag_seconds"]
+        pending = series["drift_pending_predictions"]
+        newest = series["drift_last_event_timestamp_seconds"]
         series["drift_events_rejected"] = [((kind, reason), n)
                                            for (kind, reason), n in p.rejected.items()]
         for state in p.models.values():
@@ -392,40 +510,26 @@ class DriftCollector(Collector):
             join += [((name, outcome), n) for outcome, n in state.join.items()]
             pending.append(((name,), p.join.pending(name)))
             if state.newest_event_time is not None:
-                event_lag.append(((name,), max(0.0, now - state.newest_event_time)))
-        streams, seen, missing = out.streams, out.seen, out.missing
-        detections, firings, detected = out.detections, out.firings, out.detected
-        distances = out.distances
-        model_metric = series["drift_model_metric"]
-        for monitor in p.monitors():
+                newest.append(((name,), state.newest_event_time))
+        quality, error = series["drift_model_quality_ratio"], series["drift_model_error"]
+        monitors = list(p.monitors())
+        for monitor in monitors:
             model, version = monitor.model, monitor.version
-            for stream in monitor.streams():
-                signal, feature, category = stream.signal, stream.feature, stream.category
-                ref = stream.ref
-                methods = ref.channels if ref is not None else ()
-                channels = (*stream.channels, *methods)
-                streams.append(((model, version, signal, feature, category),
-                                tuple([ch.name for ch in channels]), len(methods)))
-                seen.append(stream.seen)
-                missing.append(stream.missing if signal == "feature" and not category else None)
-                for ch in channels:
-                    # A series' first exposition is 0 even if the detector already fired
-                    # (a new version can fire in its first batch): increase() needs a 0
-                    # before the first detection to see it.
-                    if ch.announced:
-                        detections.append(ch.detections)
-                        firings.append(ch.firings)
-                    else:
-                        detections.append(0)
-                        firings.append(0)
-                        ch.announced = True
-                    detected.append(now - ch.last_at < hold)
-                distances += [ch.value for ch in methods]
-            model_metric += [((model, version, metric, window), value)
-                             for metric, window, value in monitor.performance.values()]
-        series["drift_model_metric_threshold"] = [
-            ((model, metric), value) for model, cfg in p.settings.models.items()
-            for metric, value in cfg.thresholds.items()]
+            for metric, window, value in monitor.performance.values():
+                (error if metric in ERROR_METRICS else quality).append(
+                    ((model, version, metric, window), value))
+        dropped = dict.fromkeys(p.models, 0)
+        self._copy_streams(out, monitors, now, dropped)
+        out.dropped = sum(dropped.values())
+        series["drift_features_dropped"] = [((model,), n) for model, n in dropped.items()]
+        thresholds = [(model, metric, value) for model, cfg in p.settings.models.items()
+                      for metric, value in cfg.thresholds.items()]
+        series["drift_model_quality_threshold_ratio"] = [
+            ((model, metric), value) for model, metric, value in thresholds
+            if metric not in ERROR_METRICS]
+        series["drift_model_error_threshold"] = [
+            ((model, metric), value) for model, metric, value in thresholds
+            if metric in ERROR_METRICS]
         series["drift_consumer_lag_messages"] = [
             ((topic, str(partition)), n) for (topic, partition), n in sorted(status.lag.items())]
         if status.checkpoint_at is not None:
@@ -438,6 +542,61 @@ class DriftCollector(Collector):
         series["drift_topic_missing"] = [((topic,), 1.0 if gone else 0.0) for topic, gone
                                          in sorted(status.topic_missing.items())]
         return out
+
+    def _copy_streams(self, out: Scrape, monitors: list[ModelMonitor], now: float,
+                      dropped: dict[str, int]) -> None:
+        """Copy the series of every version's prediction, error and label streams into
+        ``out``, then those of each feature (with its share streams) while they fit in
+        ``metrics.max_feature_series``; count the features left out in ``dropped`` by
+        model. Once a feature does not fit, a version's features are only counted."""
+        room = self._max_feature_series
+        for monitor in monitors:
+            for stream in (monitor.prediction, monitor.error, monitor.label):
+                self._copy(out, stream, shape(stream), now)
+        for monitor in monitors:
+            features = monitor.features
+            if not room:
+                dropped[monitor.model] += len(features)
+                continue
+            for done, stream in enumerate(features.values()):
+                group = [stream, *(stream.ref.shares if stream.ref is not None else ())]
+                shapes = [shape(member) for member in group]
+                size = sum(member.size(self._per_detector) for member in shapes)
+                if size > room:
+                    room = 0        # the first feature that does not fit ends the export
+                    dropped[monitor.model] += len(features) - done
+                    break
+                room -= size
+                for member, member_shape in zip(group, shapes, strict=True):
+                    self._copy(out, member, member_shape, now)
+
+    def _copy(self, out: Scrape, stream: Stream, stream_shape: Shape, now: float) -> None:
+        """Append the values of one stream's series to ``out``."""
+        hold = self._hold
+        out.shapes.append(stream_shape)
+        if stream_shape.values:
+            out.seen.append(stream.seen)
+        if stream_shape.missing:
+            out.missing.append(stream.missing)
+        ref = stream.ref
+        methods = ref.channels if ref is not None else ()
+        channels = [*stream.channels, *methods] if stream_shape.values else methods
+        # A series' first exposition is 0 even if the detector already fired (a new version
+        # can fire in its first batch): increase() needs a 0 before the first detection.
+        shown = [ch.detections if ch.announced else 0 for ch in channels]
+        hot = [now - ch.last_at < hold for ch in channels]
+        if self._per_detector:
+            out.detections += shown
+            out.firings += [ch.firings if ch.announced else 0 for ch in channels]
+            out.detected += hot
+        elif channels:
+            out.detections.append(sum(shown))
+            out.detected.append(any(hot))
+        for ch in channels:
+            ch.announced = True
+        for ch in methods:
+            if ch.value is not None:
+                (out.pvalues if ch.name in PVALUE_METHODS else out.distances).append(ch.value)
 
 
 class Exporter:

@@ -159,9 +159,10 @@ class Pipeline:
 
     def _event_time(self, event: Prediction | Label, record: Record, now: float,
                     result: BatchResult) -> float | None:
-        """The event's time for ``drift_event_lag_seconds``: its timestamp, else the
-        record's, else the service clock. A time more than ``max_clock_skew_seconds`` ahead
-        of the clock is not believed (it would pin the lag at 0): counted, and None."""
+        """The event's time for ``drift_last_event_timestamp_seconds``: its timestamp, else
+        the record's, else the service clock. A time more than ``max_clock_skew_seconds``
+        ahead of the clock is not believed (it would hide how far behind the events are):
+        counted, and None."""
         when = event.timestamp if event.timestamp is not None else record.timestamp
         if when is None:
             return now

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 DEFAULT_CONFIG = "/etc/drift-detector/config.yaml"
-DEFAULT_PORT = 9108
+DEFAULT_PORT = 10108
 
 
 def metrics_settings(config_path: str) -> dict[str, Any]:

@@ -195,22 +195,27 @@ def test_drift_then_accuracy_drop_reach_the_webhook(topics, stack) -> None:
     new_version_started = time.time()
     preds, _ = _events(rng, 8000, 1000, shift=4.0, correct=1.0, version="6", shift_from=500)
     topics.produce(topics.predictions, preds)
-    t_new, _ = wait_for(lambda: webhook.first("FeatureDriftDetected", model="fraud", version="6",
-                                              feature=DRIFTED), 60,
+    t_new, _ = wait_for(lambda: webhook.first("FeatureDriftDetected", model="fraud",
+                                              model_version="6", feature=DRIFTED), 60,
                         "the drift alert of the new version", every=0.1)
     print(f"new version, drift in its first batch -> alert at the webhook: "
           f"{t_new - new_version_started:.2f} s")
     named = {a["labels"]["feature"] for _, a in webhook.firing() if "feature" in a["labels"]}
     assert named == {DRIFTED}
 
-    # every Grafana panel query parses and returns data on the live Prometheus
+    # every Grafana panel and annotation query parses and returns data on the live
+    # Prometheus (with the variables at "All"), but the regression errors of this classifier
     dashboard = json.loads((DEPLOY / "grafana" / "drift-detector.json").read_text())
-    for panel in dashboard["panels"]:
-        for target in panel["targets"]:
-            expr = target["expr"].replace("$__rate_interval", "1m").replace("$model", "fraud")
-            answer = _query(prom, expr)
-            assert answer["status"] == "success", (panel["title"], answer)
-            assert answer["data"]["result"], f"panel {panel['title']!r} has no data: {expr}"
+    queries = [(panel["title"], target["expr"]) for panel in dashboard["panels"]
+               for target in panel["targets"]]
+    queries += [(a["name"], a["expr"]) for a in dashboard["annotations"]["list"] if "expr" in a]
+    for title, expr in queries:
+        expr = (expr.replace("$__rate_interval", "1m").replace("$model", "fraud")
+                .replace("$namespace", ".*").replace("$job", ".*"))
+        answer = _query(prom, expr)
+        assert answer["status"] == "success", (title, answer)
+        if "drift_model_error" not in expr:
+            assert answer["data"]["result"], f"{title!r} has no data: {expr}"
 
     # the retraining hook: the detection was published with its origin
     events = [json.loads(m.value) for m in read_topic(topics.bootstrap, stack["drift_topic"])]

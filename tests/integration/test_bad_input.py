@@ -85,9 +85,9 @@ def test_every_bad_message_is_counted_and_every_good_one_processed(topics, detec
     for reason, raws in BAD_FEATURES.items():
         assert sample(m, "drift_events_rejected_total", kind="feature", reason=reason) == len(raws), reason
     assert sample(m, "drift_events_total", kind="prediction", model="fraud") == len(valid) + partial
-    assert sample(m, "drift_stream_values_total", model="fraud", version="1", signal="feature",
+    assert sample(m, "drift_stream_values_total", model="fraud", model_version="1", signal="feature",
                   feature="amount", category="") == len(valid) + 1   # the others: missing
-    assert sample(m, "drift_feature_missing_total", model="fraud", version="1",
+    assert sample(m, "drift_feature_missing_total", model="fraud", model_version="1",
                   feature="amount") == partial - 1
     assert sample(m, "drift_label_join_total", model="fraud", outcome="matched") == 1
     assert http_status(d.port, "/readyz") == 200 and http_status(d.port, "/healthz") == 200

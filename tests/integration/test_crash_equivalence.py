@@ -13,8 +13,8 @@ from tests.conftest import DetectorProcess, Topics, sample, wait_for
 N = 24_000
 COMPARED = ("drift_events_total", "drift_events_rejected_total", "drift_detections_total",
             "drift_detector_firings_total", "drift_stream_values_total",
-            "drift_feature_missing_total", "drift_model_metric", "drift_feature_distance",
-            "drift_label_join_total")
+            "drift_feature_missing_total", "drift_model_quality_ratio", "drift_model_error",
+            "drift_feature_distance", "drift_feature_pvalue", "drift_label_join_total")
 
 
 def _events(seed: int) -> list[dict]:

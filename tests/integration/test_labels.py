@@ -72,10 +72,13 @@ def test_joined_metrics_equal_river_and_failures_are_counted(topics, detector) -
                                ("eta", "regression", eta_pairs)):
         assert sample(m, "drift_label_join_total", model=model, outcome="matched") == len(pairs)
         for (metric, window), value in _river(task, pairs).items():
-            got = sample(m, "drift_model_metric", model=model, version="2" if model == "churn"
+            family = ("drift_model_error" if metric in ("mae", "rmse")
+                      else "drift_model_quality_ratio")
+            got = sample(m, family, model=model, model_version="2" if model == "churn"
                          else "1", metric=metric, window=window)
             assert got is not None and abs(got - value) < 1e-12, (model, metric, window, got, value)
-    assert sample(m, "drift_model_metric_threshold", model="churn", metric="accuracy") == 0.7
+    assert sample(m, "drift_model_quality_threshold_ratio", model="churn",
+                  metric="accuracy") == 0.7
 
     # after the TTL, unlabelled predictions are expired and stray labels orphans
     def settled() -> dict | None:

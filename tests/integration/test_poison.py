@@ -169,18 +169,18 @@ def _stages() -> list[Stage]:
                b'"features": {"x": 1.0}, "timestamp": 1' + b"0" * 399 + b"}")
 
     def no_live_reset(d: DetectorProcess, m: Samples) -> None:
-        seen = _total(m, "drift_stream_values_total", model="live", version="1",
+        seen = _total(m, "drift_stream_values_total", model="live", model_version="1",
                       signal="feature", feature="x", category="")
         assert seen == len(live) + len(live_more), f"values of the live version: {seen}"
 
     def coerced(d: DetectorProcess, m: Samples) -> None:
-        accuracy = _total(m, "drift_model_metric", model="coerce", metric="accuracy",
+        accuracy = _total(m, "drift_model_quality_ratio", model="coerce", metric="accuracy",
                           window="cumulative")
         assert accuracy == 1.0, f'accuracy of prediction 1 with label "1": {accuracy}'
 
     def not_pinned(d: DetectorProcess, m: Samples) -> None:
-        lag = _total(m, "drift_event_lag_seconds", model="future")
-        assert 100 <= lag < 3600, f"event lag of model future: {lag}"
+        lag = time.time() - _total(m, "drift_last_event_timestamp_seconds", model="future")
+        assert 100 <= lag < 3600, f"age of the newest event of model future: {lag}"
 
     def shift_detected(d: DetectorProcess, m: Samples) -> None:
         # the shift starts at value 58 of the stream (the two extremes count as missing)

@@ -56,11 +56,12 @@ def test_profile_reference_distances_and_detections(topics, detector, tmp_path) 
     m = d.wait_events("prediction", "fraud", N)
 
     def dist(feature: str, method: str, signal: str = "feature") -> float:
-        return sample(m, "drift_feature_distance", model="fraud", version="1", signal=signal,
+        family = "drift_feature_pvalue" if method == "chi2" else "drift_feature_distance"
+        return sample(m, family, model="fraud", model_version="1", signal=signal,
                       feature=feature, method=method)
 
     def detections(signal: str, feature: str, method: str) -> float:
-        return sample(m, "drift_detections_total", model="fraud", version="1", signal=signal,
+        return sample(m, "drift_detections_total", model="fraud", model_version="1", signal=signal,
                       feature=feature, category="", detector=method)
 
     ref = profile.features["amount"]
@@ -84,5 +85,5 @@ def test_profile_reference_distances_and_detections(topics, detector, tmp_path) 
     assert detections("feature", "channel", "chi2") >= 1
     assert detections("label", "", "psi") >= 1        # 0/1 labels: a numeric reference
     assert dist("", "psi", signal="label") > 0.1
-    assert sample(m, "drift_detected", model="fraud", version="1", signal="feature",
+    assert sample(m, "drift_detected", model="fraud", model_version="1", signal="feature",
                   feature="amount", category="", detector="ks") == 1.0

@@ -343,14 +343,14 @@ def test_settings_built_in_code_ignore_the_environment(monkeypatch) -> None:
 
 def test_kubernetes_service_links_are_not_taken_for_settings(monkeypatch) -> None:
     # what Kubernetes puts into every container of the namespace for the shipped Service
-    # drift-detector (port "metrics" 9108): they start with DRIFT_ but are no settings
+    # drift-detector (port "metrics" 10108): they start with DRIFT_ but are no settings
     links = {
-        "DRIFT_DETECTOR_SERVICE_HOST": "10.96.0.12", "DRIFT_DETECTOR_SERVICE_PORT": "9108",
-        "DRIFT_DETECTOR_SERVICE_PORT_METRICS": "9108",
-        "DRIFT_DETECTOR_PORT": "tcp://10.96.0.12:9108",
-        "DRIFT_DETECTOR_PORT_9108_TCP": "tcp://10.96.0.12:9108",
-        "DRIFT_DETECTOR_PORT_9108_TCP_PROTO": "tcp", "DRIFT_DETECTOR_PORT_9108_TCP_PORT": "9108",
-        "DRIFT_DETECTOR_PORT_9108_TCP_ADDR": "10.96.0.12",
+        "DRIFT_DETECTOR_SERVICE_HOST": "10.96.0.12", "DRIFT_DETECTOR_SERVICE_PORT": "10108",
+        "DRIFT_DETECTOR_SERVICE_PORT_METRICS": "10108",
+        "DRIFT_DETECTOR_PORT": "tcp://10.96.0.12:10108",
+        "DRIFT_DETECTOR_PORT_10108_TCP": "tcp://10.96.0.12:10108",
+        "DRIFT_DETECTOR_PORT_10108_TCP_PROTO": "tcp", "DRIFT_DETECTOR_PORT_10108_TCP_PORT": "10108",
+        "DRIFT_DETECTOR_PORT_10108_TCP_ADDR": "10.96.0.12",
     }
     s = _settings(monkeypatch, {**links, "DRIFT_METRICS__PORT": "9200"})
     assert s.metrics.port == 9200

@@ -3,6 +3,7 @@ alert rules pass promtool's unit tests, the Alertmanager config passes amtool.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from detector.config import MetricsSettings, Settings, load_settings
-from detector.metrics import Exporter, MetricsServer, RunStatus
+from detector.metrics import FAMILIES, Exporter, MetricsServer, RunStatus
 from detector.pipeline import Pipeline
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -230,6 +231,24 @@ def test_detector_containers_have_a_writable_numba_cache() -> None:
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_every_default_port_is_the_service_default() -> None:
+    """The image's health check, the chart and the Prometheus example use the port the
+    service listens on by default, and that port is not 9108, the graphite exporter's on
+    Prometheus' default port allocations page."""
+    assert PORT != 9108
+    spec = importlib.util.spec_from_file_location("healthcheck",
+                                                  DEPLOY / "docker" / "healthcheck.py")
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    assert healthcheck.DEFAULT_PORT == PORT
+    chart = DEPLOY / "helm" / "drift-detector"
+    assert yaml.safe_load((chart / "values.yaml").read_text())["config"]["metrics"]["port"] == PORT
+    assert f"default {PORT} " in (chart / "templates" / "_helpers.tpl").read_text()
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == [
+        f"drift-detector:{PORT}"]
+
+
 def _healthcheck(config: Path, **env: str) -> int:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DRIFT_")}
     return subprocess.run([sys.executable, str(DEPLOY / "docker" / "healthcheck.py"),
@@ -309,14 +328,70 @@ def test_alertmanager_config_is_valid_and_routes_by_severity_and_model(
     assert out.splitlines()[0].strip() == receivers
 
 
-def test_dashboard_has_a_model_variable_and_queries_in_every_panel() -> None:
+#: every metric name of the contract as PromQL sees it (counters with _total)
+CONTRACT = {name + "_total" * (kind == "counter") for name, kind, _, _ in FAMILIES} | {
+    "drift_batch_seconds_bucket", "drift_batch_seconds_count", "drift_batch_seconds_sum"}
+
+
+def _metric_names(text: str) -> set[str]:
+    return set(re.findall(r"\bdrift_[a-z_]+[a-z]\b(?=\s*[{\[)]|\s*$|\s*[<>=!])", text,
+                          re.MULTILINE))
+
+
+def test_rules_and_their_tests_use_only_metrics_of_the_contract() -> None:
+    for path in ("rules.yml", "rules.test.yml"):
+        text = (DEPLOY / "prometheus" / path).read_text()
+        exprs = [r["expr"] for g in yaml.safe_load(text).get("groups", []) for r in g["rules"]] \
+            if path == "rules.yml" else re.findall(r"series: '([^']+)'", text)
+        names = set().union(*(_metric_names(e) for e in exprs))
+        assert names and names <= CONTRACT, (path, names - CONTRACT)
+        assert "version=" not in text.replace("model_version=", ""), path
+
+
+def test_dashboard_agrees_with_the_contract_and_shows_units_thresholds_and_detections() -> None:
     dash = json.loads((DEPLOY / "grafana" / "drift-detector.json").read_text())
     variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert {"datasource", "namespace", "job", "model"} <= variables.keys()
+    for name in ("namespace", "job", "model"):   # "All" matches series without the label too
+        assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*", name
     assert "drift_events_total" in variables["model"]["definition"]
+    names: set[str] = set()
     for panel in dash["panels"]:
-        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
-    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
-    for metric in ("drift_detections_total", "drift_model_metric", "drift_model_metric_threshold",
-                   "drift_label_join_total", "drift_consumer_lag_messages", "drift_events_total",
-                   "drift_events_rejected_total"):
-        assert metric in exprs
+        title, defaults = panel["title"], panel["fieldConfig"]["defaults"]
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), title
+        assert defaults.get("unit"), f"panel {title!r} has no unit"
+        for target in panel["targets"]:
+            expr = target["expr"]
+            assert 'namespace=~"$namespace"' in expr and 'job=~"$job"' in expr, (title, expr)
+            assert "version=" not in expr.replace("model_version", ""), (title, expr)
+            names |= _metric_names(expr)
+        exprs = " ".join(t["expr"] for t in panel["targets"])
+        if re.search(r"drift_feature_(distance|pvalue)|consumer_lag|last_event", exprs):
+            # a threshold line at the alert's (or the default detection) threshold
+            assert defaults["custom"]["thresholdsStyle"]["mode"] == "line", title
+            assert len(defaults["thresholds"]["steps"]) >= 2, title
+        if re.search(r"drift_model_(quality_ratio|error)\{[^}]*rolling", exprs):
+            assert "_threshold" in exprs, f"panel {title!r} lacks its thresholds"
+    assert names <= CONTRACT, names - CONTRACT
+    assert {"drift_detections_total", "drift_feature_distance", "drift_feature_pvalue",
+            "drift_model_quality_ratio", "drift_model_quality_threshold_ratio",
+            "drift_model_error", "drift_model_error_threshold", "drift_label_join_total",
+            "drift_consumer_lag_messages", "drift_events_total",
+            "drift_last_event_timestamp_seconds", "drift_events_rejected_total",
+            "drift_features_dropped"} <= names
+    [detections] = [a for a in dash["annotations"]["list"] if a.get("expr")]
+    assert "drift_detections_total" in detections["expr"] and detections["enable"]
+    assert _metric_names(detections["expr"]) <= CONTRACT
+
+
+def test_readme_metrics_table_is_the_contract() -> None:
+    """Every family of the collector is in the README's table with its labels, and the
+    table names nothing else."""
+    readme = (DEPLOY.parent / "README.md").read_text()
+    section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(drift_[a-z_]+)` \|[^|]+\|([^|]*)\|$", section, re.MULTILINE)
+    table = {name: {label.strip() for label in re.sub(r"\([^)]*\)", "", labels).split(",")
+                    if label.strip()} for name, labels in rows}
+    contract = {name + "_total" * (kind == "counter"): set(labels)
+                for name, kind, _, labels in FAMILIES}
+    assert table == {**contract, "drift_batch_seconds": set()}

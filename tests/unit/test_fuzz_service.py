@@ -67,11 +67,15 @@ REJECTION_KINDS = ("prediction", "label", "feature", "timestamp")
 FUZZ_SETTINGS = Settings(reference={"warmup": 10, "window": 10, "evaluate_every": 10},
                          detection={"warmup": 20, "min_samples": 3},
                          max_classes=4, max_versions=2)
-METRIC_RANGES = {"accuracy": (0.0, 1.0), "precision": (0.0, 1.0), "recall": (0.0, 1.0),
-                 "f1": (0.0, 1.0), "roc_auc": (0.0, 1.0), "mae": (0.0, math.inf),
-                 "rmse": (0.0, math.inf), "r2": (-math.inf, 1.0)}
-DISTANCE_RANGES = {"psi": (0.0, math.inf), "js": (0.0, 1.0), "ks": (0.0, 1.0),
-                   "chi2": (0.0, 1.0)}
+#: the metric families of each unit and the range of each of their members
+METRIC_RANGES = {
+    "drift_model_quality_ratio": {"accuracy": (0.0, 1.0), "precision": (0.0, 1.0),
+                                  "recall": (0.0, 1.0), "f1": (0.0, 1.0),
+                                  "roc_auc": (0.0, 1.0), "r2": (-math.inf, 1.0)},
+    "drift_model_error": {"mae": (0.0, math.inf), "rmse": (0.0, math.inf)}}
+DISTANCE_RANGES = {
+    "drift_feature_distance": {"psi": (0.0, math.inf), "js": (0.0, 1.0), "ks": (0.0, 1.0)},
+    "drift_feature_pvalue": {"chi2": (0.0, 1.0)}}
 
 
 def _escaped(text: str) -> bytes:
@@ -276,13 +280,13 @@ def render(exporter: Exporter) -> tuple[bytes, dict]:
         if not name.startswith("drift_"):
             continue
         assert math.isfinite(value), f"{name}{dict(labels)} = {value}"
-        assert value >= 0 or name == "drift_model_metric", f"{name}{dict(labels)} = {value}"
         lab = dict(labels)
-        if name == "drift_model_metric":
-            low, high = METRIC_RANGES[lab["metric"]]
+        assert value >= 0 or lab.get("metric") == "r2", f"{name}{lab} = {value}"
+        if name in METRIC_RANGES:       # a metric in the family of its unit, in its range
+            low, high = METRIC_RANGES[name][lab["metric"]]
             assert low <= value <= high, f"{name}{lab} = {value}"
-        elif name == "drift_feature_distance":
-            low, high = DISTANCE_RANGES[lab["method"]]
+        elif name in DISTANCE_RANGES:
+            low, high = DISTANCE_RANGES[name][lab["method"]]
             assert low <= value <= high, f"{name}{lab} = {value}"
     return text, samples
 
@@ -506,9 +510,10 @@ def test_one_first_message_does_not_decide_the_task_of_a_version(
     _process(pipeline, [[_event(0, first)]
                         + [_event(i + 1, p, y) for i, (p, y) in enumerate(pairs)]])
     _, samples = render(exporter)
-    assert _series_names(samples, "drift_model_metric", "metric") >= {metric}, (
+    family = "drift_model_error" if metric == "mae" else "drift_model_quality_ratio"
+    assert _series_names(samples, family, "metric") >= {metric}, (
         f"metrics of 200 pairs after one junk first message: "
-        f"{_series_names(samples, 'drift_model_metric', 'metric')}")
+        f"{_series_names(samples, family, 'metric')}")
 
 
 def _series_names(samples: dict, name: str, label: str) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import random
 import subprocess
 import threading
@@ -26,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from detector import __version__
 from detector.config import MetricsSettings, Settings
-from detector.metrics import FAMILIES, DriftCollector, Exporter, MetricsServer, RunStatus
+from detector.metrics import DriftCollector, Exporter, MetricsServer, RunStatus
 from detector.pipeline import Pipeline
 from detector.records import Record
 
@@ -46,7 +47,7 @@ def test_drift_detected_is_latched_for_the_hold_period() -> None:
     clock = [130.0]
     reg = CollectorRegistry()
     reg.register(DriftCollector(p, threading.Lock(), RunStatus(), clock=lambda: clock[0]))
-    labels = {"model": "m", "version": "unversioned", "signal": "feature", "feature": "x",
+    labels = {"model": "m", "model_version": "unversioned", "signal": "feature", "feature": "x",
               "category": "", "detector": "adwin"}
     # the series' first exposition is 0, though the detector fired in the first batch,
     # so that Prometheus' increase() sees the jump to the real count at the next scrape
@@ -91,12 +92,14 @@ def test_http_endpoints_on_a_real_server() -> None:
 
 # --- render: the same exposition as prometheus_client from the collector before issue 11 ---
 
-LEGACY_STREAM_LABELS = ["model", "version", "signal", "feature", "category", "detector"]
+STREAM = ["model", "model_version", "signal", "feature", "category"]
+ERRORS = {"mae", "rmse"}
 
 
-class LegacyCollector(Collector):
-    """The collector as it was before issue 11 (prometheus_client metric families built
-    under the lock), kept verbatim as the oracle that ``render`` is compared with."""
+class ReferenceCollector(Collector):
+    """The metric contract written the plain prometheus_client way (metric families built
+    under the lock, series added one by one), kept as the oracle ``render`` is compared
+    with: the collector as it was before issue 11, moved to the README's contract."""
 
     def __init__(self, pipeline: Pipeline, lock: threading.Lock, status: RunStatus,
                  clock: Callable[[], float] = time.time) -> None:
@@ -112,50 +115,56 @@ class LegacyCollector(Collector):
 
     def _families(self, now: float) -> list[Metric]:
         p = self._pipeline
-        hold = p.settings.metrics.detection_hold_seconds
-        events = CounterMetricFamily("drift_events", "Valid events processed.",
-                                     labels=["kind", "model"])
-        rejected = CounterMetricFamily("drift_events_rejected",
-                                       "Messages rejected, by kind and reason.",
-                                       labels=["kind", "reason"])
-        detected = GaugeMetricFamily("drift_detected",
-                                     "1 while a detection is younger than the hold period.",
-                                     labels=LEGACY_STREAM_LABELS)
-        detections = CounterMetricFamily("drift_detections",
-                                         "Detection episodes (firings closer than "
-                                         "detection.cooldown values are one episode).",
-                                         labels=LEGACY_STREAM_LABELS)
-        firings = CounterMetricFamily("drift_detector_firings", "Raw detector firings.",
-                                      labels=LEGACY_STREAM_LABELS)
-        values = CounterMetricFamily("drift_stream_values", "Values fed to a stream's detectors.",
-                                     labels=["model", "version", "signal", "feature", "category"])
-        missing = CounterMetricFamily("drift_feature_missing", "Missing (null) feature values.",
-                                      labels=["model", "version", "feature"])
-        distance = GaugeMetricFamily("drift_feature_distance",
-                                     "Distance of the latest window from the reference "
-                                     "(chi2: p-value).",
-                                     labels=["model", "version", "signal", "feature", "method"])
-        model_metric = GaugeMetricFamily("drift_model_metric",
-                                         "Model performance on joined labels.",
-                                         labels=["model", "version", "metric", "window"])
-        thresholds = GaugeMetricFamily("drift_model_metric_threshold",
-                                       "Configured threshold of a model metric.",
-                                       labels=["model", "metric"])
-        join = CounterMetricFamily("drift_label_join", "Label join outcomes.",
-                                   labels=["model", "outcome"])
-        pending = GaugeMetricFamily("drift_pending_predictions",
-                                    "Predictions waiting for their label.", labels=["model"])
-        event_lag = GaugeMetricFamily("drift_event_lag_seconds",
-                                      "Now minus the newest event timestamp.", labels=["model"])
-        lag = GaugeMetricFamily("drift_consumer_lag_messages",
-                                "Messages behind the partition's end.",
-                                labels=["topic", "partition"])
-        checkpoint = GaugeMetricFamily("drift_checkpoint_timestamp_seconds",
-                                       "When the last checkpoint was saved or restored.")
+        cfg = p.settings.metrics
+        hold, per_detector = cfg.detection_hold_seconds, cfg.per_detector
+        room = cfg.max_feature_series
+        detector_labels = STREAM + ["detector"] * per_detector
+        gauge, counter = GaugeMetricFamily, CounterMetricFamily
+        events = counter("drift_events", "Valid events processed.", labels=["kind", "model"])
+        rejected = counter("drift_events_rejected", "Messages rejected, by kind and reason.",
+                           labels=["kind", "reason"])
+        detected = gauge("drift_detected", "1 while a detection is younger than the hold period.",
+                         labels=detector_labels)
+        detections = counter("drift_detections", "Detection episodes (firings closer than "
+                             "detection.cooldown values are one episode).", labels=detector_labels)
+        firings = counter("drift_detector_firings", "Raw detector firings.",
+                          labels=detector_labels)
+        values = counter("drift_stream_values", "Values fed to a stream's detectors.",
+                         labels=STREAM)
+        missing = counter("drift_feature_missing", "Missing (null) feature values.",
+                          labels=["model", "model_version", "feature"])
+        reference = ["model", "model_version", "signal", "feature", "method"]
+        distance = gauge("drift_feature_distance", "Distance of the latest window from the "
+                         "reference (psi, js, ks; 0: the same).", labels=reference)
+        pvalue = gauge("drift_feature_pvalue", "p-value of the latest window against the "
+                       "reference (chi2; small: drifted).", labels=reference)
+        metric_labels = ["model", "model_version", "metric", "window"]
+        quality = gauge("drift_model_quality_ratio", "Model quality on joined labels, a ratio "
+                        "with 1 perfect (accuracy, precision, recall, f1, roc_auc, r2).",
+                        labels=metric_labels)
+        error = gauge("drift_model_error", "Model error on joined labels, in the unit of the "
+                      "label (mae, rmse).", labels=metric_labels)
+        quality_threshold = gauge("drift_model_quality_threshold_ratio",
+                                  "Configured lower bound of a model quality metric.",
+                                  labels=["model", "metric"])
+        error_threshold = gauge("drift_model_error_threshold",
+                                "Configured upper bound of a model error metric.",
+                                labels=["model", "metric"])
+        join = counter("drift_label_join", "Label join outcomes.", labels=["model", "outcome"])
+        pending = gauge("drift_pending_predictions", "Predictions waiting for their label.",
+                        labels=["model"])
+        newest = gauge("drift_last_event_timestamp_seconds", "Time of the model's newest event "
+                       "(its timestamp, else the Kafka record's).", labels=["model"])
+        lag = gauge("drift_consumer_lag_messages", "Messages behind the partition's end.",
+                    labels=["topic", "partition"])
+        checkpoint = gauge("drift_checkpoint_timestamp_seconds",
+                           "When the last checkpoint was saved or restored.")
         if self._status.checkpoint_at is not None:
             checkpoint.add_metric([], self._status.checkpoint_at)
-        build = GaugeMetricFamily("drift_build_info", "drift-detector build.", labels=["version"])
+        build = gauge("drift_build_info", "drift-detector build.", labels=["version"])
         build.add_metric([__version__], 1)
+        dropped = gauge("drift_features_dropped", "Features of this model whose series this "
+                        "scrape left out (metrics.max_feature_series).", labels=["model"])
 
         for (kind, reason), n in p.rejected.items():
             rejected.add_metric([kind, reason], n)
@@ -167,57 +176,94 @@ class LegacyCollector(Collector):
                 join.add_metric([name, outcome], n)
             pending.add_metric([name], p.join.pending(name))
             if state.newest_event_time is not None:
-                event_lag.add_metric([name], max(0.0, now - state.newest_event_time))
+                newest.add_metric([name], state.newest_event_time)
         for monitor in p.monitors():
-            model, version = monitor.model, monitor.version
-            for stream in monitor.streams():
-                signal, feature, category = stream.signal, stream.feature, stream.category
-                values.add_metric([model, version, signal, feature, category], stream.seen)
-                if signal == "feature" and not category:
-                    missing.add_metric([model, version, feature], stream.missing)
-                ref = stream.ref
-                channels = (*stream.channels, *(ref.channels if ref is not None else ()))
-                for ch in channels:
-                    key = [model, version, signal, feature, category, ch.name]
-                    # A series' first exposition is 0 even if the detector already fired
-                    # (a new version can fire in its first batch): increase() needs a 0
-                    # before the first detection to see it.
-                    detections.add_metric(key, ch.detections if ch.announced else 0)
-                    firings.add_metric(key, ch.firings if ch.announced else 0)
-                    ch.announced = True
-                    detected.add_metric(key, 1.0 if now - ch.last_at < hold else 0.0)
-                if ref is not None:
-                    for ch in ref.channels:
-                        if ch.value is not None:
-                            distance.add_metric([model, version, signal, feature, ch.name],
-                                                ch.value)
             for metric, window, value in monitor.performance.values():
-                model_metric.add_metric([model, version, metric, window], value)
+                (error if metric in ERRORS else quality).add_metric(
+                    [monitor.model, monitor.version, metric, window], value)
+
+        # every version's prediction, error and label, then whole features (with their
+        # category share streams) while they fit in max_feature_series
+        model_level, features = [], []
+        for monitor in p.monitors():
+            for stream in monitor.streams():
+                if stream.category:
+                    features[-1].append(stream)
+                elif stream.signal == "feature":
+                    features.append([stream])
+                else:
+                    model_level.append(stream)
+        left_out = dict.fromkeys(p.models, 0)
+        for group in [[stream] for stream in model_level] + features:
+            rows = []
+            for stream in group:
+                key = [stream.model, stream.version, stream.signal, stream.feature,
+                       stream.category]
+                ref = stream.ref
+                methods = list(ref.channels) if ref is not None else []
+                only_categories = stream.categorical > 0 and stream.seen == 0
+                channels = methods if only_categories else [*stream.channels, *methods]
+                if per_detector:
+                    for ch in channels:
+                        shown = ch.announced
+                        rows.append((detections, key + [ch.name], ch.detections if shown else 0))
+                        rows.append((firings, key + [ch.name], ch.firings if shown else 0))
+                        rows.append((detected, key + [ch.name],
+                                     1.0 if now - ch.last_at < hold else 0.0))
+                elif channels:
+                    rows.append((detections, key, sum(ch.detections for ch in channels
+                                                      if ch.announced)))
+                    rows.append((detected, key, 1.0 if any(now - ch.last_at < hold
+                                                           for ch in channels) else 0.0))
+                if not only_categories:
+                    rows.append((values, key, stream.seen))
+                if stream.signal == "feature" and not stream.category:
+                    rows.append((missing, [stream.model, stream.version, stream.feature],
+                                 stream.missing))
+                for ch in methods:
+                    if ch.value is not None:
+                        rows.append((pvalue if ch.name == "chi2" else distance,
+                                     key[:4] + [ch.name], ch.value))
+                rows.append((None, channels, 0))
+            if group[0].signal == "feature":
+                series = sum(family is not None for family, _, _ in rows)
+                if series > room:       # from the first that does not fit on (a feature
+                    room = 0            # has at least its missing-values series)
+                    left_out[group[0].model] += 1
+                    continue
+                room -= series
+            for family, labels, value in rows:
+                if family is None:
+                    for ch in labels:
+                        ch.announced = True
+                else:
+                    family.add_metric(labels, value)
+        for model, n in left_out.items():
+            dropped.add_metric([model], n)
         for model, cfg in p.settings.models.items():
             for metric, value in cfg.thresholds.items():
-                thresholds.add_metric([model, metric], value)
+                (error_threshold if metric in ERRORS else quality_threshold).add_metric(
+                    [model, metric], value)
         for (topic, partition), n in sorted(self._status.lag.items()):
             lag.add_metric([topic, str(partition)], n)
-        backpressure = GaugeMetricFamily("drift_join_backpressure",
-                                         "Partitions of the topic of this kind held back so "
-                                         "that the other topic's catch up (a backlog).",
-                                         labels=["kind"])
+        backpressure = gauge("drift_join_backpressure", "Partitions of the topic of this kind "
+                             "held back so that the other topic's catch up (a backlog).",
+                             labels=["kind"])
         for kind, held in self._status.join_backpressure.items():
             backpressure.add_metric([kind], held)
-        sinks = CounterMetricFamily("drift_sink_messages",
-                                    "Messages for the dead-letter and drift-events topics, by "
-                                    "outcome: written, or why not (too_large, topic_missing, "
-                                    "refused, timeout).", labels=["sink", "outcome"])
+        sinks = counter("drift_sink_messages", "Messages for the dead-letter and drift-events "
+                        "topics, by outcome: written, or why not (too_large, topic_missing, "
+                        "refused, timeout).", labels=["sink", "outcome"])
         for (sink, outcome), n in sorted(self._status.sink_messages.items()):
             sinks.add_metric([sink, outcome], n)
-        topic_missing = GaugeMetricFamily("drift_topic_missing",
-                                          "1 while a configured topic does not exist (nothing "
-                                          "is read from it), else 0.", labels=["topic"])
+        topic_missing = gauge("drift_topic_missing", "1 while a configured topic does not exist "
+                              "(nothing is read from it), else 0.", labels=["topic"])
         for topic, gone in sorted(self._status.topic_missing.items()):
             topic_missing.add_metric([topic], 1.0 if gone else 0.0)
-        return [events, rejected, detected, detections, firings, values, missing, distance, model_metric,
-                thresholds, join, pending, event_lag, lag, checkpoint, build, backpressure, sinks,
-                topic_missing]
+        out = [events, rejected, detected, detections, firings, values, missing, distance,
+               pvalue, quality, error, quality_threshold, error_threshold, join, pending,
+               newest, lag, checkpoint, build, backpressure, sinks, topic_missing, dropped]
+        return out if per_detector else [f for f in out if f is not firings]
 
 
 #: Feature names that need escaping in a label value (names are printable ASCII).
@@ -255,15 +301,16 @@ def _rich_records(rng: random.Random, version: str, start: int, n: int,
     return out
 
 
-def _rich_pipeline() -> tuple[Pipeline, RunStatus]:
+def _rich_pipeline(**metrics: object) -> tuple[Pipeline, RunStatus]:
     """Two declared models, two live versions of one, references with distances,
-    performance metrics, detections, rejections, and a status with every family."""
+    performance metrics, detections, rejections, and a status with every family
+    (``metrics``: more metrics settings)."""
     p = Pipeline(Settings(
         models={"churn": {"thresholds": {"accuracy": 0.7, "f1": 0.5}},
                 "eta": {"task": "regression", "thresholds": {"mae": 3.0}}},
         max_versions=2, version_idle_seconds=5.0,
         reference={"warmup": 20, "window": 20, "evaluate_every": 10},
-        metrics={"detection_hold_seconds": 5.0}))
+        metrics={"detection_hold_seconds": 5.0, **metrics}))
     rng = random.Random(11)
     p.process(_rich_records(rng, "1", 0, 300, 6.0) + _rich_records(rng, "2", 300, 200, 0.0),
               now=CLOCK - 10.0)
@@ -282,26 +329,31 @@ def _samples(text: str, parse: Callable[[str], Iterator[Metric]]) -> list[tuple]
             for family in parse(text) for s in family.samples]
 
 
-def test_render_writes_what_prometheus_client_wrote_before() -> None:
+@pytest.mark.parametrize("metrics", [{}, {"per_detector": False},
+                                     {"max_feature_series": 100},
+                                     {"per_detector": False, "max_feature_series": 40}])
+def test_render_writes_what_prometheus_client_writes(metrics: dict) -> None:
     """On a rich state, scrape after scrape (the first one shows counters at 0), with a
-    version evicted and new streams between scrapes: the same bytes in both formats."""
-    legacy_pipeline, status = _rich_pipeline()
-    pipeline = copy.deepcopy(legacy_pipeline)
-    legacy = CollectorRegistry(auto_describe=False)
-    legacy.register(LegacyCollector(legacy_pipeline, threading.Lock(), status,
-                                    clock=lambda: CLOCK))
+    version evicted and new streams between scrapes: the same bytes in both formats as
+    the contract written with prometheus_client's families, per detector or per stream,
+    with every stream or within a series budget."""
+    oracle_pipeline, status = _rich_pipeline(**metrics)
+    pipeline = copy.deepcopy(oracle_pipeline)
+    oracle = CollectorRegistry(auto_describe=False)
+    oracle.register(ReferenceCollector(oracle_pipeline, threading.Lock(), status,
+                                       clock=lambda: CLOCK))
     collector = DriftCollector(pipeline, threading.Lock(), status, clock=lambda: CLOCK)
     shown = set()
     for step, openmetrics in enumerate((False, False, True, False, True)):
         if step == 3:    # a third version evicts the idle first; new streams and detections
-            for p in (legacy_pipeline, pipeline):
+            for p in (oracle_pipeline, pipeline):
                 p.process(_rich_records(random.Random(5), "3", 800, 300, -6.0), now=CLOCK)
         if openmetrics:
-            want = generate_openmetrics(legacy).decode()
+            want = generate_openmetrics(oracle).decode()
             got = collector.render(openmetrics=True) + "# EOF\n"
             assert _samples(got, parse_openmetrics) == _samples(want, parse_openmetrics)
         else:
-            want = generate_latest(legacy).decode()
+            want = generate_latest(oracle).decode()
             got = collector.render()
             assert _samples(got, parse_text) == _samples(want, parse_text)
         assert got == want, step
@@ -309,31 +361,147 @@ def test_render_writes_what_prometheus_client_wrote_before() -> None:
                   for line in got.splitlines() if not line.startswith("#")}
         if step == 0:
             assert "drift_detections_total >0" not in shown    # announced at 0 first
+    if "max_feature_series" in metrics:
+        assert "drift_features_dropped >0" in shown
+        return
     # the state exercised every family, escaping, categories and non-zero counters
     assert {line.split()[0] for line in shown} == {
-        name + "_total" * (kind == "counter") for name, kind, _, _ in FAMILIES}
-    assert {"drift_detections_total >0", "drift_detected >0",
-            "drift_feature_distance >0", "drift_model_metric >0"} <= shown
+        name + "_total" * (kind == "counter") for name, kind, _, _ in collector.families}
+    assert {"drift_detections_total >0", "drift_detected >0", "drift_feature_distance >0",
+            "drift_feature_pvalue >0", "drift_model_quality_ratio >0",
+            "drift_model_error >0"} <= shown
     lines = collector.render().splitlines()
     assert any('feature="tem\\"p\\\\er"' in line for line in lines)
     assert any('category="a\\"b\\\\c"' in line for line in lines)
-    churn = {line.split('version="')[1].split('"')[0] for line in lines
+    churn = {line.split('model_version="')[1].split('"')[0] for line in lines
              if line.startswith("drift_detected{") and 'model="churn"' in line}
     assert churn == {"2", "3"}      # version 1 was evicted: its series are gone
 
 
+def _series(text: str) -> list[tuple[str, dict[str, str], float]]:
+    return [(s.name, s.labels, s.value) for family in parse_text(text) for s in family.samples]
+
+
+def test_no_series_for_label_combinations_that_cannot_occur() -> None:
+    """On the rich state: categories only on features' share streams, ``feature`` empty
+    exactly on the prediction, error and label streams, missing values only of features,
+    p-values only of chi2 and distances never, no distance of the error stream, no online
+    detector or value count on a stream that only ever had categories, model metrics in
+    the family of their unit."""
+    pipeline, status = _rich_pipeline()
+    series = _series(DriftCollector(pipeline, threading.Lock(), status,
+                                    clock=lambda: CLOCK).render())
+    categorical = {("churn", "plan")}     # string values only
+    checked = set()
+    for name, labels, _ in series:
+        # version is the software's (drift_build_info); a model's is model_version
+        assert "version" not in labels or name == "drift_build_info", (name, labels)
+        if "signal" in labels:
+            signal, feature = labels["signal"], labels["feature"]
+            assert (signal == "feature") == bool(feature), (name, labels)
+            assert not labels.get("category") or signal == "feature", (name, labels)
+            if name.startswith(("drift_feature_distance", "drift_feature_pvalue")):
+                assert signal != "error", (name, labels)
+                assert (labels["method"] == "chi2") == (name == "drift_feature_pvalue")
+                checked.add(name)
+            if (labels["model"], feature) in categorical and "detector" in labels \
+                    and not labels["category"]:
+                assert labels["detector"] in ("psi", "js", "chi2"), (name, labels)
+                checked.add("categories only")
+        if name == "drift_feature_missing_total":
+            assert set(labels) == {"model", "model_version", "feature"}
+        if name.startswith("drift_model_quality"):
+            assert labels["metric"] in {"accuracy", "precision", "recall", "f1", "roc_auc",
+                                        "r2"}
+            checked.add(name)
+        if name.startswith("drift_model_error"):
+            assert labels["metric"] in {"mae", "rmse"}, labels
+            checked.add(name)
+    assert checked >= {"drift_feature_distance", "drift_feature_pvalue", "categories only",
+                       "drift_model_quality_ratio", "drift_model_error",
+                       "drift_model_quality_threshold_ratio", "drift_model_error_threshold"}
+    # and no stream of the categorical feature counts values fed to online detectors
+    assert not [labels for name, labels, _ in series if name == "drift_stream_values_total"
+                and labels["feature"] == "plan" and not labels["category"]]
+
+
+def _warm(n_numeric: int, n_categorical: int, **metrics: object) -> Pipeline:
+    """One version with ``n_numeric`` numeric and ``n_categorical`` categorical features
+    (seven categories each), scored and labelled, every reference warm."""
+    p = Pipeline(Settings(metrics=metrics))
+    rng = random.Random(2)
+    records = []
+    for i in range(2100):
+        features: dict[str, object] = {f"x{j}": rng.gauss(0.0, 1.0) for j in range(n_numeric)}
+        features.update({f"c{j}": rng.choice("abcdefg") for j in range(n_categorical)})
+        score = rng.random()
+        records.append(Record("prediction", json.dumps({
+            "model": "m", "model_version": "1", "prediction_id": str(i), "features": features,
+            "prediction": int(score > 0.5), "score": score,
+            "label": int(rng.random() < score)}).encode()))
+    p.process(records, now=0.0)
+    return p
+
+
+@pytest.mark.parametrize("per_detector, numeric, categorical, version", [
+    (True, 20, 37, 52), (False, 7, 24, 25)])
+def test_series_budget_per_feature_and_version(per_detector: bool, numeric: int,
+                                               categorical: int, version: int) -> None:
+    """The cardinality budget of the README: series per numeric feature, per categorical
+    feature (five share streams and the rest) and per version of a scored classifier with
+    labels, with the default detectors and references warm."""
+    def count(p: Pipeline, feature: str | None = None) -> int:
+        return sum(1 for name, labels, _ in _series(
+            DriftCollector(p, threading.Lock(), RunStatus()).render())
+            if labels.get("model_version") == "1" and (
+                feature is None or labels.get("feature") == feature))
+
+    base = _warm(1, 1, per_detector=per_detector)
+    assert count(base, "x0") == numeric
+    assert count(base, "c0") == categorical
+    assert count(base) == version + numeric + categorical
+    assert count(_warm(3, 1, per_detector=per_detector)) == version + 3 * numeric + categorical
+
+
+def test_max_feature_series_keeps_whole_features_in_order_and_counts_the_rest() -> None:
+    """With room for two features, the version's own streams and the first two features
+    are exported, the third is left out and counted; once it fits, its counters start
+    at 0."""
+    pipeline = _warm(3, 0, max_feature_series=2 * 20 + 19)
+    collector = DriftCollector(pipeline, threading.Lock(), RunStatus())
+    series = _series(collector.render())
+    assert {labels["feature"] for _, labels, _ in series if labels.get("signal") == "feature"} \
+        == {"x0", "x1"}
+    assert {labels["signal"] for _, labels, _ in series if "signal" in labels} == {
+        "prediction", "error", "label", "feature"}
+    assert [(name, labels, value) for name, labels, value in series
+            if name == "drift_features_dropped"] == [
+        ("drift_features_dropped", {"model": "m"}, 1.0)]
+    # the same state with room for everything: x2 appears, its counters at 0 first
+    roomy = DriftCollector(pipeline, threading.Lock(), RunStatus())
+    roomy._max_feature_series = 10**6
+    x2 = [(name, value) for name, labels, value in _series(roomy.render())
+          if labels.get("feature") == "x2" and name == "drift_detections_total"]
+    assert len(x2) == 5 and all(value == 0 for _, value in x2)
+
+
+def test_a_capped_scrape_is_logged_when_it_starts_and_ends(caplog) -> None:
+    pipeline = _warm(3, 0, max_feature_series=20)
+    collector = DriftCollector(pipeline, threading.Lock(), RunStatus())
+    with caplog.at_level(logging.INFO, logger="detector.metrics"):
+        collector.render()
+        collector.render()
+        collector._max_feature_series = 10**6
+        collector.render()
+    events = [(r.getMessage(), r.fields["features_dropped"]) for r in caplog.records]
+    assert events == [("metrics_series_capped", 2), ("metrics_series_uncapped", 0)]
+
+
 def _steady(body: bytes) -> list[str]:
     """The exposition without the lines that change from one call to the next: the
-    process collector's (CPU time, memory) and the event lag (the exporter's clock is
-    the real one)."""
-    out = []
-    for line in body.decode().splitlines():
-        # escaping=values spells process_cpu_seconds_total as U__process__cpu...
-        plain = line.replace("U__", "").replace("__", "_")
-        if "event_lag" not in plain and plain.split("process_", 1)[0] not in (
-                "", "# HELP ", "# TYPE "):
-            out.append(line)
-    return out
+    process collector's (CPU time, memory; ``U__process__...`` with escaping=values)."""
+    return [line for line in body.decode().splitlines()
+            if "process_" not in line.replace("__", "_")]
 
 
 @pytest.mark.parametrize("accept", [
@@ -346,8 +514,10 @@ def _steady(body: bytes) -> list[str]:
     "text/plain;version=1.0.0;escaping=dots",
     "application/openmetrics-text;version=1.0.0;escaping=values",
 ])
-def test_exposition_is_what_the_registry_encodes(accept: str) -> None:
-    pipeline, status = _rich_pipeline()
+@pytest.mark.parametrize("metrics", [{}, {"per_detector": False, "max_feature_series": 60}],
+                         ids=["defaults", "per-stream-capped"])
+def test_exposition_is_what_the_registry_encodes(accept: str, metrics: dict) -> None:
+    pipeline, status = _rich_pipeline(**metrics)
     exporter = Exporter(pipeline, threading.Lock(), status)
     exporter.observe_batch(0.003)
     generate_latest(exporter.registry)        # announce every series: both see the same

@@ -172,4 +172,4 @@ def test_generated_series_never_collide_with_user_names() -> None:
             assert key not in seen, key
             seen.add(key)
     assert ("drift_feature_distance", (("feature", "country=DE"), ("method", "psi"),
-            ("model", "m"), ("signal", "feature"), ("version", "1"))) in seen
+            ("model", "m"), ("model_version", "1"), ("signal", "feature"))) in seen

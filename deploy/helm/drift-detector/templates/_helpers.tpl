@@ -44,7 +44,7 @@ drift-detector/scrape: {{ include "drift-detector.fullname" . | quote }}
 {{- end -}}
 
 {{- define "drift-detector.port" -}}
-{{- (.Values.config.metrics | default dict).port | default 9108 -}}
+{{- (.Values.config.metrics | default dict).port | default 10108 -}}
 {{- end -}}
 
 {{- define "drift-detector.scheme" -}}
