@@ -65,7 +65,8 @@ def run(cls: type[ReferenceStream], refs: list[NumericReference], columns: list[
     wall, cpu = time.perf_counter(), time.process_time()
     for k, at in enumerate(range(0, n, batch)):
         for stream, column in zip(streams, columns, strict=True):
-            stream.flush(column[at:at + batch], float(k), found, numbers=True)
+            part = column[at:at + batch]
+            stream.flush(part, float(k), found, np.array(part, dtype=np.float64))
     return time.perf_counter() - wall, time.process_time() - cpu, found
 
 

@@ -177,17 +177,21 @@ class Stream:
         self.pending.append(value)
         self.flush(now, out)
 
-    def flush(self, now: float, out: list[Detection]) -> list[int]:
-        """Feed the pending values (finite numbers) to every detector, standardised if
-        enabled; append a ``Detection`` to ``out`` for each firing that starts an
-        episode, and return the position in the pending values of each."""
+    def flush(self, now: float, out: list[Detection],
+              column: np.ndarray | None = None) -> list[int]:
+        """Feed the pending values (finite numbers; ``column``: the same as an array, if
+        the caller has it) to every detector, standardised if enabled; append a
+        ``Detection`` to ``out`` for each firing that starts an episode, and return the
+        position in the pending values of each."""
         values, self.pending = self.pending, []
         if not values:
             return []
         if self.kernel is None:
             return self._flush_river(values, now, out)
         self.seen += len(values)
-        fired = stream_kernel.update_many(self.kernel, np.array(values, dtype=np.float64))
+        if column is None:
+            column = np.array(values, dtype=np.float64)
+        fired = stream_kernel.update_many(self.kernel, column)
         if not fired.index.size:
             return []
         for c in set(fired.channel.tolist()):
@@ -253,15 +257,16 @@ class Stream:
         values = self.pending
         if not values:
             return []
-        mixed = bool(self.categorical) and not all(type(v) is float for v in values)
-        if mixed:
+        if self.categorical and not all(type(v) is float for v in values):
             where = [p for p, v in enumerate(values) if type(v) is float]
             self.pending = [values[p] for p in where]
             positions = [where[p] for p in self.flush(now, out)]
-        else:
-            positions = self.flush(now, out)
+            column = None
+        else:   # numbers only: one array for the detectors and the reference windows
+            column = np.array(values, dtype=np.float64)
+            positions = self.flush(now, out, column)
         if self.ref is not None:
-            positions += self.ref.flush(values, now, out, numbers=not mixed)
+            positions += self.ref.flush(values, now, out, column)
         return positions
 
 
@@ -348,9 +353,9 @@ class ReferenceStream:
                                for c in names]
 
     def flush(self, values: list[float | str], now: float, out: list[Detection],
-              numbers: bool = False) -> list[int]:
-        """Compare one batch of the stream's values (in arrival order; ``numbers``: all
-        of them are numbers) with the reference; feed a categorical feature's share
+              column: np.ndarray | None = None) -> list[int]:
+        """Compare one batch of the stream's values (in arrival order; ``column``: the
+        same as an array, when all of them are numbers) with the reference; feed a categorical feature's share
         streams. Returns, for each ``Detection`` appended to ``out``, the position in
         ``values`` of the value behind it (for a distance, the batch's last value)."""
         offset = 0
@@ -366,8 +371,8 @@ class ReferenceStream:
         positions: list[int] = []
         # values of the other kind (a string in a numeric stream) are left out
         if isinstance(self.reference, NumericReference):
-            new = np.array(values if numbers else [v for v in values if not isinstance(v, str)],
-                           dtype=np.float64)
+            new = column[offset:] if column is not None else np.array(
+                [v for v in values if not isinstance(v, str)], dtype=np.float64)
         else:
             kept = [p for p, v in enumerate(values) if isinstance(v, str)]
             other = len(self._index)
