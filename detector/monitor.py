@@ -92,8 +92,8 @@ class Channel:
 
 
 class KernelChannel:
-    """One detector of a stream run by the compiled kernel: the same attributes as
-    ``Channel``, its counters read from the stream's state (``StreamState.counters``)."""
+    """One detector of a stream run by the compiled kernel: what the exposition reads
+    of a ``Channel``, the counters from the stream's state (``StreamState.counters``)."""
 
     __slots__ = ("name", "_counters", "_row", "last_at", "announced")
 
@@ -110,10 +110,6 @@ class KernelChannel:
     @property
     def detections(self) -> int:
         return int(self._counters[self._row, 1])
-
-    @property
-    def last_index(self) -> int:
-        return int(self._counters[self._row, 2])
 
 
 Engine = Literal["kernel", "river"]
