@@ -165,6 +165,13 @@ def stop(proc: subprocess.Popen, timeout: float = 15) -> tuple[int, float]:
     return code, time.monotonic() - sent
 
 
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` unless it has exited, and reap it (cleanup after a failed test)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 class DetectorProcess:
     """``python -m detector run`` against the test broker, configured by YAML + env."""
 
@@ -231,9 +238,8 @@ class DetectorProcess:
         return stop(self.proc, timeout)[0]
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            kill(self.proc)
 
 
 @pytest.fixture

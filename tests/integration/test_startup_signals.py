@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 from detector.broker import free_port
-from tests.conftest import DetectorProcess, stop, Topics, http_status, sample, wait_for
+from tests.conftest import DetectorProcess, Topics, http_status, kill, sample, stop, wait_for
 
 #: seconds between spawning the process and SIGTERM: interpreter start, settings and
 #: imports, the service's construction, the broker connection
@@ -77,9 +77,7 @@ def test_sigterm_at_any_moment_of_start_up_exits_zero_and_loses_nothing(
             caught = _catches_sigterm(proc.pid)
             code, took = stop(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            kill(proc)
         if caught or code == 0:
             assert code == 0, (delay, code, d.logs())
             assert took < 5, (delay, took)
@@ -123,9 +121,7 @@ def test_sigterm_while_no_broker_answers_exits_zero_within_2_s(tmp_path: Path) -
         assert http_status(port, "/readyz") == 503          # connecting
         code, took = stop(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
     assert code == 0, log_path.read_text()
     assert took < 2.0, f"exit took {took:.2f} s"
     assert "source_open" not in log_path.read_text()
@@ -160,9 +156,7 @@ def test_a_stop_during_the_group_join_keeps_the_restored_checkpoint(
                  30, "source_open")
         code, _ = stop(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
     assert code == 0, c.logs()
     events = [r.get("event") for r in c.log_records()]
     assert "checkpoint_restored" in events and "checkpoint_saved" not in events, events

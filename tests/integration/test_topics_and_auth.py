@@ -29,7 +29,8 @@ from detector.broker import free_port
 from detector.config import KafkaSettings
 from detector.errors import SourceUnavailable
 from detector.sources import check_listener
-from tests.conftest import DetectorProcess, stop, Topics, http_status, sample, scrape, wait_for
+from tests.conftest import (DetectorProcess, Topics, http_status, kill, sample, scrape, stop,
+                            wait_for)
 
 
 #: each test also runs with the optional confluent-kafka consumer
@@ -98,9 +99,7 @@ def test_a_missing_topic_is_not_created_and_readiness_waits_for_it(
                                  model="m") or 0) == 1, 60, "the label from the new topic")
         code, _ = stop(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
     assert code == 0, d.logs()
     warnings = [r for r in d.log_records() if r.get("event") == "topic_missing"]
     assert len(warnings) == 1 and warnings[0]["topic"] == missing, warnings
@@ -121,9 +120,7 @@ def test_missing_topics_fail_exits_1_with_one_line(tansu, tmp_path: Path, client
     try:
         code = proc.wait(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
     took = time.monotonic() - started
     lines = [line for line in d.log_path.read_text().splitlines()
              if line.startswith("drift-detector:")]
@@ -160,9 +157,7 @@ def _fatal_line(env: dict[str, str], tmp_path: Path) -> tuple[int, str, float, s
     try:
         code = proc.wait(40)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
     text = log_path.read_text()
     lines = [line for line in text.splitlines() if line.startswith("drift-detector:")]
     assert len(lines) == 1, text[-3000:]
@@ -209,9 +204,7 @@ def test_sasl_to_no_broker_at_all_is_retried_and_sigterm_exits_at_once(tmp_path:
         assert http_status(port, "/readyz") == 503
         code, took = stop(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)
     assert code == 0, log_path.read_text()
     assert took < 1.5, f"exit took {took:.2f} s"
     print(f"SIGTERM to exit: {took:.2f} s")
