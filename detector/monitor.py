@@ -35,7 +35,8 @@ import numpy as np
 from detector import detectors
 from detector.config import DetectorSpec, ModelSettings, ReferenceSettings, Settings
 from detector.detectors import Standardizer
-from detector.events import FeatureValue, Target
+from detector.events import (MAX_MAGNITUDE, MAX_NAME_LENGTH, FeatureValue, Rejection, Target,
+                             check_features, feature_value)
 from detector.kernels import standardize
 from detector.kernels import stream as stream_kernel
 from detector.performance import Performance, infer_task, reconcile
@@ -508,6 +509,8 @@ class ModelMonitor:
         self._schema: Schema | None = None
         self._rows: list[dict[str, FeatureValue]] = []
         self._rows_last = 0
+        #: rejections of feature values found while queueing (``take_invalid``)
+        self._invalid: list[Rejection] = []
 
     def _stream(self, signal: Signal, feature: str, specs: tuple[DetectorSpec, ...],
                 reference: Reference | None, category: str = "") -> Stream:
@@ -571,10 +574,15 @@ class ModelMonitor:
         origins.extend(pairs[p] for p in self.label.flush_raw(now, out))
 
     def observe(self, features: dict[str, FeatureValue], prediction: Target, score: float | None,
-                at: int = 0) -> int:
+                at: int = 0, checked: bool = True) -> int:
         """Queue one prediction event (``at``: its position in the batch) for ``flush``;
         return how many feature values were dropped because the version already has
         ``max_features`` features, none of them idle.
+
+        ``checked``: whether ``decode`` checked the feature names and values; those of a
+        scanned event (``events.scan``) are checked here, the values of an event with the
+        last event's names only when they are spread into columns, all at once. Each
+        value refused is None (missing) and its rejection is kept for ``take_invalid``.
 
         When the slots are full, a discovered feature that arrived only once (not now), or
         in none of the version's last ``idle_events`` predictions, makes room for a new one:
@@ -588,6 +596,9 @@ class ModelMonitor:
             self._rows_last = n
             return 0
         self._spread()
+        if not checked:
+            features, invalid = check_features(features)
+            self._invalid.extend(invalid)
         dropped = 0
         streams = self.features
         for name, value in features.items():
@@ -624,19 +635,33 @@ class ModelMonitor:
                          if len(numeric) > 1 else (row[numeric[0]] for row in rows)
                          ) if numeric else None
         except TypeError:       # a string or a null among them
-            flat, others = None, numeric + schema.others
-        else:
-            others = schema.others
-        if flat is not None:
-            columns = np.frombuffer(flat, dtype=np.float64).reshape(len(rows), len(numeric))
+            flat = None
+        columns = None if flat is None else np.frombuffer(flat, dtype=np.float64).reshape(
+            len(rows), len(numeric))
+        if columns is not None and (np.abs(columns) <= MAX_MAGNITUDE).all():
             for j, name in enumerate(numeric):
                 streams[name].pending.extend(columns[:, j].tolist())
+            others = schema.others
+        else:                   # not all of them plain numbers: value by value
+            others = numeric + schema.others
+        invalid = self._invalid
         for name in others:
             push = streams[name].push
             for row in rows:
-                push(row[name])
+                value = row[name]
+                if (type(value) is float and not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE
+                        or type(value) is str and len(value) > MAX_NAME_LENGTH):
+                    value, rejection = feature_value(name, value)
+                    invalid.append(rejection)
+                push(value)
         for name in schema.names:
             streams[name].last = self._rows_last
+
+    def take_invalid(self) -> list[Rejection]:
+        """The rejections of feature values found since the last call (after ``flush``,
+        all of the batch's)."""
+        invalid, self._invalid = self._invalid, []
+        return invalid
 
     def _evict_idle_feature(self, n: int) -> bool:
         # called after _spread: every stream's ``last`` is current

@@ -34,7 +34,9 @@ from detector.events import (
     Prediction,
     Rejection,
     Target,
+    complete,
     decode,
+    scan,
 )
 from detector.join import JoinBuffer
 from detector.monitor import Detection, Engine, ModelMonitor
@@ -103,10 +105,17 @@ class Pipeline:
         s = self.settings
         max_bytes, max_features = s.max_event_bytes, s.max_features
         records = records if isinstance(records, list) else list(records)
+        scanning = self.engine == "kernel"
         for at, record in enumerate(records):
             try:
-                event = decode(record.value, record.kind, max_bytes=max_bytes,
-                               max_features=max_features)
+                event = None
+                if scanning:     # the River engine decodes everything: the reference
+                    scanned = scan(record.value, record.kind, max_bytes)
+                    if scanned is not None:
+                        event = complete(scanned, max_features)
+                if event is None:
+                    event = decode(record.value, record.kind, max_bytes=max_bytes,
+                                   max_features=max_features)
                 if isinstance(event, Rejection):
                     self._reject(event, result, record)
                     continue
@@ -128,6 +137,8 @@ class Pipeline:
             origins: list[int] = []
             for monitor in self._touched:
                 monitor.flush(now, detections, origins)
+                for rejection in monitor.take_invalid():
+                    self._reject(rejection, result)
             self._touched.clear()
             order = sorted(range(len(origins)), key=origins.__getitem__)
             result.detections = [detections[i] for i in order]
@@ -232,7 +243,8 @@ class Pipeline:
 
     def _prediction(self, state: ModelState, monitor: ModelMonitor, event: Prediction,
                     partition: int, now: float, result: BatchResult, at: int) -> None:
-        dropped = monitor.observe(event.features, event.prediction, event.score, at)
+        dropped = monitor.observe(event.features, event.prediction, event.score, at,
+                                  event.checked)
         if dropped:
             self._reject(Rejection("feature", "feature_cap",
                                    f"model {state.name!r} has max_features features"), result)

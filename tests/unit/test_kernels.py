@@ -416,3 +416,117 @@ def test_pipeline_on_kernels_equals_pipeline_on_river(settings: Settings) -> Non
     engines = {name: {s.kernel is not None for m in p.monitors() for s in m.streams()}
                for name, p in (("kernel", kernel), ("river", river))}
     assert True in engines["kernel"] and engines["river"] == {False}
+
+
+def unusual_events(seed: int, n: int = 20_000) -> list:
+    """``drifting_events``' kind of stream where one message in four is unusual: valid in
+    a less common way (integer ids and versions, milliseconds, ISO times, integers where
+    floats go, a new feature, an escape), or with bad values or names (out of range, too
+    long, control characters, booleans, NaN), or bad as a whole."""
+    from detector.records import Record
+
+    rng = np.random.default_rng(seed)
+    long = "c" * 201
+
+    def feature_variant(features: dict) -> str | None:
+        k = int(rng.integers(9))
+        if k == 0:
+            features["x0"] = 1e150 * float(rng.choice([-1, 1]))
+        elif k == 1:
+            features["colour"] = long
+        elif k == 2:
+            features["x1"] = int(rng.integers(-5, 5))
+        elif k == 3:
+            features[f"new{int(rng.integers(3))}"] = float(rng.normal())
+        elif k == 4:
+            features["x2"] = True
+        elif k == 5:
+            return json.dumps(features).replace('"x3": ', '"x3": 1e999, "y": ', 1)
+        elif k == 6:
+            features["bad\u0001name"] = 1.0
+        elif k == 7:
+            features["colour"] = "caf\u00e9"
+        else:
+            features["x0"] = 10**30
+        return None
+
+    records = []
+    for i in range(n):
+        features: dict = {f"x{j}": round(float(v), 4) for j, v in enumerate(rng.normal(0, 1, 4))}
+        features["colour"] = str(rng.choice(["red", "green", "blue"]))
+        event: dict = {"model": "m", "model_version": "1", "prediction_id": f"p{i}",
+                       "features": features, "prediction": int(rng.integers(2)),
+                       "score": round(float(rng.random()), 4)}
+        raw_features = None
+        if rng.random() < 0.25:
+            k = int(rng.integers(14))
+            if k == 0:
+                event["model_version"] = 1
+            elif k == 1:
+                event["prediction_id"] = i
+            elif k == 2:
+                event["timestamp"] = 1_700_000_000_000 + i
+            elif k == 3:
+                event["timestamp"] = "2026-11-24T06:00:00+00:00"
+            elif k == 4:
+                event["timestamp"] = 9e12      # far ahead of the clock
+            elif k == 5:
+                event["score"] = 1e200
+            elif k == 6:
+                event["label"] = 1
+            elif k == 7:
+                event["extra"] = {"nested": [1, 2]}
+            elif k == 8:
+                event["model"] = f"other{int(rng.integers(3))}"
+            elif k == 9:
+                event["prediction"] = 2**60
+            elif k == 10:
+                event["prediction_id"] = "q" * 300
+            elif k == 11:
+                event["model_version"] = "v\u00e9"
+            elif k == 12:
+                del event["prediction"]
+            else:
+                raw_features = feature_variant(features)
+        raw = json.dumps(event)
+        if raw_features is not None:
+            raw = raw.replace(json.dumps(features), raw_features)
+        records.append(Record("prediction", raw.encode(), float(i), "predictions", 0, i))
+        if rng.random() < 0.5:
+            label: dict = {"model": "m", "prediction_id": f"p{int(rng.integers(i + 1))}",
+                           "label": int(rng.integers(2))}
+            if rng.random() < 0.2:
+                label["label"] = [None, "1", 1.5, True, "x" * 300, 2**60][int(rng.integers(6))]
+            records.append(Record("label", json.dumps(label).encode(), float(i), "labels", 0,
+                                  i))
+    return records
+
+
+def test_the_kernel_pipelines_scanner_gives_what_decode_gives() -> None:
+    """The kernel engine reads ordinary messages with ``events.scan`` and checks feature
+    values as it spreads them into columns; the River engine decodes every message with
+    ``decode``. On a stream full of unusual, bad and borderline messages both end with the
+    same counters of events, rejections (by reason) and joins, and the same monitors."""
+    from detector.pipeline import Pipeline
+
+    records = unusual_events(5)
+    kernel, river = Pipeline(Settings()), Pipeline(Settings(), engine="river")
+    rng = np.random.default_rng(6)
+    start = 0
+    while start < len(records):
+        size = int(rng.choice([1, 7, 300, 2000]))
+        batch, start = records[start:start + size], start + size
+        for p in (kernel, river):
+            p.process(batch, now=1_800_000_000.0 + start)
+
+    def counters(p: Pipeline) -> list:
+        return [p.rejected, [(s.name, s.events, s.join, s.newest_event_time, s.seq,
+                              list(s.versions)) for s in p.models.values()]]
+
+    rejected = {key for key, count in kernel.rejected.items() if count}
+    assert {("feature", r) for r in ("out_of_range", "too_long", "invalid_value",
+                                     "non_finite")} <= rejected
+    assert {("prediction", "missing_field"), ("timestamp", "future_timestamp"),
+            ("label", "too_long"), ("label", "missing_field")} <= rejected
+    assert counters(kernel) == counters(river)
+    assert everything(kernel) == everything(river)
