@@ -39,6 +39,7 @@ from detector.events import (MAX_MAGNITUDE, MAX_NAME_LENGTH, FeatureValue, Rejec
                              check_features, feature_value)
 from detector.kernels import standardize
 from detector.kernels import stream as stream_kernel
+from detector.kernels import windows
 from detector.performance import Performance, infer_task, reconcile
 from detector.reference import (
     OTHER,
@@ -308,7 +309,10 @@ class DistanceChannel:
 class ReferenceStream:
     """Windows of one stream compared with its reference.
 
-    The values of a batch are evaluated together (``flush``) with numpy. Without a given reference, the first ``warmup`` values become it. After
+    The values of a batch are evaluated together (``flush``): a numeric stream's windows
+    by the compiled ``kernels.windows`` (the ``kernel`` engine) or by the reference's own
+    numpy code (``river``), the same to the last bit; categorical ones by numpy. Without
+    a given reference, the first ``warmup`` values become it. After
     that, at every ``evaluate_every``-th value the last ``window`` values are compared
     with the reference; a method whose distance crosses its threshold counts one
     detection, and it re-arms when the distance is back on the safe side.
@@ -316,12 +320,14 @@ class ReferenceStream:
 
     __slots__ = ("model", "version", "signal", "feature", "reference", "cfg", "channels",
                  "warm", "warmup_used", "history", "seen", "shares",
-                 "_share_specs", "_index", "_make")
+                 "_share_specs", "_index", "_make", "_compiled")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
                  cfg: ReferenceSettings, reference: Reference | None,
-                 share_specs: tuple[DetectorSpec, ...], make_stream) -> None:
+                 share_specs: tuple[DetectorSpec, ...], make_stream,
+                 engine: Engine = "kernel") -> None:
         self.model, self.version, self.signal, self.feature = model, version, signal, feature
+        self._compiled = engine == "kernel"
         self.cfg = cfg
         self.reference: Reference | None = None
         self.channels: list[DistanceChannel] = []
@@ -416,7 +422,9 @@ class ReferenceStream:
         """
         w, every = self.cfg.window, self.cfg.evaluate_every
         ref = self.reference
-        codes = ref.codes(new) if isinstance(ref, NumericReference) else new
+        numeric = isinstance(ref, NumericReference)
+        codes = (new if not numeric else windows.codes(ref, new) if self._compiled
+                 else ref.codes(new))
         combined = np.concatenate([self.history.astype(codes.dtype), codes])
         start, self.seen = self.seen, self.seen + new.size
         offset = self.seen - combined.size      # stream position of combined[0]
@@ -424,8 +432,10 @@ class ReferenceStream:
         lowest = -(-w // every) * every         # the first multiple of every with a full window
         ends = np.arange(max(first, lowest), self.seen + 1, every)
         if ends.size:
-            distances = ref.window_distances(combined, ends - offset, w,
-                                             [c.name for c in self.channels])
+            methods = [c.name for c in self.channels]
+            distances = (windows.window_distances(ref, combined, ends - offset, w, methods)
+                         if numeric and self._compiled
+                         else ref.window_distances(combined, ends - offset, w, methods))
             self._judge(distances, ends, now, out)
         self.history = combined[-w:]
 
@@ -528,7 +538,7 @@ class ModelMonitor:
         if self._refcfg is not None:
             stream.ref = ReferenceStream(self.model, self.version, stream.signal, stream.feature,
                                          self._refcfg, reference, self._sets.categorical,
-                                         self._stream)
+                                         self._stream, self._engine)
         return stream
 
     def _add_feature(self, name: str) -> Stream:

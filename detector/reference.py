@@ -209,7 +209,7 @@ def windows_at(values: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
 
 
 @cache
-def _steps(window: int) -> np.ndarray:
+def steps(window: int) -> np.ndarray:
     """``i / window`` for i = 0 .. window: the share of a window in its i smallest values."""
     steps = np.arange(window + 1) / window
     steps.flags.writeable = False
@@ -233,6 +233,8 @@ class _Lookup(NamedTuple):
     bins: np.ndarray      # code -> bin of the value
     below: np.ndarray     # code -> values of the sample below the value
     upto: np.ndarray      # code -> values of the sample at or below the value
+    below_share: np.ndarray   # below / the sample's size
+    upto_share: np.ndarray    # upto / the sample's size
 
 
 def _distances(p: np.ndarray, q: np.ndarray, methods: Iterable[Method],
@@ -300,7 +302,8 @@ class NumericReference:
         below, upto = np.zeros_like(bins), np.zeros_like(bins)
         below[on] = np.searchsorted(self.sample, points, side="left")
         upto[on] = upto[gap] = below[gap] = np.searchsorted(self.sample, points, side="right")
-        return _Lookup(points, bins, below, upto)
+        size = self.sample.size
+        return _Lookup(points, bins, below, upto, below / size, upto / size)
 
     def codes(self, values: np.ndarray) -> np.ndarray:
         """Where each value lies among the edges and the sample: ``2i - 1`` when it equals
@@ -347,9 +350,9 @@ class NumericReference:
 
         def ks_rows(ends: np.ndarray) -> np.ndarray:
             ranked = np.sort(windows_at(codes, ends, window), axis=1)
-            steps, size = _steps(window), self.sample.size
-            return np.maximum(np.max(look.below[ranked] / size - steps[:-1], axis=1),
-                              np.max(steps[1:] - look.upto[ranked] / size, axis=1))
+            share = steps(window)
+            return np.maximum(np.max(look.below_share[ranked] - share[:-1], axis=1),
+                              np.max(share[1:] - look.upto_share[ranked], axis=1))
 
         def rows(ends: np.ndarray) -> dict[str, np.ndarray]:
             q = shares(ends) if "psi" in methods or "js" in methods else None

@@ -1,8 +1,8 @@
 """Compiled kernels over columns of values, each equal to its reference implementation.
 
 One module per kernel, beside the reference it is proven against
-(``tests/unit/test_kernels.py`` runs >= 1M values through each and requires the same
-detection indices and the same final statistics):
+(``tests/unit/test_kernels.py`` and ``test_windows_kernel.py`` run >= 1M values through
+each and require the same detection indices, statistics and distances):
 
 ==================  ==================================  =====================================
 module              kernel                              reference
@@ -12,6 +12,7 @@ module              kernel                              reference
 ``cusum``           ``update_many``                     ``detector.detectors.CUSUM``
 ``standardize``     ``transform_many``, ``restart``     ``detector.detectors.Standardizer``
 ``stream``          ``update_many``                     ``detector.monitor.Stream.update``
+``windows``         ``codes``, ``window_distances``     ``detector.reference.NumericReference``
 ==================  ==================================  =====================================
 
 The shape follows stumpy: a small private compiled function over arrays
@@ -32,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.kernels import adwin, cusum, page_hinkley, standardize, stream
+from detector.kernels import adwin, cusum, page_hinkley, standardize, stream, windows
+from detector.reference import NumericReference
 
 
 def warm_up() -> None:
@@ -48,3 +50,6 @@ def warm_up() -> None:
     state = stream.new_state(
         [(kind, {}) for kind in stream.KINDS], standardize.new_state(1000, 5, 5.0), 500)
     stream.update_many(state, values)
+    ref = NumericReference.from_values(values, bins=4)
+    windows.window_distances(ref, windows.codes(ref, values), np.array([32, 48, 64]), 32,
+                             ("psi", "js", "ks"))
