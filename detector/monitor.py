@@ -137,7 +137,7 @@ class Stream:
 
     __slots__ = ("model", "version", "signal", "feature", "category", "channels", "seen",
                  "missing", "categorical", "ref", "std", "cooldown", "first", "last",
-                 "pending", "kernel")
+                 "pending", "column", "kernel")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
                  specs: tuple[DetectorSpec, ...], std: Standardizer | None = None,
@@ -157,6 +157,8 @@ class Stream:
         self.first = self.last = 0
         #: values pushed since the last flush (strings too, for a feature: see flush_raw)
         self.pending: list[float | str] = []
+        #: numbers queued as one array (``extend``) while nothing else is queued
+        self.column: np.ndarray | None = None
         #: the comparison of this stream with its reference, if enabled
         self.ref: ReferenceStream | None = None
         self.kernel: stream_kernel.StreamState | None = None
@@ -178,14 +180,17 @@ class Stream:
     def flush(self, now: float, out: list[Detection],
               column: np.ndarray | None = None) -> list[int]:
         """Feed the pending values (finite numbers; ``column``: the same as an array, if
-        the caller has it) to every detector, standardised if enabled; append a
-        ``Detection`` to ``out`` for each firing that starts an episode, and return the
-        position in the pending values of each."""
+        the caller has it, or the values themselves when none are pending) to every
+        detector, standardised if enabled; append a ``Detection`` to ``out`` for each
+        firing that starts an episode, and return the position in the values of each."""
         values, self.pending = self.pending, []
         if not values:
-            return []
+            if column is None or not column.size:
+                return []
+            values = column
         if self.kernel is None:
-            return self._flush_river(values, now, out)
+            return self._flush_river(values if isinstance(values, list) else values.tolist(),
+                                     now, out)
         self.seen += len(values)
         if column is None:
             column = np.array(values, dtype=np.float64)
@@ -199,7 +204,8 @@ class Stream:
             c, p = int(fired.channel[j]), int(fired.position[j])
             names = stream_kernel.statistic_names(self.kernel, c)
             out.append(Detection(self.model, self.version, self.signal, self.feature,
-                                 self.channels[c].name, int(fired.index[j]), values[p], now,
+                                 self.channels[c].name, int(fired.index[j]), float(values[p]),
+                                 now,
                                  dict(zip(names, fired.statistics[j].tolist())),
                                  int(fired.onset[j]), self.category))
             positions.append(p)
@@ -238,9 +244,28 @@ class Stream:
                 self.std.restart()
         return positions
 
+    def extend(self, column: np.ndarray) -> None:
+        """Queue finite numbers, as an array while nothing else is queued (a spread
+        column goes to the kernels and the reference windows without a list between)."""
+        if self.column is None and not self.pending:
+            self.column = column
+            return
+        self._unpack()
+        self.pending.extend(column.tolist())
+
+    def _unpack(self) -> None:
+        if self.column is not None:
+            self.pending, self.column = self.column.tolist(), None
+
+    def queued(self) -> int:
+        """Values queued for the next ``flush_raw``."""
+        return len(self.pending) + (0 if self.column is None else self.column.size)
+
     def push(self, value: FeatureValue) -> None:
         """Queue a raw value: a number for the detectors, a string (a category) for the
         reference comparison only, ``None`` counted as missing."""
+        if self.column is not None:
+            self._unpack()
         if value is None:
             self.missing += 1
             return
@@ -252,6 +277,12 @@ class Stream:
         """``flush`` for values queued by ``push`` (strings among them): the numbers go to
         the detectors, all of them to the reference comparison. Positions are in the
         queued values."""
+        column, self.column = self.column, None
+        if column is not None:      # extended by a column, nothing pushed since
+            positions = self.flush(now, out, column)
+            if self.ref is not None:
+                positions += self.ref.flush(column, now, out, column)
+            return positions
         values = self.pending
         if not values:
             return []
@@ -364,7 +395,8 @@ class ReferenceStream:
         offset = 0
         if self.reference is None:
             need = self.cfg.warmup - len(self.warm)
-            self.warm.extend(values[:need])
+            head = values[:need]
+            self.warm.extend(head.tolist() if isinstance(head, np.ndarray) else head)
             offset, values = need, values[need:]
             if len(self.warm) < self.cfg.warmup:
                 return []
@@ -409,8 +441,7 @@ class ReferenceStream:
             return positions
         hits = np.minimum(codes, len(self.shares) - 1)
         for i, stream in enumerate(self.shares):
-            stream.pending = (hits == i).astype(np.float64).tolist()
-            positions += stream.flush(now, out)
+            positions += stream.flush(now, out, (hits == i).astype(np.float64))
         return positions
 
     def _evaluate(self, new: np.ndarray, now: float, out: list[Detection]) -> None:
@@ -572,7 +603,7 @@ class ModelMonitor:
         pairs, self._pairs = self._pairs, []
         rows = [at for at, _ in batch]
         for name, stream in self.features.items():
-            k = len(stream.pending)
+            k = stream.queued()
             if not k:
                 continue
             # a feature absent from some events (or added mid-batch) maps its values back
@@ -622,10 +653,7 @@ class ModelMonitor:
                 stream = self._add_feature(name)
                 stream.first = n
             stream.last = n
-            if type(value) is float:
-                stream.pending.append(value)
-            else:
-                stream.push(value)
+            stream.push(value)
         self._schema = None if dropped or not features.keys() <= streams.keys() else Schema(
             frozenset(features), tuple(k for k, v in features.items() if type(v) is float),
             tuple(k for k, v in features.items() if type(v) is not float))
@@ -647,10 +675,10 @@ class ModelMonitor:
         except TypeError:       # a string or a null among them
             flat = None
         columns = None if flat is None else np.frombuffer(flat, dtype=np.float64).reshape(
-            len(rows), len(numeric))
+            len(rows), len(numeric)).T.copy()       # a row per feature, contiguous
         if columns is not None and (np.abs(columns) <= MAX_MAGNITUDE).all():
-            for j, name in enumerate(numeric):
-                streams[name].pending.extend(columns[:, j].tolist())
+            for name, column in zip(numeric, columns):
+                streams[name].extend(column)
             others = schema.others
         else:                   # not all of them plain numbers: value by value
             others = numeric + schema.others
