@@ -95,10 +95,6 @@ class JoinBuffer:
         else:
             del self._by_partition[key]
 
-    def _advance(self, now: float) -> float:
-        self.clock = max(self.clock, now)
-        return self.clock + self.ttl
-
     def add_prediction(self, model: str, prediction_id: str, now: float,
                        payload: Any, partition: int = -1) -> tuple[Any, Any] | None:
         """Store a prediction (read from source ``partition``), or return
@@ -107,8 +103,10 @@ class JoinBuffer:
         A second prediction with a waiting id replaces the first (last one wins);
         the first is counted as expired at the next ``expire``.
         """
+        # runs for every prediction: the clock, counts and pending are kept inline
         key = (model, prediction_id)
-        deadline = self._advance(now)
+        if now > self.clock:
+            self.clock = now
         waiting = self._labels.pop(key, None)
         if waiting is not None:
             self._count(1, waiting[2], -1)
@@ -118,9 +116,11 @@ class JoinBuffer:
             self._count(0, replaced[2], -1)
             self._dropped.expired.append(key)
         else:
-            self._pending[model] = self._pending.get(model, 0) + 1
-        self._predictions[key] = (deadline, payload, partition)
-        self._count(0, partition, 1)
+            pending = self._pending
+            pending[model] = pending.get(model, 0) + 1
+        self._predictions[key] = (self.clock + self.ttl, payload, partition)
+        counts, side = self._by_partition, (0, partition)
+        counts[side] = counts.get(side, 0) + 1
         if len(self._predictions) > self.capacity:
             old, entry = self._predictions.popitem(last=False)
             self._count(0, entry[2], -1)
@@ -134,17 +134,28 @@ class JoinBuffer:
         (read from source ``partition``; a repeated label replaces the waiting one, which
         then counts as an orphan)."""
         key = (model, prediction_id)
-        deadline = self._advance(now)
+        if now > self.clock:
+            self.clock = now
         waiting = self._predictions.pop(key, None)
         if waiting is not None:
-            self._count(0, waiting[2], -1)
-            self._forget(model)
+            counts, side = self._by_partition, (0, waiting[2])
+            left = counts[side] - 1
+            if left:
+                counts[side] = left
+            else:
+                del counts[side]
+            pending = self._pending
+            left = pending[model] - 1
+            if left:
+                pending[model] = left
+            else:
+                del pending[model]
             return waiting[1], label
         replaced = self._labels.pop(key, None)
         if replaced is not None:
             self._count(1, replaced[2], -1)
             self._dropped.orphan.append(key)
-        self._labels[key] = (deadline, label, partition)
+        self._labels[key] = (self.clock + self.ttl, label, partition)
         self._count(1, partition, 1)
         if len(self._labels) > self.capacity:
             old, entry = self._labels.popitem(last=False)

@@ -92,6 +92,8 @@ class Pipeline:
         self.profiles = load_profiles(settings)
         #: monitors with values queued in this batch (a dict: flushed in a fixed order)
         self._touched: dict[ModelMonitor, None] = {}
+        #: the latest event time believed in this batch (``_future``)
+        self._latest = 0.0
         for name in settings.models:
             self.models[name] = ModelState(name)
 
@@ -105,7 +107,8 @@ class Pipeline:
         s = self.settings
         max_bytes, max_features = s.max_event_bytes, s.max_features
         records = records if isinstance(records, list) else list(records)
-        scanning = self.engine == "kernel"
+        scanning, models = self.engine == "kernel", self.models
+        self._latest = now + s.max_clock_skew_seconds
         for at, record in enumerate(records):
             try:
                 event = None
@@ -119,7 +122,7 @@ class Pipeline:
                 if isinstance(event, Rejection):
                     self._reject(event, result, record)
                     continue
-                state = self._model(event.model)
+                state = models.get(event.model) or self._model(event.model)
                 if state is None:
                     reason = "unknown_model" if not s.discovers_models else "model_cap"
                     self._reject(Rejection(record.kind, reason, f"model {event.model!r}"),
@@ -148,9 +151,14 @@ class Pipeline:
 
     def _apply(self, state: ModelState, record: Record, event: Prediction | Label, now: float,
                result: BatchResult, at: int) -> None:
-        when = self._event_time(event, record, now, result)
+        when = event.timestamp
+        if when is None:
+            when = record.timestamp if record.timestamp is not None else now
+        if when > self._latest:
+            when = self._future(when, now, result)
         state.seq += 1
-        if isinstance(event, Prediction):
+        prediction = type(event) is Prediction
+        if prediction:
             monitor = self._monitor(state, event.version, now)
             if monitor is None:
                 self._reject(Rejection("prediction", "version_cap", self._version_cap(
@@ -163,25 +171,18 @@ class Pipeline:
             state.newest_event_time = when
         state.events[record.kind] += 1
         result.events += 1
-        if isinstance(event, Prediction):
+        if prediction:
             self._prediction(state, monitor, event, record.partition, now, result, at)
         else:
             self._label(state, event, record.partition, now, result, at)
 
-    def _event_time(self, event: Prediction | Label, record: Record, now: float,
-                    result: BatchResult) -> float | None:
-        """The event's time for ``drift_last_event_timestamp_seconds``: its timestamp, else
-        the record's, else the service clock. A time more than ``max_clock_skew_seconds``
-        ahead of the clock is not believed (it would hide how far behind the events are):
-        counted, and None."""
-        when = event.timestamp if event.timestamp is not None else record.timestamp
-        if when is None:
-            return now
-        if when > now + self.settings.max_clock_skew_seconds:
-            self._reject(Rejection("timestamp", "future_timestamp",
-                                   f"{when - now:.0f} s ahead of the service clock"), result)
-            return None
-        return when
+    def _future(self, when: float, now: float, result: BatchResult) -> None:
+        """An event time (its timestamp, else the record's, else the service clock: the
+        time of ``drift_last_event_timestamp_seconds``) more than
+        ``max_clock_skew_seconds`` ahead of the clock is not believed (it would hide how
+        far behind the events are): counted, and None."""
+        self._reject(Rejection("timestamp", "future_timestamp",
+                               f"{when - now:.0f} s ahead of the service clock"), result)
 
     def _reject(self, rejection: Rejection, result: BatchResult,
                 record: Record | None = None) -> None:
