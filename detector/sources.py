@@ -16,6 +16,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from itertools import islice, repeat
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -520,16 +521,18 @@ class FileSource:
         self._batch_size = batch_size
 
     def batches(self) -> Iterator[list[Record]]:
+        size, make = self._batch_size, tuple.__new__
+        rest = tuple(Record._field_defaults.values())     # every field after the value
         batch: list[Record] = []
         for path in self._paths:
             with path.open("rb") as fh:
-                for line in fh:
-                    line = line.rstrip(b"\r\n")
-                    if not line:
-                        continue
-                    kind: Kind = "prediction" if b'"features"' in line else "label"
-                    batch.append(Record(kind, line))
-                    if len(batch) >= self._batch_size:
+                # a batch of lines at a time, each a Record built by tuple.__new__: the
+                # named tuple's own __new__ is Python code and cost more than the rest
+                while lines := list(islice(fh, size - len(batch))):
+                    batch += [make(Record, ("prediction" if b'"features"' in line else "label",
+                                            line) + rest)
+                              for line in map(bytes.rstrip, lines, repeat(b"\r\n")) if line]
+                    if len(batch) >= size:
                         yield batch
                         batch = []
         if batch:
