@@ -360,10 +360,10 @@ class Estimator:
             return
         if outputs:
             predictions, scores = zip(*outputs)
-            self.observe(predictions, _scores(scores))
+            self.observe(_classes(predictions), _scores(scores))
         if pairs:
             labels, predictions, scores = zip(*pairs)
-            self.label(labels, predictions, _scores(scores))
+            self.label(_classes(labels), _classes(predictions), _scores(scores))
 
     def observe(self, predictions: Sequence[Target] | np.ndarray, scores: np.ndarray) -> None:
         """A batch of predictions with their scores (NaN: none). For a classifier, only
@@ -392,8 +392,7 @@ class Estimator:
             self._count_classes(labels)
             truth = self._positive(labels)[scored]
             positive = self._positive(predictions)[scored]
-            correct = np.fromiter((y == q for y, q in zip(labels, predictions)), dtype=bool,
-                                  count=len(labels))[scored]
+            correct = _equal(labels, predictions)[scored]
             p = model.apply(scores[scored])
             group = (score_groups(positive, scores[scored]) + GROUPS * truth
                      + 2 * GROUPS * correct)
@@ -407,6 +406,7 @@ class Estimator:
     def _warm_up(self, labels: Sequence[Target], predictions: Sequence[Target],
                  scores: np.ndarray) -> None:
         task = self.task
+        labels, predictions = _listed(labels), _listed(predictions)
         for y, q, s in zip(labels, predictions, scores.tolist()):
             if task is None:
                 task = self.task = infer_task(q, None if math.isnan(s) else s)
@@ -423,19 +423,23 @@ class Estimator:
             self._use(fit_loss_table(np.asarray(predictions, dtype=np.float64),
                                      np.asarray(labels, dtype=np.float64)))
 
-    def _positive(self, values: Sequence[Target]) -> np.ndarray:
+    def _positive(self, values: Sequence[Target] | np.ndarray) -> np.ndarray:
         """Whether each value is the positive class (a numeric string read as a number,
         as the realised metrics do)."""
         positive = self.positive_label
+        if isinstance(values, np.ndarray) and values.dtype.kind in "biuf" and isinstance(
+                positive, int | float):
+            return values == positive
         known: dict[Target, bool] = {}
         for v in set(values):
             pair = reconcile(positive, v)
             known[v] = pair is not None and pair[0] == pair[1]
         return np.fromiter(map(known.__getitem__, values), dtype=bool, count=len(values))
 
-    def _count_classes(self, values: Sequence[Target]) -> None:
+    def _count_classes(self, values: Sequence[Target] | np.ndarray) -> None:
         if len(self.classes) <= 2:
-            self.classes.update(set(values))
+            self.classes.update(np.unique(values).tolist() if isinstance(values, np.ndarray)
+                                and values.dtype.kind in "biuf" else set(values))
 
     def snapshot(self) -> Snapshot:
         """A copy of the sums the metrics are computed from (cheap: a scrape takes it
@@ -514,5 +518,32 @@ def _realised_classification(counts: np.ndarray) -> dict[str, float]:
 
 
 def _scores(scores: Sequence[float | None]) -> np.ndarray:
+    """Scores as floats, NaN where there is none."""
+    if None not in scores:
+        return np.array(scores, dtype=np.float64)
     return np.fromiter((math.nan if s is None else s for s in scores), dtype=np.float64,
                        count=len(scores))
+
+
+def _classes(values: Sequence[Target]) -> np.ndarray | Sequence[Target]:
+    """Classes (or real values) as a numeric array when they are all numbers (booleans
+    and integers included), else as they are.
+
+    >>> _classes((1, 0, True)).dtype.kind, _classes((1, "a"))
+    ('i', (1, 'a'))
+    """
+    if all(type(v) in (int, float, bool) for v in values):
+        return np.asarray(values)
+    return values
+
+
+def _listed(values: Sequence[Target] | np.ndarray) -> Sequence[Target]:
+    """Python values (an integer class stays an ``int``, as ``infer_task`` reads it)."""
+    return values.tolist() if isinstance(values, np.ndarray) else values
+
+
+def _equal(a: Sequence[Target] | np.ndarray, b: Sequence[Target] | np.ndarray) -> np.ndarray:
+    """Elementwise ``a == b``."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a == b
+    return np.fromiter((x == y for x, y in zip(a, b)), dtype=bool, count=len(a))

@@ -46,7 +46,7 @@ def model_score(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-1.7 * (1.2 * x[:, 0] - 0.9 * x[:, 1] + 0.4 * x[:, 0] * x[:, 1])))
 
 
-def _stream(rng: np.random.Generator, n: int, shift: bool, concept: bool = False
+def labelled_stream(rng: np.random.Generator, n: int, shift: bool, concept: bool = False
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, predictions, scores): the inputs' mean moves slowly (covariate shift), or
     with ``concept`` the inputs stay and the true model flips its sign for x1."""
@@ -132,7 +132,7 @@ def test_realised_side_of_the_gap_is_what_performance_computes() -> None:
         cases.append((Estimator(task, 1, 300, 10, model), Estimator(task, 1, 300, 10, model),
                       Performance(task, 1, window=300)))
     for _ in range(7):
-        y, q, s = _stream(rng, 170, shift=False)
+        y, q, s = labelled_stream(rng, 170, shift=False)
         yr, qr = rng.normal(2, 1, 170).tolist(), rng.uniform(0, 5, 170).tolist()
         for (labelled, observed, perf), (a, b, c) in zip(
                 cases, ((y.tolist(), q.tolist(), s), (yr, qr, np.full(170, np.nan)))):
@@ -160,7 +160,7 @@ def test_band_covers_the_realised_rolling_metrics_under_covariate_shift() -> Non
         rng = np.random.default_rng(100 + seed)
         est = Estimator("classification", 1, window, warmup=1000, model=_calibrated(rng))
         perf = Performance("classification", 1, window)
-        y, q, s = _stream(rng, 30_000, shift=True)
+        y, q, s = labelled_stream(rng, 30_000, shift=True)
         inside = {"accuracy": [], "f1": []}
         error = {"accuracy": [], "f1": []}
         for start in range(0, y.size, batch):
@@ -186,7 +186,7 @@ def test_a_concept_shift_moves_the_gap_beyond_its_limit() -> None:
     rng = np.random.default_rng(7)
     est = Estimator("classification", 1, window=1000, warmup=1000, model=_calibrated(rng))
     for concept in (False, True):
-        y, q, s = _stream(rng, 3000, shift=False, concept=concept)
+        y, q, s = labelled_stream(rng, 3000, shift=False, concept=concept)
         est.observe(q.tolist(), s)
         est.label(y.tolist(), q.tolist(), s)
         rolling = {g.metric: g for g in est.gaps() if g.window == "rolling"}
@@ -200,7 +200,7 @@ def test_a_concept_shift_moves_the_gap_beyond_its_limit() -> None:
 def test_warm_up_pairs_fit_the_calibrator_and_the_loss_table() -> None:
     rng = np.random.default_rng(8)
     est = Estimator(None, 1, window=100, warmup=500)
-    y, q, s = _stream(rng, 400, shift=False)
+    y, q, s = labelled_stream(rng, 400, shift=False)
     est.observe(q.tolist(), s)
     est.label(y.tolist(), q.tolist(), s)
     assert est.model is None and est.estimates() == []
@@ -231,7 +231,7 @@ def test_more_than_two_classes_leave_accuracy_out() -> None:
 
 def _records(rng: np.random.Generator, start: int, n: int, concept: bool = False
              ) -> list[Record]:
-    y, q, s = _stream(rng, n, shift=False, concept=concept)
+    y, q, s = labelled_stream(rng, n, shift=False, concept=concept)
     return [Record("prediction", json.dumps({
         "model": "fraud", "model_version": "1", "prediction_id": str(start + i),
         "features": {"amount": float(s[i])}, "prediction": int(q[i]), "score": float(s[i]),
@@ -288,3 +288,22 @@ def _parse(collector: DriftCollector) -> list[tuple[str, dict[str, str], float]]
     return [(s.name, s.labels, s.value)
             for family in text_string_to_metric_families(collector.render())
             for s in family.samples]
+
+
+def test_a_warm_up_through_the_pipeline_infers_the_task_as_the_realised_metrics_do() -> None:
+    """Integer classes without scores are a classifier that cannot be estimated (no
+    calibrator is fitted); real-valued predictions are a regressor with a loss table."""
+    rng = np.random.default_rng(12)
+    p = Pipeline(Settings(estimation={"warmup": 50}))
+    records = [Record("prediction", json.dumps({
+        "model": model, "prediction_id": str(i), "features": {"x": 1.0},
+        "prediction": value, "label": label}).encode())
+        for i in range(100)
+        for model, value, label in (("classes", int(i % 2), int(rng.integers(0, 2))),
+                                    ("real", float(rng.normal()), float(rng.normal())))]
+    p.process(records, now=0.0)
+    classes = p.models["classes"].versions["unversioned"]
+    real = p.models["real"].versions["unversioned"]
+    assert classes.performance.task == classes.estimation.task == "classification"
+    assert classes.estimation.model is None
+    assert real.estimation.task == "regression" and isinstance(real.estimation.model, LossTable)
