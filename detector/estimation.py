@@ -115,8 +115,8 @@ class Windows:
     ([2.0, 2.0], [1.0, 2.0])
     """
 
-    __slots__ = ("groups", "size", "cumulative", "rolling", "_group", "_values", "_head",
-                 "_full")
+    __slots__ = ("_full", "_group", "_head", "_values", "cumulative", "groups", "rolling",
+                 "size")
 
     def __init__(self, groups: int, columns: int, size: int) -> None:
         self.groups, self.size = groups, size

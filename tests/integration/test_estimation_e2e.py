@@ -46,7 +46,7 @@ def _rolling(prom: int, name: str, metric: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def test_concept_shift_fires_the_disagreement_alert(topics, stack) -> None:
+def test_concept_shift_fires_the_disagreement_alert(topics, stack) -> None:  # noqa: F811
     webhook, prom = stack["webhook"], stack["prom"]
     rng = np.random.default_rng(16)
 

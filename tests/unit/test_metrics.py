@@ -181,17 +181,17 @@ class ReferenceCollector(Collector):
             (unit, kind): gauge(name, doc, labels=metric_labels)
             for unit, kind, name, doc in (
                 ("quality", "value", "drift_model_quality_estimated_ratio",
-                 "Model quality estimated from calibrated scores before the labels arrive "
-                 "(accuracy, precision, recall, f1, roc_auc)."),
+                 ("Model quality estimated from calibrated scores before the labels arrive "
+                  "(accuracy, precision, recall, f1, roc_auc).")),
                 ("quality", "lower", "drift_model_quality_estimated_lower_ratio",
-                 "Lower end of the estimate's sampling-error band (estimate - 3 standard "
-                 "errors)."),
+                 ("Lower end of the estimate's sampling-error band (estimate - 3 standard "
+                  "errors).")),
                 ("quality", "upper", "drift_model_quality_estimated_upper_ratio",
-                 "Upper end of the estimate's sampling-error band (estimate + 3 standard "
-                 "errors)."),
+                 ("Upper end of the estimate's sampling-error band (estimate + 3 standard "
+                  "errors).")),
                 ("error", "value", "drift_model_error_estimated",
-                 "Model error estimated before the labels arrive, in the unit of the label "
-                 "(mae, rmse)."),
+                 ("Model error estimated before the labels arrive, in the unit of the label "
+                  "(mae, rmse).")),
                 ("error", "lower", "drift_model_error_estimated_lower",
                  "Lower end of the error estimate's sampling-error band."),
                 ("error", "upper", "drift_model_error_estimated_upper",
@@ -199,13 +199,13 @@ class ReferenceCollector(Collector):
                 ("quality", "gap", "drift_model_quality_estimate_gap_ratio",
                  "Realised minus estimated quality over the same labelled predictions."),
                 ("quality", "limit", "drift_model_quality_estimate_gap_limit_ratio",
-                 "Half-width of the band the quality gap stays within while the calibration "
-                 "holds (3 standard errors)."),
+                 ("Half-width of the band the quality gap stays within while the calibration "
+                  "holds (3 standard errors).")),
                 ("error", "gap", "drift_model_error_estimate_gap",
                  "Realised minus estimated error over the same labelled predictions."),
                 ("error", "limit", "drift_model_error_estimate_gap_limit",
-                 "Half-width of the band the error gap stays within while the loss model "
-                 "holds (3 standard errors)."))}
+                 ("Half-width of the band the error gap stays within while the loss model "
+                  "holds (3 standard errors).")))}
         for monitor in p.monitors():
             for metric, window, value in monitor.performance.values():
                 (error if metric in ERRORS else quality).add_metric(
