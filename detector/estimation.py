@@ -311,6 +311,8 @@ class Estimator:
         Labelled pairs that fit the model when no profile gives one.
     model
         A calibrator (classification) or loss table (regression), or None.
+    enabled
+        False: nothing is estimated (``estimation.enabled``), the queues are only emptied.
     """
 
     def __init__(self, task: Task | None, positive_label: Target, window: int, warmup: int,
@@ -377,7 +379,9 @@ class Estimator:
             self.predicted.add(score_groups(positive, scores[scored]),
                                np.stack([np.ones_like(p), p, p * (1.0 - p)], axis=1))
         elif isinstance(model, LossTable):
-            values = np.asarray(predictions, dtype=np.float64)
+            # a prediction that is not a number (a class) is no regressor's: not estimated
+            values = predictions if isinstance(predictions, np.ndarray) else np.array(
+                [v for v in predictions if isinstance(v, int | float)], dtype=np.float64)
             self.predicted.add(model.bins(values), np.ones((values.size, 1)))
 
     def label(self, labels: Sequence[Target], predictions: Sequence[Target],

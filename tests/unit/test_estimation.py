@@ -307,3 +307,13 @@ def test_a_warm_up_through_the_pipeline_infers_the_task_as_the_realised_metrics_
     assert classes.performance.task == classes.estimation.task == "classification"
     assert classes.estimation.model is None
     assert real.estimation.task == "regression" and isinstance(real.estimation.model, LossTable)
+
+
+def test_a_class_among_a_regressors_predictions_is_left_out() -> None:
+    """The realised metrics refuse such a pair (label_type); the estimate leaves the
+    prediction out, and nothing else of the batch."""
+    reg = Estimator("regression", 1, window=10, warmup=10,
+                    model=fit_loss_table(np.arange(100.0), np.arange(100.0) + 1.0))
+    reg.outputs += [(2.5, None), ("cat", None), (7, None)]
+    reg.flush()
+    assert reg.predicted.cumulative[0].sum() == 2
