@@ -52,12 +52,18 @@ accuracy rolling 0.741 [0.701, 0.781]
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from detector.calibrate_scores import Calibrator, LossTable, fit_calibrator, fit_loss_table
+from detector.calibrate_scores import (
+    Calibrator,
+    LossTable,
+    fit_calibrator,
+    fit_loss_table,
+    model_from_json,
+)
 from detector.config import ModelSettings, Settings
 from detector.events import Target
 from detector.performance import (
@@ -128,7 +134,7 @@ class Windows:
 
     def _sums(self, group: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.stack([np.bincount(group, weights=values[:, j], minlength=self.groups)
-                         for j in range(values.shape[1])])
+                         for j in range(values.shape[1])]).astype(np.float64, copy=False)
 
     def add(self, group: np.ndarray, values: np.ndarray) -> None:
         """Add rows: ``group`` (ints below ``groups``) and ``values`` (rows x columns)."""
@@ -156,6 +162,29 @@ class Windows:
 
     def sums(self, window: Window) -> np.ndarray:
         return self.cumulative if window == "cumulative" else self.rolling
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as numbers and lists: the cumulative sums and the kept rows, oldest
+        first (the rolling sums are recomputed from them)."""
+        order = (np.r_[self._head:self.size, 0:self._head] if self._full
+                 else np.arange(self._head))
+        return {"cumulative": self.cumulative.tolist(), "groups": self._group[order].tolist(),
+                "values": self._values[order].tolist()}
+
+    def load(self, data: Mapping[str, Any]) -> None:
+        """Take the state ``to_dict`` described (``ValueError`` naming what is wrong)."""
+        cumulative = np.asarray(data["cumulative"], dtype=np.float64)
+        groups = np.asarray(data["groups"], dtype=np.intp)
+        values = np.asarray(data["values"], dtype=np.float64).reshape(
+            groups.size, self._values.shape[1])
+        if (cumulative.shape != self.cumulative.shape or groups.size > self.size
+                or np.any((groups < 0) | (groups >= self.groups))):
+            raise ValueError("estimation state: sums or rows do not fit the windows")
+        self.cumulative = cumulative
+        n = groups.size
+        self._group[:n], self._values[:n] = groups, values
+        self._head, self._full = n % self.size, n == self.size
+        self.rolling = self._sums(self._group[:n], self._values[:n])
 
 
 def score_groups(predicted_positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -444,6 +473,44 @@ class Estimator:
         if len(self.classes) <= 2:
             self.classes.update(np.unique(values).tolist() if isinstance(values, np.ndarray)
                                 and values.dtype.kind in "biuf" else set(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole state as numbers, strings, booleans and lists (JSON-ready), never a
+        pickled object; the queues must be empty (after ``flush``).
+
+        >>> est = Estimator(None, 1, window=3, warmup=2)
+        >>> est.label([1.0, 2.0, 4.0], [1.5, 1.0, 3.0], np.full(3, np.nan))
+        >>> est.observe([2.0, 5.0], np.full(2, np.nan))
+        >>> again = Estimator.from_dict(est.to_dict())
+        >>> again.estimates() == est.estimates(), again.to_dict() == est.to_dict()
+        (True, True)
+        """
+        return {"enabled": self.enabled, "task": self.task, "positive_label": self.positive_label,
+                "window": self.window, "warmup": self.warmup,
+                "model": self.model.to_json() if self.model is not None else None,
+                "classes": list(self.classes), "warm": [list(row) for row in self._warm],
+                "predicted": self.predicted.to_dict() if self.predicted else None,
+                "labelled": self.labelled.to_dict() if self.labelled else None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Estimator:
+        """The ``Estimator`` that ``to_dict`` described (``ValueError`` naming what is
+        wrong)."""
+        try:
+            est = cls(data["task"], data["positive_label"], int(data["window"]),
+                      int(data["warmup"]),
+                      model_from_json(data["model"]) if data["model"] is not None else None,
+                      bool(data["enabled"]))
+            est.classes = set(data["classes"])
+            est._warm = [tuple(row) for row in data["warm"]]
+            for windows, key in ((est.predicted, "predicted"), (est.labelled, "labelled")):
+                if windows is not None:
+                    windows.load(data[key])
+        except KeyError as e:
+            raise ValueError(f"estimation state: missing {e.args[0]!r}") from None
+        except TypeError as e:
+            raise ValueError(f"estimation state: {e}") from None
+        return est
 
     def snapshot(self) -> Snapshot:
         """A copy of the sums the metrics are computed from (cheap: a scrape takes it

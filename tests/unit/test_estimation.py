@@ -317,3 +317,37 @@ def test_a_class_among_a_regressors_predictions_is_left_out() -> None:
     reg.outputs += [(2.5, None), ("cat", None), (7, None)]
     reg.flush()
     assert reg.predicted.cumulative[0].sum() == 2
+
+
+def test_state_round_trips_through_json_and_goes_on_the_same() -> None:
+    """``to_dict`` is plain JSON (no pickle); the restored estimator continues exactly as
+    the original, with the rolling window partly filled or wrapped."""
+    rng = np.random.default_rng(13)
+    calibrator = _calibrated(rng)
+    for sizes in ((300,), (700, 900), (2500,)):
+        est = Estimator("classification", 1, window=1000, warmup=10, model=calibrator)
+        reg = Estimator(None, 1, window=1000, warmup=200)
+        for n in sizes:
+            y, q, s = labelled_stream(rng, n, shift=True)
+            est.observe(q.tolist(), s)
+            est.label(y.tolist(), q.tolist(), s)
+            pred = rng.uniform(0, 10, n)
+            reg.label((pred + rng.normal(0, 1, n)).tolist(), pred.tolist(), np.full(n, np.nan))
+            reg.observe(pred.tolist(), np.full(n, np.nan))
+        for original in (est, reg):
+            copy = Estimator.from_dict(json.loads(json.dumps(original.to_dict())))
+            y, q, s = labelled_stream(rng, 400, shift=True)
+            for e in (original, copy):
+                if e.task == "classification":
+                    e.observe(q.tolist(), s)
+                    e.label(y.tolist(), q.tolist(), s)
+                else:
+                    e.observe((s * 10).tolist(), np.full(400, np.nan))
+                    e.label((s * 10 + 1).tolist(), (s * 10).tolist(), np.full(400, np.nan))
+            for got, want in ((copy.estimates(), original.estimates()),
+                              (copy.gaps(), original.gaps())):
+                assert [row[:2] for row in got] == [row[:2] for row in want] and want
+                assert np.allclose([row[2:] for row in got], [row[2:] for row in want],
+                                   rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="missing 'model'"):
+        Estimator.from_dict({"task": None, "positive_label": 1, "window": 3, "warmup": 2})
