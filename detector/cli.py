@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--prediction-column")
     prof.add_argument("--score-column", help="used for prediction drift instead of the "
                       "prediction column, as the service does when events carry a score")
+    prof.add_argument("--positive-label", default="1", help="the class the score is the "
+                      "probability of (models.<name>.positive_label; default 1)")
     prof.add_argument("--exclude", action="append", default=[], metavar="COLUMN",
                       help="a column that is not a feature (repeatable), e.g. an id")
     prof.add_argument("--format", choices=["csv", "jsonl", "parquet"])
@@ -197,6 +199,7 @@ def _check_config(path: str | None) -> int:
 def _profile(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from detector.calibrate_scores import Calibrator
     from detector.profile import ProfileError, build_profile
 
     if not 2 <= args.bins <= 100 or args.top_k < 1:
@@ -206,7 +209,8 @@ def _profile(args: argparse.Namespace) -> int:
         profile, report = build_profile(
             args.data, args.model, version=args.version, label_column=args.label_column,
             prediction_column=args.prediction_column, score_column=args.score_column,
-            exclude=tuple(args.exclude), bins=args.bins, top_k=args.top_k, fmt=args.format)
+            exclude=tuple(args.exclude), bins=args.bins, top_k=args.top_k, fmt=args.format,
+            positive_label=_class(args.positive_label))
     except ProfileError as exc:
         print(f"drift-detector: {exc}", file=sys.stderr)
         return 2
@@ -220,12 +224,26 @@ def _profile(args: argparse.Namespace) -> int:
           f"{sum(k == 'categorical' for k in kinds.values())} categorical)"
           + (f", label {profile.label.kind}" if profile.label else "")
           + (f", prediction {profile.prediction.kind}" if profile.prediction else ""))
+    if profile.estimation is not None:
+        kind = ("score calibrator (isotonic)" if isinstance(profile.estimation, Calibrator)
+                else "loss table")
+        print(f"performance estimates: {kind} fitted on {profile.estimation.pairs:,} "
+              "labelled rows")
     if report.skipped:
         print("skipped: " + ", ".join(f"{k} {n:,}" for k, n in sorted(report.skipped.items())))
     for name, col in profile.meta["columns"].items():
         if col["invalid"]:
             print(f"column {name}: {col['invalid']:,} values that are not finite numbers ignored")
     return 0
+
+
+def _class(text: str) -> str | int:
+    """A class given on the command line: an integer when it reads as one.
+
+    >>> _class("1"), _class("fraud")
+    (1, 'fraud')
+    """
+    return int(text) if text.lstrip("+-").isdigit() else text
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -232,6 +232,15 @@ class ReferenceSettings(_Section):
         return self
 
 
+class EstimationSettings(_Section):
+    """Performance estimated before the labels arrive (``detector.estimation``)."""
+
+    enabled: bool = True
+    warmup: int = Field(1000, ge=10, description=(
+        "labelled pairs of a version that fit its score calibrator (loss table) when its "
+        "profile has none"))
+
+
 class DetectionSettings(_Section):
     """How online detectors see their streams and how their parameters are chosen."""
 
@@ -332,6 +341,7 @@ class Settings(BaseSettings):
     detectors: DetectorSets = DetectorSets()
     detection: DetectionSettings = DetectionSettings()
     reference: ReferenceSettings = ReferenceSettings()
+    estimation: EstimationSettings = EstimationSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     discover_models: bool | None = Field(
         None, description="accept models not under `models`; default: only when none is declared"
@@ -394,8 +404,8 @@ class Settings(BaseSettings):
     def state_shape(self) -> dict[str, Any]:
         """The settings a checkpoint's state depends on (its fingerprint)."""
         return self.model_dump(mode="json", include={
-            "detectors", "detection", "reference", "join", "models", "rolling_window",
-            "max_features", "max_versions", "max_classes", "idle_events"})
+            "detectors", "detection", "reference", "estimation", "join", "models",
+            "rolling_window", "max_features", "max_versions", "max_classes", "idle_events"})
 
     def model(self, name: str) -> ModelSettings:
         """Settings of one model; discovered models get the defaults."""

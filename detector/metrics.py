@@ -53,6 +53,7 @@ from prometheus_client.utils import floatToGoString
 
 from detector import __version__
 from detector.config import MetricsSettings
+from detector.estimation import Snapshot
 from detector.monitor import Detection, ModelMonitor, Stream
 from detector.pipeline import Pipeline
 
@@ -160,6 +161,33 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("drift_model_error", "gauge",
      "Model error on joined labels, in the unit of the label (mae, rmse).",
      MODEL_METRIC_LABELS),
+    ("drift_model_quality_estimated_ratio", "gauge",
+     ("Model quality estimated from calibrated scores before the labels arrive (accuracy, "
+      "precision, recall, f1, roc_auc)."), MODEL_METRIC_LABELS),
+    ("drift_model_quality_estimated_lower_ratio", "gauge",
+     "Lower end of the estimate's sampling-error band (estimate - 3 standard errors).",
+     MODEL_METRIC_LABELS),
+    ("drift_model_quality_estimated_upper_ratio", "gauge",
+     "Upper end of the estimate's sampling-error band (estimate + 3 standard errors).",
+     MODEL_METRIC_LABELS),
+    ("drift_model_error_estimated", "gauge",
+     ("Model error estimated before the labels arrive, in the unit of the label (mae, "
+      "rmse)."), MODEL_METRIC_LABELS),
+    ("drift_model_error_estimated_lower", "gauge",
+     "Lower end of the error estimate's sampling-error band.", MODEL_METRIC_LABELS),
+    ("drift_model_error_estimated_upper", "gauge",
+     "Upper end of the error estimate's sampling-error band.", MODEL_METRIC_LABELS),
+    ("drift_model_quality_estimate_gap_ratio", "gauge",
+     "Realised minus estimated quality over the same labelled predictions.",
+     MODEL_METRIC_LABELS),
+    ("drift_model_quality_estimate_gap_limit_ratio", "gauge",
+     ("Half-width of the band the quality gap stays within while the calibration holds "
+      "(3 standard errors)."), MODEL_METRIC_LABELS),
+    ("drift_model_error_estimate_gap", "gauge",
+     "Realised minus estimated error over the same labelled predictions.", MODEL_METRIC_LABELS),
+    ("drift_model_error_estimate_gap_limit", "gauge",
+     ("Half-width of the band the error gap stays within while the loss model holds "
+      "(3 standard errors)."), MODEL_METRIC_LABELS),
     ("drift_model_quality_threshold_ratio", "gauge",
      "Configured lower bound of a model quality metric.", ("model", "metric")),
     ("drift_model_error_threshold", "gauge",
@@ -344,6 +372,28 @@ class Scrape:
     pvalues: list[float] = field(default_factory=list)
     #: features left out by metrics.max_feature_series
     dropped: int = 0
+    #: (model, model_version, estimates' sums) of every version, turned into series after
+    #: the lock is released (``add_estimates``)
+    estimators: list[tuple[str, str, Snapshot]] = field(default_factory=list)
+
+    def add_estimates(self) -> None:
+        """The estimate families' series from the copied sums."""
+        series = self.series
+        for model, version, snapshot in self.estimators:
+            for e in snapshot.estimates():
+                unit = "error" if e.metric in ERROR_METRICS else "quality"
+                suffix = "" if unit == "error" else "_ratio"
+                labels = (model, version, e.metric, e.window)
+                for kind, value in (("", e.value), ("_lower", e.lower), ("_upper", e.upper)):
+                    series[f"drift_model_{unit}_estimated{kind}{suffix}"].append(
+                        (labels, value))
+            for g in snapshot.gaps():
+                unit = "error" if g.metric in ERROR_METRICS else "quality"
+                suffix = "" if unit == "error" else "_ratio"
+                labels = (model, version, g.metric, g.window)
+                series[f"drift_model_{unit}_estimate_gap{suffix}"].append((labels, g.gap))
+                series[f"drift_model_{unit}_estimate_gap_limit{suffix}"].append(
+                    (labels, g.limit))
 
     def samples(self, family: str, per_detector: bool = True
                 ) -> Iterator[tuple[tuple[str, ...], float]]:
@@ -484,6 +534,7 @@ class DriftCollector(Collector):
         """Copy what the families show, holding the lock (and only for this)."""
         with self._lock:
             scrape = self._scrape(self._clock())
+        scrape.add_estimates()
         if bool(scrape.dropped) != bool(self._dropped):
             fields = {"max_feature_series": self._max_feature_series,
                       "features_dropped": scrape.dropped}
@@ -518,6 +569,7 @@ class DriftCollector(Collector):
             for metric, window, value in monitor.performance.values():
                 (error if metric in ERROR_METRICS else quality).append(
                     ((model, version, metric, window), value))
+            out.estimators.append((model, version, monitor.estimation.snapshot()))
         dropped = dict.fromkeys(p.models, 0)
         self._copy_streams(out, monitors, now, dropped)
         out.dropped = sum(dropped.values())

@@ -35,6 +35,7 @@ import numpy as np
 from detector import detectors
 from detector.config import DetectorSpec, ModelSettings, ReferenceSettings, Settings
 from detector.detectors import Standardizer
+from detector.estimation import Estimator
 from detector.events import (MAX_MAGNITUDE, MAX_NAME_LENGTH, FeatureValue, Rejection, Target,
                              check_features, feature_value)
 from detector.kernels import standardize
@@ -540,6 +541,8 @@ class ModelMonitor:
         self.performance = Performance(None if cfg.task == "auto" else cfg.task,
                                        cfg.positive_label, settings.rolling_window,
                                        settings.max_classes)
+        #: performance estimated from the scores before the labels arrive
+        self.estimation = Estimator.for_version(settings, model, profile)
         self.predictions = 0
         #: this batch's predictions (batch position, features) and scored pairs (batch
         #: position): where each queued value came from, for the detections' origins
@@ -613,6 +616,7 @@ class ModelMonitor:
         origins.extend(rows[p] for p in self.prediction.flush_raw(now, out))
         origins.extend(pairs[p] for p in self.error.flush_raw(now, out))
         origins.extend(pairs[p] for p in self.label.flush_raw(now, out))
+        self.estimation.flush()
 
     def observe(self, features: dict[str, FeatureValue], prediction: Target, score: float | None,
                 at: int = 0, checked: bool = True) -> int:
@@ -631,6 +635,7 @@ class ModelMonitor:
         n = self.predictions = self.predictions + 1
         self._batch.append((at, features))
         output = score if score is not None else prediction
+        self.estimation.outputs.append((prediction, score))
         self.prediction.push(output if isinstance(output, str) else float(output))
         if self._schema is not None and features.keys() == self._schema.names:
             self._rows.append(features)
@@ -734,6 +739,7 @@ class ModelMonitor:
         if error is None:
             return "class_cap"
         self._pairs.append(at)
+        self.estimation.pairs.append((y_true, y_pred, score))
         self.error.pending.append(error)
         self.label.push(y_true if isinstance(y_true, str) else float(y_true))
         return None

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from detector.config import Settings
 from detector.errors import ConfigError
+from detector.estimation import profile_mismatch
 from detector.events import (
     REASONS_BY_KIND,
     Kind,
@@ -327,5 +328,7 @@ def load_profiles(settings: Settings) -> dict[tuple[str, str | None], Profile]:
                 raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
             except ValueError as exc:  # JSON syntax or content
                 raise ConfigError(f"{key}: {path} is not a valid profile: {exc}") from None
+            if problem := profile_mismatch(profile, cfg):
+                raise ConfigError(f"{key}: {path}: {problem}")
             out[(model, version)] = profile
     return out

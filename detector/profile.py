@@ -28,7 +28,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from detector.calibrate_scores import Calibrator, LossTable, fit_calibrator, fit_loss_table
 from detector.errors import DriftDetectorError
+from detector.events import Target
+from detector.performance import reconcile
 from detector.reference import (
     CategoricalReference,
     NumericReference,
@@ -43,6 +46,7 @@ MISSING_TOKENS = frozenset({"", "na", "nan", "null", "none", "n/a"})
 RESERVOIR = 20_000          # values kept per numeric column for quantile edges
 MAX_CATEGORIES = 50_000     # distinct values tracked per column before pruning
 NUMERIC_SHARE = 0.95
+PAIRS = 100_000             # labelled pairs kept (a reservoir) to fit the estimation model
 
 
 class ProfileError(DriftDetectorError):
@@ -221,8 +225,14 @@ def build_profile(path: str | Path, model: str, *, version: str | None = None,
                   label_column: str | None = None, prediction_column: str | None = None,
                   score_column: str | None = None, exclude: tuple[str, ...] = (),
                   bins: int = 10, top_k: int = 20, fmt: Format | None = None,
-                  seed: int = 0, show_progress: bool = True) -> tuple[Profile, Report]:
-    """Two streaming passes over ``path``; returns the profile and what was skipped."""
+                  seed: int = 0, show_progress: bool = True,
+                  positive_label: Target = 1) -> tuple[Profile, Report]:
+    """Two streaming passes over ``path``; returns the profile and what was skipped.
+
+    With a label column and a score column, the profile also holds the score calibrator
+    of the performance estimates (``positive_label``: the class the score is the
+    probability of); with a label and a prediction column of a regressor, its loss table
+    (``estimation_model``)."""
     path = Path(path)
     if not path.is_file():
         raise ProfileError(f"no such file: {path}")
@@ -237,6 +247,7 @@ def build_profile(path: str | Path, model: str, *, version: str | None = None,
     target = score_column or prediction_column
     special = {label_column, prediction_column, score_column} - {None}
     columns: dict[str, Column] = {}
+    pairs = _Pairs(seed) if label_column and target else None
 
     report = Report()
     bar = _Progress(total, "profile pass 1/2") if show_progress else None
@@ -249,6 +260,8 @@ def build_profile(path: str | Path, model: str, *, version: str | None = None,
             if col is None:
                 col = columns[name] = Column(name, seed + len(columns))
             col.add(None if _missing(value, typed) else value, typed)
+        if pairs is not None:
+            pairs.add(row.get(label_column), row.get(target), typed)
     if bar:
         bar.update(total, report.rows, final=True)
     if report.rows == 0:
@@ -312,4 +325,57 @@ def build_profile(path: str | Path, model: str, *, version: str | None = None,
             "source": {"path": str(path), "format": fmt, "rows": report.rows,
                        "skipped": dict(report.skipped)},
             "columns": meta_columns}
-    return Profile(model, version, refs, label, prediction, meta), report
+    estimation = (estimation_model(pairs.kept, score_column is not None, positive_label)
+                  if pairs is not None else None)
+    return Profile(model, version, refs, label, prediction, meta, estimation), report
+
+
+class _Pairs:
+    """A reservoir of ``PAIRS`` (label, prediction or score) pairs, both present."""
+
+    def __init__(self, seed: int) -> None:
+        self.kept: list[tuple[Any, float | str]] = []
+        self.seen = 0
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, label: Any, output: Any, typed: bool) -> None:
+        if _missing(label, typed) or _missing(output, typed):
+            return
+        number = _number(output, typed)
+        self.seen += 1
+        pair = (label, number if number is not None else str(output))
+        if len(self.kept) < PAIRS:
+            self.kept.append(pair)
+        elif (j := int(self._rng.integers(self.seen))) < PAIRS:
+            self.kept[j] = pair
+
+
+def estimation_model(pairs: list[tuple[Any, float | str]], scored: bool,
+                     positive_label: Target) -> Calibrator | LossTable | None:
+    """The model of the performance estimates from labelled reference pairs: with scores,
+    the calibrator of P(label == ``positive_label``); else, when the predictions are real
+    numbers (not all integers) and so are the labels, a regressor's loss table; else none
+    (a classifier without scores cannot be estimated).
+
+    >>> estimation_model([("1", 0.9), ("0", 0.2), ("1", 0.6)], True, 1).y.tolist()
+    [0.0, 1.0, 1.0]
+    >>> estimation_model([(1.5, 1.0), (2.0, 2.5)], False, 1).pairs
+    2
+    >>> estimation_model([(1, 1.0), (0, 0.0)], False, 1) is None
+    True
+    """
+    if scored:
+        usable = [(y, q) for y, q in pairs if isinstance(q, float)]
+        if not usable:
+            return None
+        labels, scores = zip(*usable)
+        truth = [(m := reconcile(y, positive_label)) is not None and m[0] == m[1]
+                 for y in labels]
+        return fit_calibrator(np.asarray(scores), np.asarray(truth), positive_label)
+    numbers = [(y, q) for y, q in pairs
+               if isinstance(q, float) and _number(y, isinstance(y, int | float)) is not None]
+    if not numbers or all(q.is_integer() for _, q in numbers):
+        return None
+    labels, predictions = zip(*numbers)
+    return fit_loss_table(np.asarray(predictions),
+                          np.asarray([_number(y, isinstance(y, int | float)) for y in labels]))

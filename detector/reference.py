@@ -48,6 +48,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from scipy.stats import chi2 as _chi2
 
+from detector.calibrate_scores import Calibrator, LossTable, model_from_json
+
 Method = Literal["psi", "js", "ks", "chi2"]
 OTHER = "__other__"
 PSI_FLOOR = 1e-4
@@ -498,6 +500,9 @@ class Profile:
     label: Reference | None = None
     prediction: Reference | None = None
     meta: dict[str, Any] | None = None
+    #: the score calibrator (classification) or loss table (regression) of the
+    #: performance estimates, fitted on the labelled reference
+    estimation: Calibrator | LossTable | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -506,6 +511,7 @@ class Profile:
             "features": {name: ref.to_json() for name, ref in self.features.items()},
             "label": self.label.to_json() if self.label else None,
             "prediction": self.prediction.to_json() if self.prediction else None,
+            "estimation": self.estimation.to_json() if self.estimation else None,
         }
 
     @classmethod
@@ -524,7 +530,8 @@ class Profile:
                 raise ValueError(f"feature {name!r}: {exc}") from None
         extra = {k: v for k, v in d.items() if k not in
                  {"format", "format_version", "model", "model_version", "features", "label",
-                  "prediction"}}
+                  "prediction", "estimation"}}
         return cls(str(d.get("model", "")), d.get("model_version"), features,
                    reference_from_json(d["label"]) if d.get("label") else None,
-                   reference_from_json(d["prediction"]) if d.get("prediction") else None, extra)
+                   reference_from_json(d["prediction"]) if d.get("prediction") else None, extra,
+                   model_from_json(d["estimation"]) if d.get("estimation") else None)

@@ -177,10 +177,49 @@ class ReferenceCollector(Collector):
             pending.add_metric([name], p.join.pending(name))
             if state.newest_event_time is not None:
                 newest.add_metric([name], state.newest_event_time)
+        estimated = {
+            (unit, kind): gauge(name, doc, labels=metric_labels)
+            for unit, kind, name, doc in (
+                ("quality", "value", "drift_model_quality_estimated_ratio",
+                 ("Model quality estimated from calibrated scores before the labels arrive "
+                  "(accuracy, precision, recall, f1, roc_auc).")),
+                ("quality", "lower", "drift_model_quality_estimated_lower_ratio",
+                 ("Lower end of the estimate's sampling-error band (estimate - 3 standard "
+                  "errors).")),
+                ("quality", "upper", "drift_model_quality_estimated_upper_ratio",
+                 ("Upper end of the estimate's sampling-error band (estimate + 3 standard "
+                  "errors).")),
+                ("error", "value", "drift_model_error_estimated",
+                 ("Model error estimated before the labels arrive, in the unit of the label "
+                  "(mae, rmse).")),
+                ("error", "lower", "drift_model_error_estimated_lower",
+                 "Lower end of the error estimate's sampling-error band."),
+                ("error", "upper", "drift_model_error_estimated_upper",
+                 "Upper end of the error estimate's sampling-error band."),
+                ("quality", "gap", "drift_model_quality_estimate_gap_ratio",
+                 "Realised minus estimated quality over the same labelled predictions."),
+                ("quality", "limit", "drift_model_quality_estimate_gap_limit_ratio",
+                 ("Half-width of the band the quality gap stays within while the calibration "
+                  "holds (3 standard errors).")),
+                ("error", "gap", "drift_model_error_estimate_gap",
+                 "Realised minus estimated error over the same labelled predictions."),
+                ("error", "limit", "drift_model_error_estimate_gap_limit",
+                 ("Half-width of the band the error gap stays within while the loss model "
+                  "holds (3 standard errors).")))}
         for monitor in p.monitors():
             for metric, window, value in monitor.performance.values():
                 (error if metric in ERRORS else quality).add_metric(
                     [monitor.model, monitor.version, metric, window], value)
+            for e in monitor.estimation.estimates():
+                unit = "error" if e.metric in ERRORS else "quality"
+                for kind, value in (("value", e.value), ("lower", e.lower), ("upper", e.upper)):
+                    estimated[(unit, kind)].add_metric(
+                        [monitor.model, monitor.version, e.metric, e.window], value)
+            for g in monitor.estimation.gaps():
+                unit = "error" if g.metric in ERRORS else "quality"
+                for kind, value in (("gap", g.gap), ("limit", g.limit)):
+                    estimated[(unit, kind)].add_metric(
+                        [monitor.model, monitor.version, g.metric, g.window], value)
 
         # every version's prediction, error and label, then whole features (with their
         # category share streams) while they fit in max_feature_series
@@ -261,7 +300,7 @@ class ReferenceCollector(Collector):
         for topic, gone in sorted(self._status.topic_missing.items()):
             topic_missing.add_metric([topic], 1.0 if gone else 0.0)
         out = [events, rejected, detected, detections, firings, values, missing, distance,
-               pvalue, quality, error, quality_threshold, error_threshold, join, pending,
+               pvalue, quality, error, *estimated.values(), quality_threshold, error_threshold, join, pending,
                newest, lag, checkpoint, build, backpressure, sinks, topic_missing, dropped]
         return out if per_detector else [f for f in out if f is not firings]
 
@@ -310,6 +349,7 @@ def _rich_pipeline(**metrics: object) -> tuple[Pipeline, RunStatus]:
                 "eta": {"task": "regression", "thresholds": {"mae": 3.0}}},
         max_versions=2, version_idle_seconds=5.0,
         reference={"warmup": 20, "window": 20, "evaluate_every": 10},
+        estimation={"warmup": 60}, rolling_window=50,
         metrics={"detection_hold_seconds": 5.0, **metrics}))
     rng = random.Random(11)
     p.process(_rich_records(rng, "1", 0, 300, 6.0) + _rich_records(rng, "2", 300, 200, 0.0),
@@ -439,17 +479,20 @@ def _warm(n_numeric: int, n_categorical: int, **metrics: object) -> Pipeline:
             "model": "m", "model_version": "1", "prediction_id": str(i), "features": features,
             "prediction": int(score > 0.5), "score": score,
             "label": int(rng.random() < score)}).encode()))
-    p.process(records, now=0.0)
+    # the first 1,000 pairs fit the score calibrator (estimation.warmup), the rest are
+    # estimated
+    p.process(records[:1000], now=0.0)
+    p.process(records[1000:], now=0.0)
     return p
 
 
 @pytest.mark.parametrize("per_detector, numeric, categorical, version", [
-    (True, 20, 37, 52), (False, 7, 24, 25)])
+    (True, 20, 37, 102), (False, 7, 24, 75)])
 def test_series_budget_per_feature_and_version(per_detector: bool, numeric: int,
                                                categorical: int, version: int) -> None:
     """The cardinality budget of the README: series per numeric feature, per categorical
     feature (five share streams and the rest) and per version of a scored classifier with
-    labels, with the default detectors and references warm."""
+    labels, with the default detectors, references warm and performance estimated."""
     def count(p: Pipeline, feature: str | None = None) -> int:
         return sum(1 for name, labels, _ in _series(
             DriftCollector(p, threading.Lock(), RunStatus()).render())
