@@ -279,8 +279,15 @@ def _run(settings: Settings, stop: threading.Event) -> int:
         sink = TopicSink(settings.kafka, settings.drift_events.topic, "drift_events")
     if settings.dead_letter.enabled:
         dead = TopicSink(settings.kafka, settings.dead_letter.topic, "dead_letter")
+    ingest = None
+    if settings.ingest.enabled:
+        # the idempotent producer: the broker drops repeats of its own retries; sizes are
+        # bounded by ingest.max_body_bytes before a message is sent
+        ingest = TopicSink(settings.kafka, settings.ingest.topic, "ingest", idempotent=True,
+                           timeout_s=settings.ingest.ack_timeout_seconds,
+                           hold_s=settings.ingest.hold_seconds)
     service = Service(settings, _source(settings.kafka), sink=sink, dead_letters=dead,
-                      store=store)
+                      store=store, ingest=ingest)
     _serve_metrics(service)
     service.run(stop)
     return 0

@@ -631,10 +631,22 @@ class TopicSink:
     HOLD_S = 30.0
     LOG_EVERY_S = 10.0
 
-    def __init__(self, kafka: KafkaSettings, topic: str, name: str) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, name: str, *,
+                 idempotent: bool = False, timeout_s: float | None = None,
+                 hold_s: float | None = None) -> None:
         self._kafka = kafka
         self.topic = topic
         self.name = name
+        #: the idempotent producer (no duplicates from its own retries) for callers that
+        #: bound message sizes themselves: kafka-python takes a refused message as fatal
+        self._idempotent = idempotent
+        if timeout_s is not None:   # a caller waiting on publish (HTTP ingest) sets its bound
+            self.FLUSH_S = timeout_s
+            self.DELIVERY_TIMEOUT_MS = int(timeout_s * 900)
+            self.REQUEST_TIMEOUT_MS = int(timeout_s * 600)
+            self.METADATA_WAIT_MS = min(self.METADATA_WAIT_MS, int(timeout_s * 500))
+        if hold_s is not None:
+            self.HOLD_S = hold_s
         self._producer: KafkaProducer | None = None
         self._invalid_topic: str | None = None
         self._held: tuple[SinkOutcome, float] | None = None   # reason, until (monotonic)
@@ -656,10 +668,10 @@ class TopicSink:
         try:
             if self._invalid_topic is None:
                 self._ensure_topic(opts)
-            # idempotence off: kafka-python's idempotent producer takes a refused message
-            # (too large) as fatal and fails every later send
+            # idempotence off by default: kafka-python's idempotent producer takes a refused
+            # message (too large) as fatal and fails every later send
             producer = KafkaProducer(
-                **opts, acks="all", linger_ms=5, enable_idempotence=False,
+                **opts, acks="all", linger_ms=5, enable_idempotence=self._idempotent,
                 max_request_size=largest_message(self._kafka) + self.HEADROOM,
                 max_block_ms=self.METADATA_WAIT_MS, request_timeout_ms=self.REQUEST_TIMEOUT_MS,
                 delivery_timeout_ms=self.DELIVERY_TIMEOUT_MS,
