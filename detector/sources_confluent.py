@@ -33,6 +33,7 @@ from confluent_kafka import (
 from detector.config import KafkaSettings
 from detector.errors import SourceError, SourceUnavailable
 from detector.events import Kind
+from detector.logs import ThrottledLog
 from detector.records import Record
 from detector.sources import (
     BOOTSTRAP_TIMEOUT_MS,
@@ -132,24 +133,13 @@ def take(consumer: Consumer, n: int, timeout: float) -> list[Any]:
     return [first, *consumer.consume(n - 1, 0)] if n > 1 else [first]
 
 
-class _ClientLog:
+class _ClientLog(ThrottledLog):
     """Where librdkafka's own log lines and error callbacks go: one line per facility
     (or error) every ``every`` seconds, with the number left out since. In an outage
     librdkafka reports every failed reconnect, several times a second."""
 
     def __init__(self, every: float = 10.0) -> None:
-        self.every = every
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def emit(self, level: int, event: str, key: str, fields: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, float("-inf")) < self.every:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        log.log(level, event, extra={"fields": {
-            **fields, "suppressed": self._suppressed.pop(key, 0)}})
+        super().__init__(log, every)
 
     def log(self, level: int, fmt: str, *args: Any) -> None:
         """The ``logger`` interface confluent-kafka calls: ``fmt`` is
