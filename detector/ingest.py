@@ -7,7 +7,7 @@ is checked, turned into Kafka messages in **binary content mode as Knative's Kaf
 writes them** (the event's data as the value, each attribute as a ``ce_<name>`` header
 in UTF-8, the data's media type in ``content-type``) keyed by the event's ``id`` (a
 request and its response share the id, so both land on the same partition), and
-answered 202 only once every in-sync replica has each message. A consumer therefore
+answered 200 only once every in-sync replica has each message. A consumer therefore
 reads an event that came over HTTP exactly as one a KafkaSink delivered.
 
 A request that is refused is answered with the status and ``reason: detail`` in the
@@ -34,7 +34,10 @@ reason                        status  when
 A 503 does not say that nothing was written: a message may have reached the broker
 after the wait ended, and a batch may be written in part. A client that retries such a
 request may therefore write an event twice, never lose one; consumers drop repeats by
-the CloudEvents ``id`` (with ``source``, unique per event by the specification).
+the CloudEvents ``id`` and ``type`` (KServe gives a request and its response the same
+id; ``id`` with ``source`` is unique per event by the specification). KServe's logger
+does not retry: an event it posts while the answer is 429 or 503 is lost at the logger,
+and counted here.
 
 >>> msgs = from_binary({"ce-specversion": "1.0", "ce-id": "r1", "ce-source": "http://m",
 ...     "ce-type": "org.kubeflow.serving.inference.request", "ce-endpoint": "%20default",
@@ -422,7 +425,8 @@ class Ingest:
             self._status.count_sink(self.name, outcomes)
         written = outcomes.get("written", 0)
         if written == len(messages):
-            return Reply(202, msgspec.json.encode({"written": written}), "application/json")
+            # 200, not 202: KServe's logger logs any other status as a failed delivery
+            return Reply(200, msgspec.json.encode({"written": written}), "application/json")
         failed = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())
                            if outcome != "written" and n)
         detail = (f"{written} of {len(messages)} events written to {self.topic} "
