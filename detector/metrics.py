@@ -709,6 +709,10 @@ class MetricsServer:
 
 
 class _Server(ThreadingHTTPServer):
+    #: connections waiting to be accepted (socketserver's default, 5, resets the
+    #: connections of a burst of clients, such as a model server's payload loggers)
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("http_client_error", extra={"fields": {"client": client_address[0]}},
                   exc_info=True)
@@ -722,6 +726,14 @@ class _Handler(BaseHTTPRequestHandler):
     auth: bytes | None
     ingest: Ingest | None
     server_version = f"drift-detector/{__version__}"
+    #: keep-alive: a logger posting one event per request does not connect (and shake
+    #: hands over TLS) each time; every answer has a Content-Length, and a connection
+    #: whose request body was not read is closed (see do_POST)
+    protocol_version = "HTTP/1.1"
+    #: headers and body go out in two writes: without this, a kept-alive client's
+    #: delayed ACK holds the body back ~40 ms
+    disable_nagle_algorithm = True
+    #: also how long an idle kept-alive connection holds its thread
     timeout = 10
 
     def setup(self) -> None:
@@ -760,14 +772,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         ingest = self.ingest
         if ingest is None or self.path.split("?", 1)[0] != ingest.path:
+            self.close_connection = True
             self._send(404, b"not found: POST goes to the ingest path (ingest.enabled)\n",
-                       "text/plain")
+                       "text/plain", (("Connection", "close"),))
             return
         if not self._authorized():
             reply = ingest.refuse("unauthorized", "basic auth credentials missing or wrong",
                                   (("WWW-Authenticate", _CHALLENGE),))
         else:
             reply = ingest.handle(self.headers, self.rfile)
+        if reply.status != 200:   # the body may be left unread: not the next request
+            self.close_connection = True
+            reply = reply._replace(headers=(*reply.headers, ("Connection", "close")))
         self._send(reply.status, reply.body, reply.content_type, reply.headers)
 
     def _authorized(self) -> bool:

@@ -162,12 +162,24 @@ def _modes_codes_and_limits(tansu: Tansu, port: int, topic: str, ctx: ssl.SSLCon
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         post(f"http://127.0.0.1:{port}/v1/events", good.body, good.headers)
 
-    # the burst (12) is spent: 4 above, then at most 8 more before a 429
-    answers = [post(url, good.body, good.headers, ctx=ctx) for _ in range(9)]
-    assert [code for code, _, _ in answers] == [200] * 8 + [429]
+    # one kept-alive connection carries several events; a refusal that leaves the body
+    # unread closes it
+    auth = "Basic " + base64.b64encode(":".join(AUTH).encode()).decode()
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    statuses = []
+    for headers in (good.headers, good.headers, {**good.headers, "Content-Length": "9999"}):
+        conn.request("POST", "/v1/events", good.body, {**headers, "Authorization": auth})
+        resp = conn.getresponse()
+        resp.read()
+        statuses.append((resp.status, resp.getheader("Connection")))
+    conn.close()
+    assert statuses == [(200, None), (200, None), (413, "close")]
+
+    # the burst (12) is spent: 6 above, then at most 6 more before a 429
+    answers = [post(url, good.body, good.headers, ctx=ctx) for _ in range(7)]
+    assert [code for code, _, _ in answers] == [200] * 6 + [429]
     assert int(answers[-1][2]["Retry-After"]) >= 1
 
-    auth = "Basic " + base64.b64encode(":".join(AUTH).encode()).decode()
     req = urllib.request.Request(f"https://127.0.0.1:{port}/metrics",
                                  headers={"Authorization": auth})
     text = urllib.request.urlopen(req, context=ctx, timeout=5).read().decode()
@@ -176,7 +188,7 @@ def _modes_codes_and_limits(tansu: Tansu, port: int, topic: str, ctx: ssl.SSLCon
          for f in text_string_to_metric_families(text) for s in f.samples}
     assert {reason: sample(m, "drift_ingest_rejected_total", reason=reason)
             for reason in REASONS} == {
-        "unauthorized": 2, "length_required": 0, "too_large": 1, "unsupported_media_type": 1,
+        "unauthorized": 2, "length_required": 0, "too_large": 2, "unsupported_media_type": 1,
         "invalid_json": 2, "invalid_event": 1, "rate_limited": 1, "unavailable": 0}
     assert sample(m, "drift_sink_messages_total", sink="ingest", outcome="written") == 12
     assert len(read_topic(tansu.bootstrap, topic)) == 12
