@@ -56,13 +56,14 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, get_args
+from collections.abc import Callable, Mapping
+from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 from urllib.parse import unquote_to_bytes
 
 import msgspec
 
 from detector.config import IngestSettings
+from detector.records import Message, Sink
 
 if TYPE_CHECKING:
     from detector.metrics import RunStatus
@@ -77,8 +78,6 @@ STATUS: dict[Reason, int] = {
     "unsupported_media_type": 415, "invalid_json": 400, "invalid_event": 400,
     "rate_limited": 429, "unavailable": 503}
 
-#: A Kafka message: key, value, headers (as ``TopicSink.publish`` takes them).
-Message = tuple[str | None, bytes, list[tuple[str, bytes]]]
 #: The CloudEvents spec: attribute names are lower-case ASCII letters and digits.
 _NAME = re.compile(r"[a-z0-9]+")
 REQUIRED = ("specversion", "id", "source", "type")
@@ -308,18 +307,6 @@ class TokenBucket:
             return round((n - self._tokens) / self.rate, 6)
 
 
-class Writer(Protocol):
-    """Where accepted events go (``sources.TopicSink``): waits for the broker."""
-
-    name: str
-    topic: str
-    outcomes: tuple[str, ...]
-
-    def open(self) -> None: ...
-    def publish(self, messages: Iterable[Message]) -> Mapping[str, int]: ...
-    def close(self) -> None: ...
-
-
 class Reply(NamedTuple):
     status: int
     body: bytes
@@ -340,7 +327,7 @@ class Ingest:
     name (``drift_sink_messages_total{sink="ingest"}``).
     """
 
-    def __init__(self, cfg: IngestSettings, writer: Writer, max_event_bytes: int,
+    def __init__(self, cfg: IngestSettings, writer: Sink, max_event_bytes: int,
                  status: RunStatus, log_refusal: Callable[[Refusal, float], None]) -> None:
         self.cfg, self.path, self.writer = cfg, cfg.path, writer
         self.name, self.topic = writer.name, writer.topic
@@ -413,7 +400,8 @@ class Ingest:
         retry = (("Retry-After", str(max(1, math.ceil(self.cfg.hold_seconds)))),)
         with self._idle:
             if not self._open:
-                return self.refuse("unavailable", "not connected to Kafka", retry)
+                return self.refuse("unavailable", "not connected to Kafka (starting or "
+                                   "stopping)", retry)
             self._writing += 1
         try:
             outcomes = self.writer.publish(messages)

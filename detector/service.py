@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from contextlib import ExitStack
@@ -31,7 +31,7 @@ from detector.kernels import _jit
 from detector.metrics import Exporter, MetricsServer, RunStatus
 from detector.monitor import Detection
 from detector.pipeline import BatchResult, Pipeline
-from detector.records import Record
+from detector.records import Message, Record, Sink
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +55,9 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-Message = tuple[str | None, bytes, list[tuple[str, bytes]]]
-
-
 class Store(Protocol):
     def read(self) -> bytes | None: ...
     def write(self, blob: bytes) -> int: ...
-    def close(self) -> None: ...
-
-
-class Sink(Protocol):
-    #: ``dead_letter`` or ``drift_events``: the ``sink`` label of ``drift_sink_messages_total``
-    name: str
-    topic: str
-    #: every outcome ``publish`` can count (``written`` and the reasons a message is not)
-    outcomes: tuple[str, ...]
-
-    def open(self) -> None: ...
-    def publish(self, messages: Iterable[Message]) -> Mapping[str, int]: ...
     def close(self) -> None: ...
 
 

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -56,7 +56,7 @@ def kserve_event(request_id: str, kind: str = "request", data: object = None) ->
     return CloudEvent({
         "id": request_id, "source": "http://localhost:9081/",
         "type": f"org.kubeflow.serving.inference.{kind}", "specversion": "1.0",
-        "time": datetime(2026, 11, 24, 7, 0, tzinfo=timezone.utc),
+        "time": datetime(2026, 11, 24, 7, 0, tzinfo=UTC),
         "datacontenttype": "application/json",
         "inferenceservicename": "sklearn-iris", "namespace": "models",
         "component": "predictor", "endpoint": "default"},
@@ -135,7 +135,7 @@ def _modes_codes_and_limits(tansu: Tansu, port: int, topic: str, ctx: ssl.SSLCon
     for event, record in zip([binary, response, *batch], written, strict=True):
         want = ce_kafka.to_binary_event(event, key_mapper=lambda e: e.get_id())
         assert record.key.decode() == want.key
-        assert dict((k, v) for k, v in record.headers) == want.headers
+        assert dict(record.headers) == want.headers
         assert json.loads(record.value) == json.loads(want.value)
     assert written[0].value == ce_http.to_binary_event(binary).body   # binary: unchanged
 
