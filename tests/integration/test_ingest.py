@@ -85,14 +85,20 @@ def ingest_topic(topics: Topics) -> str:
     return topic
 
 
+CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+
+
+@CLIENTS
 def test_modes_codes_tls_auth_and_limits_as_kafkasink_writes(
-        tansu: Tansu, pki: Path, tmp_path: Path) -> None:
+        tansu: Tansu, pki: Path, tmp_path: Path, client: str) -> None:
     """Binary, structured and batched events are written as the CloudEvents Kafka binding
     writes them (attributes, content type, value; key = id); bad requests get their
-    status and reason and are counted; over TLS, behind basic auth."""
+    status and reason and are counted; over TLS, behind basic auth; with either Kafka
+    client."""
     topics = Topics(tansu)
     topic = ingest_topic(topics)
     d = DetectorProcess(topics, tmp_path, {
+        "kafka": {"client": client},
         "metrics": {"tls_certfile": str(pki / "server.pem"),
                     "tls_keyfile": str(pki / "server.key"),
                     "basic_auth_username": AUTH[0], "basic_auth_password": AUTH[1]},
@@ -194,14 +200,15 @@ def _modes_codes_and_limits(tansu: Tansu, port: int, topic: str, ctx: ssl.SSLCon
     assert len(read_topic(tansu.bootstrap, topic)) == 12
 
 
-def test_kafka_down_is_503_never_2xx(tmp_path: Path) -> None:
+@CLIENTS
+def test_kafka_down_is_503_never_2xx(tmp_path: Path, client: str) -> None:
     """With the broker gone, a post is answered 503 with Retry-After within the ack
-    timeout, and counted; once it is back, posts are accepted again."""
+    timeout, and counted."""
     broker = Tansu(log_path=tmp_path / "tansu.log").start()
     d = None
     try:
         topics = Topics(broker)
-        d = DetectorProcess(topics, tmp_path, {"ingest": {
+        d = DetectorProcess(topics, tmp_path, {"kafka": {"client": client}, "ingest": {
             "enabled": True, "topic": ingest_topic(topics), "ack_timeout_seconds": 2.0,
             "hold_seconds": 1.0}}).start()
         url = f"http://127.0.0.1:{d.port}/ingest"
@@ -229,7 +236,9 @@ def test_kafka_down_is_503_never_2xx(tmp_path: Path) -> None:
         broker.stop()
 
 
-def test_kill_9_while_posting_loses_no_acknowledged_event(tansu: Tansu, tmp_path: Path) -> None:
+@CLIENTS
+def test_kill_9_while_posting_loses_no_acknowledged_event(tansu: Tansu, tmp_path: Path,
+                                                          client: str) -> None:
     """Four clients post events with unique ids; the service is killed with SIGKILL in
     the middle and restarted; the clients retry what was not acknowledged (as a
     retrying logger does). Every acknowledged id is in the topic; an id appears twice
@@ -237,7 +246,8 @@ def test_kill_9_while_posting_loses_no_acknowledged_event(tansu: Tansu, tmp_path
     exactly once."""
     topics = Topics(tansu)
     topic = ingest_topic(topics)
-    d = DetectorProcess(topics, tmp_path, {"ingest": {"enabled": True, "topic": topic}})
+    d = DetectorProcess(topics, tmp_path, {"kafka": {"client": client},
+                                           "ingest": {"enabled": True, "topic": topic}})
     d.start()
     url = f"http://127.0.0.1:{d.port}/ingest"
     acked: Counter[str] = Counter()
