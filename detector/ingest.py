@@ -308,6 +308,8 @@ class TokenBucket:
 
 
 class Reply(NamedTuple):
+    """The HTTP answer to one request."""
+
     status: int
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
@@ -418,7 +420,7 @@ class Ingest:
         failed = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items())
                            if outcome != "written" and n)
         detail = (f"{written} of {len(messages)} events written to {self.topic} "
-                  f"({failed}); retry: repeats are dropped by id")
+                  f"({failed}); retry: repeats are dropped by id and type")
         if outcomes.get("too_large"):
             return self.refuse("too_large", f"Kafka refused the size: {detail}")
         return self.refuse("unavailable", detail, retry)
