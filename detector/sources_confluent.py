@@ -517,6 +517,10 @@ class ConfluentTopicSink(TopicSink):
         k = self._kafka
         conf = {**connection_config(k), "acks": "all", "enable.idempotence": self._idempotent,
                 "linger.ms": 5, "message.max.bytes": largest_message(k) + self.HEADROOM,
+                # keys to partitions as Java's and kafka-python's producers map them
+                # (librdkafka's default hashes with CRC32): a label keyed by a request's
+                # id lands on the partition number of the request's events
+                "partitioner": "murmur2_random",
                 "message.timeout.ms": self.DELIVERY_TIMEOUT_MS,
                 "request.timeout.ms": self.REQUEST_TIMEOUT_MS,
                 "topic.metadata.propagation.max.ms": self.METADATA_WAIT_MS,

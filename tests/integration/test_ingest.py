@@ -298,3 +298,46 @@ def test_kill_9_while_posting_loses_no_acknowledged_event(tansu: Tansu, tmp_path
     print(f"acknowledged {len(acked)} (before the kill {len(acked_at_kill)}), posts without "
           f"an answer {sum(unanswered.values())} of {len(unanswered)} ids, repeats in the "
           f"topic {sum(ids[i] - 1 for i in repeated)}")
+
+
+def test_both_clients_put_an_id_on_the_same_partition(tansu: Tansu) -> None:
+    """The ingest writes an event keyed by its id; a label keyed by the same id (from
+    any Java-compatible producer) must land on the same partition number, whichever
+    client the service runs."""
+    from detector.sources import TopicSink
+    from detector.sources_confluent import ConfluentTopicSink
+
+    topics = Topics(tansu)
+    placed = {}
+    for sink_type in (TopicSink, ConfluentTopicSink):
+        topic = f"keys-{sink_type.__name__}-{uuid.uuid4().hex[:6]}"
+        create_topics(topics.kafka, [topic], 8)
+        sink = sink_type(topics.kafka, topic, "ingest", idempotent=True)
+        sink.open()
+        try:
+            assert sink.publish((f"id-{i}", b"{}", []) for i in range(64))["written"] == 64
+        finally:
+            sink.close()
+        placed[sink_type] = _partitions_of_keys(tansu.bootstrap, topic, 8, 64)
+    assert len(placed[TopicSink]) == 64 and len(set(placed[TopicSink].values())) > 1
+    assert placed[ConfluentTopicSink] == placed[TopicSink]
+
+
+def _partitions_of_keys(bootstrap: str, topic: str, partitions: int, n: int) -> dict[str, int]:
+    """The partition of each of the ``n`` messages of ``topic``, by key."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    out: dict[str, int] = {}
+    try:
+        def read() -> bool:
+            for tp, messages in consumer.poll(timeout_ms=200).items():
+                out.update((m.key.decode(), tp.partition) for m in messages)
+            return len(out) == n
+        wait_for(read, 30, f"{n} messages of {topic}", every=0)
+    finally:
+        consumer.close()
+    return out
