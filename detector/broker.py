@@ -84,6 +84,16 @@ class _Broker:
                 self._proc.wait()
         self._proc = None
 
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would (``stop`` waits for a clean shutdown,
+        which Tansu takes seconds to finish while clients stay connected)."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        self._proc = None
+
     def __enter__(self) -> _Broker:
         return self.start()
 

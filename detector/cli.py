@@ -28,8 +28,11 @@ from detector import __version__
 from detector.errors import ConfigError, DriftDetectorError
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from detector.config import KafkaSettings, Settings
     from detector.service import Service, Source
+    from detector.sources import TopicSink
 
 log = logging.getLogger("detector.cli")
 
@@ -282,7 +285,7 @@ def _run(settings: Settings, stop: threading.Event) -> int:
     if stop.is_set():
         return 0
     from detector.service import Service
-    from detector.sources import KafkaCheckpointStore, TopicSink
+    from detector.sources import KafkaCheckpointStore
 
     if stop.is_set():
         return 0
@@ -293,12 +296,20 @@ def _run(settings: Settings, stop: threading.Event) -> int:
         name = ck.name or f"{settings.kafka.group_id}:{socket.gethostname()}"
         store = KafkaCheckpointStore(settings.kafka, ck.topic, name)
     # the sinks connect in Service.run, after the source (none of this touches the network)
+    sink_type = _sink_type(settings.kafka)
     if settings.drift_events.enabled:
-        sink = TopicSink(settings.kafka, settings.drift_events.topic, "drift_events")
+        sink = sink_type(settings.kafka, settings.drift_events.topic, "drift_events")
     if settings.dead_letter.enabled:
-        dead = TopicSink(settings.kafka, settings.dead_letter.topic, "dead_letter")
+        dead = sink_type(settings.kafka, settings.dead_letter.topic, "dead_letter")
+    ingest = None
+    if settings.ingest.enabled:
+        # the idempotent producer: the broker drops repeats of its own retries; sizes are
+        # bounded by ingest.max_body_bytes before a message is sent
+        ingest = sink_type(settings.kafka, settings.ingest.topic, "ingest", idempotent=True,
+                           timeout_s=settings.ingest.ack_timeout_seconds,
+                           hold_s=settings.ingest.hold_seconds)
     service = Service(settings, _source(settings.kafka), sink=sink, dead_letters=dead,
-                      store=store)
+                      store=store, ingest=ingest)
     _serve_metrics(service)
     service.run(stop)
     return 0
@@ -310,14 +321,28 @@ def _source(kafka: KafkaSettings) -> Source:
 
     if kafka.client == "kafka-python":
         return KafkaSource(kafka)
+    return _confluent().ConfluentSource(kafka)
+
+
+def _sink_type(kafka: KafkaSettings) -> type[TopicSink]:
+    """The producer side of ``kafka.client``: dead letters, drift events, ingest."""
+    from detector.sources import TopicSink
+
+    if kafka.client == "kafka-python":
+        return TopicSink
+    return _confluent().ConfluentTopicSink
+
+
+def _confluent() -> ModuleType:
+    """``detector.sources_confluent``, or a ``ConfigError`` naming the extra."""
     try:
-        from detector.sources_confluent import ConfluentSource
+        from detector import sources_confluent
     except ModuleNotFoundError as exc:
         if exc.name != "confluent_kafka":
             raise
         raise ConfigError("kafka.client is confluent but confluent-kafka is not installed: "
                           "pip install 'drift-detector[confluent]'") from None
-    return ConfluentSource(kafka)
+    return sources_confluent
 
 
 def _serve_metrics(service: Service) -> None:

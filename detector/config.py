@@ -301,6 +301,34 @@ class DeadLetterSettings(_Section):
     topic: str = "drift-dead-letters"
 
 
+class IngestSettings(_Section):
+    """HTTP ingest of CloudEvents (KServe's payload logger) into a Kafka topic, on the
+    metrics server's port and behind its TLS and basic auth (off unless enabled)."""
+
+    enabled: bool = False
+    path: str = Field("/ingest", pattern=r"^/[A-Za-z0-9._~/-]*$", description=(
+        "the path events are POSTed to"))
+    topic: str = Field("inference-events", description=(
+        "where each event is written, in Kafka binary content mode"))
+    max_body_bytes: int = Field(1_000_000, ge=1024, description=(
+        "larger request bodies are refused (413); keep the topic's max.message.bytes above "
+        "this plus the headers"))
+    rate_per_second: float = Field(5000.0, gt=0, description=(
+        "events accepted per second on average; more are refused (429 with Retry-After)"))
+    burst: int = Field(10_000, ge=1, description="events accepted at once above that rate")
+    ack_timeout_seconds: float = Field(10.0, gt=0, le=300, description=(
+        "how long a request waits for Kafka's acknowledgements before it is answered 503"))
+    hold_seconds: float = Field(5.0, ge=0, description=(
+        "after Kafka timed out, requests are answered 503 at once for this long"))
+
+    @field_validator("path")
+    @classmethod
+    def _own_path(cls, path: str) -> str:
+        if path in ("/metrics", "/healthz", "/readyz", "/detections"):
+            raise ValueError(f"{path} is served by the metrics server already")
+        return path
+
+
 class ModelSettings(_Section):
     task: Task = "auto"
     features: tuple[str, ...] | None = None
@@ -337,6 +365,7 @@ class Settings(BaseSettings):
     join: JoinSettings = JoinSettings()
     drift_events: DriftEventSettings = DriftEventSettings()
     dead_letter: DeadLetterSettings = DeadLetterSettings()
+    ingest: IngestSettings = IngestSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     detectors: DetectorSets = DetectorSets()
     detection: DetectionSettings = DetectionSettings()

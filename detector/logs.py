@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 import time
-from typing import Literal
+from typing import Any, Literal
 
 
 def _fields(record: logging.LogRecord) -> dict:
@@ -51,3 +51,31 @@ def configure(level: str, fmt: Literal["text", "json"]) -> None:
     # logs broker_disconnected / broker_connected itself. Group changes stay visible.
     logging.getLogger("kafka").setLevel(max(logging.CRITICAL, root.level))
     logging.getLogger("kafka.coordinator").setLevel(max(logging.WARNING, root.level))
+
+
+class ThrottledLog:
+    """Log lines that may repeat fast (a client's reconnects, dropped messages): one line
+    per ``key`` every ``every`` seconds, with the number left out since (``suppressed``).
+
+    >>> import logging
+    >>> throttled = ThrottledLog(logging.getLogger("x"), every=10.0)
+    >>> for _ in range(3):
+    ...     throttled.emit(logging.WARNING, "emit_dropped", "queue_full", {"reason": "queue_full"})
+    >>> throttled._suppressed
+    {'queue_full': 2}
+    """
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self.logger = logger
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def emit(self, level: int, event: str, key: str, fields: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, float("-inf")) < self.every:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        self.logger.log(level, event, extra={"fields": {
+            **fields, "suppressed": self._suppressed.pop(key, 0)}})

@@ -54,6 +54,7 @@ from prometheus_client.utils import floatToGoString
 from detector import __version__
 from detector.config import MetricsSettings
 from detector.estimation import Snapshot
+from detector.ingest import Ingest
 from detector.monitor import Detection, ModelMonitor, Stream
 from detector.pipeline import Pipeline
 
@@ -92,6 +93,8 @@ class RunStatus:
         self.join_backpressure: dict[str, int] = {"prediction": 0, "label": 0}
         #: each configured topic: True while the cluster does not have it
         self.topic_missing: dict[str, bool] = {}
+        #: HTTP ingest requests refused, by reason (every reason from start-up when enabled)
+        self.ingest_rejected: dict[str, int] = {}
 
     def readiness(self, now: float) -> tuple[bool, str]:
         """Ready, or why not.
@@ -205,14 +208,18 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      ("Partitions of the topic of this kind held back so that the other topic's catch up "
       "(a backlog)."), ("kind",)),
     ("drift_sink_messages", "counter",
-     ("Messages for the dead-letter and drift-events topics, by outcome: written, or why "
-      "not (too_large, topic_missing, refused, timeout)."), ("sink", "outcome")),
+     ("Messages for the dead-letter, drift-events and ingest topics, by outcome: written, "
+      "or why not (too_large, topic_missing, refused, timeout)."), ("sink", "outcome")),
     ("drift_topic_missing", "gauge",
      "1 while a configured topic does not exist (nothing is read from it), else 0.",
      ("topic",)),
     ("drift_features_dropped", "gauge",
      "Features of this model whose series this scrape left out (metrics.max_feature_series).",
      ("model",)),
+    ("drift_ingest_rejected", "counter",
+     ("HTTP ingest requests refused, by reason (unauthorized, length_required, too_large, "
+      "unsupported_media_type, invalid_json, invalid_event, rate_limited, unavailable)."),
+     ("reason",)),
 )
 #: Families with series per stream: rendered from cached label blocks.
 _STREAM_FAMILIES = frozenset({"drift_detected", "drift_detections", "drift_detector_firings",
@@ -593,6 +600,8 @@ class DriftCollector(Collector):
                                          in sorted(status.sink_messages.items())]
         series["drift_topic_missing"] = [((topic,), 1.0 if gone else 0.0) for topic, gone
                                          in sorted(status.topic_missing.items())]
+        series["drift_ingest_rejected"] = [((reason,), n) for reason, n
+                                           in status.ingest_rejected.items()]
         return out
 
     def _copy_streams(self, out: Scrape, monitors: list[ModelMonitor], now: float,
@@ -709,16 +718,19 @@ class MetricsServer:
 
     With ``tls_certfile``/``tls_keyfile`` it speaks TLS only; with
     ``tls_client_cafile`` it also requires a client certificate signed by that CA;
-    with basic auth, ``/metrics`` and ``/detections`` need the credentials while
-    ``/healthz`` and ``/readyz`` (no data) stay open for probes.
+    with basic auth, ``/metrics``, ``/detections`` and the ingest path (``ingest``: POST
+    only) need the credentials while ``/healthz`` and ``/readyz`` (no data) stay open
+    for probes.
     """
 
-    def __init__(self, exporter: Exporter, cfg: MetricsSettings) -> None:
+    def __init__(self, exporter: Exporter, cfg: MetricsSettings, ingest: Ingest | None = None
+                 ) -> None:
         auth = None
         if cfg.basic_auth_username is not None:
             pair = f"{cfg.basic_auth_username}:{cfg.basic_auth_password.get_secret_value()}"
             auth = b"Basic " + base64.b64encode(pair.encode())
-        handler = type("Handler", (_Handler,), {"exporter": exporter, "auth": auth})
+        handler = type("Handler", (_Handler,), {"exporter": exporter, "auth": auth,
+                                                "ingest": ingest})
         self._server = _Server((cfg.host, cfg.port), handler)
         self._server.daemon_threads = True
         if cfg.tls_certfile is not None:
@@ -749,15 +761,31 @@ class MetricsServer:
 
 
 class _Server(ThreadingHTTPServer):
+    #: connections waiting to be accepted (socketserver's default, 5, resets the
+    #: connections of a burst of clients, such as a model server's payload loggers)
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("http_client_error", extra={"fields": {"client": client_address[0]}},
                   exc_info=True)
 
 
+_CHALLENGE = 'Basic realm="drift-detector"'
+
+
 class _Handler(BaseHTTPRequestHandler):
     exporter: Exporter
     auth: bytes | None
+    ingest: Ingest | None
     server_version = f"drift-detector/{__version__}"
+    #: keep-alive: a logger posting one event per request does not connect (and shake
+    #: hands over TLS) each time; every answer has a Content-Length, and a connection
+    #: whose request body was not read is closed (see do_POST)
+    protocol_version = "HTTP/1.1"
+    #: headers and body go out in two writes: without this, a kept-alive client's
+    #: delayed ACK holds the body back ~40 ms
+    disable_nagle_algorithm = True
+    #: also how long an idle kept-alive connection holds its thread
     timeout = 10
 
     def setup(self) -> None:
@@ -768,14 +796,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path = self.path.split("?", 1)[0]
-        if path in ("/metrics", "/detections") and self.auth is not None:
-            given = (self.headers.get("Authorization") or "").encode()
-            if not hmac.compare_digest(given, self.auth):
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="drift-detector"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
+        if path in ("/metrics", "/detections") and not self._authorized():
+            self._send(401, b"", "text/plain", (("WWW-Authenticate", _CHALLENGE),))
+            return
         if path == "/metrics":
             try:
                 body, content_type = self.exporter.exposition(self.headers.get("Accept", ""))
@@ -798,10 +821,36 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found: try /metrics, /healthz, /readyz, /detections\n",
                        "text/plain")
 
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        ingest = self.ingest
+        if ingest is None or self.path.split("?", 1)[0] != ingest.path:
+            self.close_connection = True
+            self._send(404, b"not found: POST goes to the ingest path (ingest.enabled)\n",
+                       "text/plain", (("Connection", "close"),))
+            return
+        if not self._authorized():
+            reply = ingest.refuse("unauthorized", "basic auth credentials missing or wrong",
+                                  (("WWW-Authenticate", _CHALLENGE),))
+        else:
+            reply = ingest.handle(self.headers, self.rfile)
+        if reply.status != 200:   # the body may be left unread: not the next request
+            self.close_connection = True
+            reply = reply._replace(headers=(*reply.headers, ("Connection", "close")))
+        self._send(reply.status, reply.body, reply.content_type, reply.headers)
+
+    def _authorized(self) -> bool:
+        if self.auth is None:
+            return True
+        given = (self.headers.get("Authorization") or "").encode()
+        return hmac.compare_digest(given, self.auth)
+
+    def _send(self, code: int, body: bytes, content_type: str,
+              headers: Iterable[tuple[str, str]] = ()) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 

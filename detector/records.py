@@ -1,4 +1,5 @@
-"""What a source hands to the pipeline: one message, as read, with where it came from.
+"""What a source hands to the pipeline: one message, as read, with where it came from;
+and what the service hands to a sink (``Message``, ``Sink``).
 
 At the bottom of the data flow beside the event types: sources produce ``Record``s and
 the pipeline consumes them, neither depending on the other.
@@ -9,7 +10,8 @@ the pipeline consumes them, neither depending on the other.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple, Protocol
 
 from detector.events import Kind
 
@@ -25,3 +27,23 @@ class Record(NamedTuple):
     topic: str = ""
     partition: int = -1
     offset: int = -1
+
+
+#: A message for a Kafka topic: key, value, headers.
+Message = tuple[str | None, bytes, list[tuple[str, bytes]]]
+
+
+class Sink(Protocol):
+    """Where the service writes messages (``sources.TopicSink``): ``publish`` waits for
+    the broker and counts what became of each message."""
+
+    #: ``dead_letter``, ``drift_events`` or ``ingest``: the ``sink`` label of
+    #: ``drift_sink_messages_total``
+    name: str
+    topic: str
+    #: every outcome ``publish`` can count (``written`` and the reasons a message is not)
+    outcomes: tuple[str, ...]
+
+    def open(self) -> None: ...
+    def publish(self, messages: Iterable[Message]) -> Mapping[str, int]: ...
+    def close(self) -> None: ...

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from contextlib import ExitStack
@@ -25,12 +25,13 @@ from detector import kernels, state
 from detector.config import Settings
 from detector.errors import SourceUnavailable
 from detector.events import Rejection
+from detector.ingest import Ingest
 from detector.join import JoinGate
 from detector.kernels import _jit
 from detector.metrics import Exporter, MetricsServer, RunStatus
 from detector.monitor import Detection
 from detector.pipeline import BatchResult, Pipeline
-from detector.records import Record
+from detector.records import Message, Record, Sink
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +55,9 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-Message = tuple[str | None, bytes, list[tuple[str, bytes]]]
-
-
 class Store(Protocol):
     def read(self) -> bytes | None: ...
     def write(self, blob: bytes) -> int: ...
-    def close(self) -> None: ...
-
-
-class Sink(Protocol):
-    #: ``dead_letter`` or ``drift_events``: the ``sink`` label of ``drift_sink_messages_total``
-    name: str
-    topic: str
-    #: every outcome ``publish`` can count (``written`` and the reasons a message is not)
-    outcomes: tuple[str, ...]
-
-    def open(self) -> None: ...
-    def publish(self, messages: Iterable[Message]) -> Mapping[str, int]: ...
     def close(self) -> None: ...
 
 
@@ -148,22 +134,30 @@ def drift_event(d: Detection, origin: Record) -> Message:
     return d.model, json.dumps(body).encode(), []
 
 
-class RejectionLog:
-    """Logs rejections at WARNING, at most once per ``every`` seconds per reason,
-    with the number left unlogged since the last line."""
+class Reasoned(Protocol):
+    kind: str
+    reason: str
+    detail: str
 
-    def __init__(self, every: float = 10.0) -> None:
+
+class RejectionLog:
+    """Logs rejections (events, or ingest requests with ``event`` ``ingest_refused``) at
+    WARNING, at most once per ``every`` seconds per reason, with the number left
+    unlogged since the last line."""
+
+    def __init__(self, every: float = 10.0, event: str = "event_rejected") -> None:
         self.every = every
+        self.event = event
         self._last: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
 
-    def __call__(self, rejection: Rejection, now: float) -> None:
+    def __call__(self, rejection: Reasoned, now: float) -> None:
         key = (rejection.kind, rejection.reason)
         if now - self._last.get(key, float("-inf")) < self.every:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return
         self._last[key] = now
-        log.warning("event_rejected", extra={"fields": {
+        log.warning(self.event, extra={"fields": {
             "kind": rejection.kind, "reason": rejection.reason, "detail": rejection.detail,
             "suppressed": self._suppressed.pop(key, 0)}})
 
@@ -202,7 +196,7 @@ class Service:
 
     def __init__(self, settings: Settings, source: Source, *, sink: Sink | None = None,
                  dead_letters: Sink | None = None, store: Store | None = None,
-                 clock=time.time) -> None:
+                 ingest: Sink | None = None, clock=time.time) -> None:
         self.settings = settings
         self.source = source
         self.sink = sink
@@ -219,6 +213,10 @@ class Service:
                 self.status.enable_sink(s.name, s.outcomes)
         self.status.topic_missing = dict.fromkeys(settings.kafka.topics, False)
         self.exporter = Exporter(self.pipeline, self.lock, self.status)
+        #: the HTTP ingest endpoint, writing to the ``ingest`` sink (``ingest.enabled``)
+        self.ingest = None if ingest is None else Ingest(
+            settings.ingest, ingest, settings.max_event_bytes, self.status,
+            RejectionLog(event="ingest_refused"))
         self.server: MetricsServer | None = None
         self._rejections = RejectionLog()
         self._fingerprint = state.fingerprint(settings.state_shape())
@@ -229,11 +227,12 @@ class Service:
     def start_http(self) -> int:
         """Serve /metrics, /healthz, /readyz; return the bound port."""
         m = self.settings.metrics
-        self.server = MetricsServer(self.exporter, m).start()
+        self.server = MetricsServer(self.exporter, m, self.ingest).start()
         log.info("metrics_listening", extra={"fields": {
             "host": m.host, "port": self.server.port, "tls": m.tls_certfile is not None,
             "client_certs": m.tls_client_cafile is not None,
-            "basic_auth": m.basic_auth_username is not None}})
+            "basic_auth": m.basic_auth_username is not None,
+            "ingest": self.ingest.path if self.ingest is not None else None}})
         return self.server.port
 
     def run(self, stop: threading.Event) -> None:
@@ -325,8 +324,8 @@ class Service:
         SASL handshake might never fit in them, and every failed attempt leaves a
         kafka-python I/O thread behind."""
         k = self.settings.kafka
-        parts: list[Source | Sink] = [self.source]
-        parts += [s for s in (self.sink, self.dead_letters) if s is not None]
+        parts: list[Source | Sink | Ingest] = [self.source]
+        parts += [s for s in (self.sink, self.dead_letters, self.ingest) if s is not None]
         for part in parts:
             is_source = part is self.source
             delay = 0.5

@@ -619,6 +619,10 @@ class TopicSink:
     broker that keeps a lower limit refuses it as ``too_large``. After a
     ``topic_missing`` or ``timeout`` failure the sink skips messages for ``HOLD_S``
     seconds (counted under the same reason) instead of stalling every batch.
+
+    On kafka-python; ``sources_confluent.ConfluentTopicSink`` is the same sink on
+    librdkafka (``kafka.client: confluent``), which implements the client's part:
+    ``_connect``, ``_send``, ``_wait``, ``_outcome`` and ``close``.
     """
 
     outcomes = SINK_OUTCOMES
@@ -634,10 +638,22 @@ class TopicSink:
     HOLD_S = 30.0
     LOG_EVERY_S = 10.0
 
-    def __init__(self, kafka: KafkaSettings, topic: str, name: str) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, name: str, *,
+                 idempotent: bool = False, timeout_s: float | None = None,
+                 hold_s: float | None = None) -> None:
         self._kafka = kafka
         self.topic = topic
         self.name = name
+        #: the idempotent producer (no duplicates from its own retries) for callers that
+        #: bound message sizes themselves: kafka-python takes a refused message as fatal
+        self._idempotent = idempotent
+        if timeout_s is not None:   # a caller waiting on publish (HTTP ingest) sets its bound
+            self.FLUSH_S = timeout_s
+            self.DELIVERY_TIMEOUT_MS = int(timeout_s * 900)
+            self.REQUEST_TIMEOUT_MS = int(timeout_s * 600)
+            self.METADATA_WAIT_MS = min(self.METADATA_WAIT_MS, int(timeout_s * 500))
+        if hold_s is not None:
+            self.HOLD_S = hold_s
         self._producer: KafkaProducer | None = None
         self._invalid_topic: str | None = None
         self._held: tuple[SinkOutcome, float] | None = None   # reason, until (monotonic)
@@ -659,20 +675,49 @@ class TopicSink:
         try:
             if self._invalid_topic is None:
                 self._ensure_topic(opts)
-            # idempotence off: kafka-python's idempotent producer takes a refused message
-            # (too large) as fatal and fails every later send
-            producer = KafkaProducer(
-                **opts, acks="all", linger_ms=5, enable_idempotence=False,
-                max_request_size=largest_message(self._kafka) + self.HEADROOM,
-                max_block_ms=self.METADATA_WAIT_MS, request_timeout_ms=self.REQUEST_TIMEOUT_MS,
-                delivery_timeout_ms=self.DELIVERY_TIMEOUT_MS,
-                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+            self._producer = self._connect(opts)
         except _FATAL as exc:
             raise SourceError(f"Kafka settings rejected: {exc}") from exc
         except KafkaTimeoutError as exc:
             raise SourceUnavailable(f"no broker answers at {self._kafka.bootstrap_servers}") \
                 from exc
-        self._producer = producer
+
+    # The client's part (kafka-python here; sources_confluent.ConfluentTopicSink):
+    # connect, send one message, wait for the acknowledgements, read one's outcome.
+
+    def _connect(self, opts: dict[str, Any]) -> Any:
+        # idempotence off by default: kafka-python's idempotent producer takes a refused
+        # message (too large) as fatal and fails every later send
+        return KafkaProducer(
+            **opts, acks="all", linger_ms=5, enable_idempotence=self._idempotent,
+            max_request_size=largest_message(self._kafka) + self.HEADROOM,
+            max_block_ms=self.METADATA_WAIT_MS, request_timeout_ms=self.REQUEST_TIMEOUT_MS,
+            delivery_timeout_ms=self.DELIVERY_TIMEOUT_MS,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+
+    def _send(self, key: str | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        """Hand one message to the producer: a handle for ``_outcome``; raises
+        ``NotSent`` if the producer refuses it at once."""
+        try:
+            return self._producer.send(self.topic, key=key.encode() if key else None,
+                                       value=value, headers=headers or None)
+        except MessageSizeTooLargeError as exc:
+            raise NotSent("too_large", str(exc)) from None
+        except KafkaTimeoutError as exc:   # no partitions for the topic in time
+            raise NotSent("topic_missing", str(exc)) from None
+        except KafkaError as exc:
+            raise NotSent("refused", repr(exc)) from None
+
+    def _wait(self) -> None:
+        """Wait (at most ``FLUSH_S``) until every message sent so far is acknowledged or
+        failed; what is not is counted as a timeout by ``_outcome``."""
+        try:
+            self._producer.flush(timeout=self.FLUSH_S)
+        except KafkaTimeoutError:
+            pass
+
+    def _outcome(self, handle: Any) -> tuple[SinkOutcome, str]:
+        return _delivery(handle, self.FLUSH_S)
 
     def _ensure_topic(self, opts: dict[str, Any]) -> None:
         admin = KafkaAdminClient(**opts, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
@@ -703,25 +748,16 @@ class TopicSink:
             reason, error = self._skipping(), "skipped"
             if reason is None:
                 try:
-                    sent.append((self._producer.send(
-                        self.topic, key=key.encode() if key else None, value=value,
-                        headers=headers or None), size))
+                    sent.append((self._send(key, value, headers), size))
                     continue
-                except MessageSizeTooLargeError as exc:
-                    reason, error = "too_large", str(exc)
-                except KafkaTimeoutError as exc:   # no partitions for the topic in time
-                    reason, error = "topic_missing", str(exc)
-                except KafkaError as exc:
-                    reason, error = "refused", repr(exc)
+                except NotSent as exc:
+                    reason, error = exc.outcome, exc.error
             outcomes[reason] += 1
             self._failed(reason, size, error)
         if sent:
-            try:
-                self._producer.flush(timeout=self.FLUSH_S)
-            except KafkaTimeoutError:
-                pass   # what is still unacknowledged counts as a timeout below
-            for future, size in sent:
-                outcome, error = _delivery(future)
+            self._wait()
+            for handle, size in sent:
+                outcome, error = self._outcome(handle)
                 outcomes[outcome] += 1
                 if outcome != "written":
                     self._failed(outcome, size, error)
@@ -769,23 +805,32 @@ class TopicSink:
                     "sink": self.name, "topic": self.topic, "error": repr(exc)}})
 
 
-def _delivery(future: Any) -> tuple[SinkOutcome, str]:
-    """The outcome of one sent record after the flush, and the error if any.
+class NotSent(Exception):
+    """A message the producer refused at once, and the sink outcome that counts it."""
+
+    def __init__(self, outcome: SinkOutcome, error: str) -> None:
+        super().__init__(error)
+        self.outcome, self.error = outcome, error
+
+
+def _delivery(future: Any, waited: float) -> tuple[SinkOutcome, str]:
+    """The outcome of one sent record after a flush of ``waited`` seconds, and the error
+    if any.
 
     >>> from kafka import errors
     >>> from kafka.future import Future
     >>> for exc in (errors.MessageSizeTooLargeError, errors.UnknownTopicOrPartitionError,
     ...             errors.KafkaTimeoutError, errors.TopicAuthorizationFailedError):
-    ...     print(_delivery(Future().failure(exc))[0])
+    ...     print(_delivery(Future().failure(exc), 20)[0])
     too_large
     topic_missing
     timeout
     refused
-    >>> _delivery(Future().success(None)), _delivery(Future())[0]
-    (('written', ''), 'timeout')
+    >>> _delivery(Future().success(None), 20), _delivery(Future(), 20)
+    (('written', ''), ('timeout', 'not acknowledged within 20 s'))
     """
     if not future.is_done:
-        return "timeout", f"not acknowledged within {TopicSink.FLUSH_S:.0f} s"
+        return "timeout", f"not acknowledged within {waited:g} s"
     exc = future.exception
     if exc is None:
         return "written", ""

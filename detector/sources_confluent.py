@@ -1,6 +1,7 @@
 """``ConfluentSource``: the consumer-group source on confluent-kafka (librdkafka), an
 optional extra selected by ``kafka.client: confluent``. The only module that imports
-``confluent_kafka``; it offers the service exactly what ``sources.KafkaSource`` does.
+``confluent_kafka``; it offers the service exactly what ``sources.KafkaSource`` does,
+and ``ConfluentTopicSink`` what ``sources.TopicSink`` does.
 
 librdkafka fetches in its own threads and keeps a prefetched queue per partition, so
 this source never lets it decide what is committed: automatic commits and the
@@ -27,16 +28,21 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Producer,
     TopicPartition,
 )
 
 from detector.config import KafkaSettings
 from detector.errors import SourceError, SourceUnavailable
 from detector.events import Kind
+from detector.logs import ThrottledLog
 from detector.records import Record
 from detector.sources import (
     BOOTSTRAP_TIMEOUT_MS,
     TOPIC_CHECK_S,
+    NotSent,
+    SinkOutcome,
+    TopicSink,
     _names,
     check_listener,
     largest_message,
@@ -71,12 +77,9 @@ def librdkafka_config(kafka: KafkaSettings) -> dict[str, Any]:
     >>> conf["enable.auto.commit"], conf["enable.auto.offset.store"]
     (False, False)
     """
-    servers = [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()]
     conf: dict[str, Any] = {
-        "bootstrap.servers": ",".join(servers),
-        "client.id": kafka.client_id,
+        **connection_config(kafka),
         "group.id": kafka.group_id,
-        "security.protocol": kafka.security_protocol,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": kafka.auto_offset_reset,
@@ -97,6 +100,16 @@ def librdkafka_config(kafka: KafkaSettings) -> dict[str, Any]:
         "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         "statistics.interval.ms": STATS_INTERVAL_MS,
     }
+    return conf
+
+
+def connection_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """The librdkafka settings of consumer and producer alike: brokers, client id,
+    security (TLS, SASL)."""
+    servers = [s.strip() for s in kafka.bootstrap_servers.split(",") if s.strip()]
+    conf: dict[str, Any] = {"bootstrap.servers": ",".join(servers),
+                            "client.id": kafka.client_id,
+                            "security.protocol": kafka.security_protocol}
     if kafka.sasl_mechanism:
         conf["sasl.mechanism"] = kafka.sasl_mechanism
     if kafka.sasl_plain_username:
@@ -132,24 +145,13 @@ def take(consumer: Consumer, n: int, timeout: float) -> list[Any]:
     return [first, *consumer.consume(n - 1, 0)] if n > 1 else [first]
 
 
-class _ClientLog:
+class _ClientLog(ThrottledLog):
     """Where librdkafka's own log lines and error callbacks go: one line per facility
     (or error) every ``every`` seconds, with the number left out since. In an outage
     librdkafka reports every failed reconnect, several times a second."""
 
     def __init__(self, every: float = 10.0) -> None:
-        self.every = every
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def emit(self, level: int, event: str, key: str, fields: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, float("-inf")) < self.every:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        log.log(level, event, extra={"fields": {
-            **fields, "suppressed": self._suppressed.pop(key, 0)}})
+        super().__init__(log, every)
 
     def log(self, level: int, fmt: str, *args: Any) -> None:
         """The ``logger`` interface confluent-kafka calls: ``fmt`` is
@@ -480,3 +482,90 @@ class ConfluentSource:
     def _on_stats(self, raw: str) -> None:
         brokers = json.loads(raw).get("brokers", {})
         self._connected = any(b.get("state") == "UP" for b in brokers.values())
+
+
+#: librdkafka's errors of a message, by the sink outcome that counts them (others:
+#: ``refused``)
+_OUTCOMES: dict[int, SinkOutcome] = {
+    KafkaError.MSG_SIZE_TOO_LARGE: "too_large", KafkaError.INVALID_MSG_SIZE: "too_large",
+    KafkaError.UNKNOWN_TOPIC_OR_PART: "topic_missing", KafkaError._UNKNOWN_TOPIC: "topic_missing",
+    KafkaError._UNKNOWN_PARTITION: "topic_missing", KafkaError._MSG_TIMED_OUT: "timeout",
+    KafkaError._TIMED_OUT: "timeout", KafkaError.REQUEST_TIMED_OUT: "timeout"}
+
+
+def sink_outcome(err: KafkaError) -> SinkOutcome:
+    """The sink outcome that counts a message librdkafka failed with ``err``.
+
+    >>> [sink_outcome(KafkaError(code)) for code in (KafkaError.MSG_SIZE_TOO_LARGE,
+    ...     KafkaError._UNKNOWN_TOPIC, KafkaError._MSG_TIMED_OUT,
+    ...     KafkaError.TOPIC_AUTHORIZATION_FAILED)]
+    ['too_large', 'topic_missing', 'timeout', 'refused']
+    """
+    return _OUTCOMES.get(err.code(), "refused")
+
+
+class ConfluentTopicSink(TopicSink):
+    """``sources.TopicSink`` on librdkafka: the same outcomes, holds, logs and timeouts
+    (``message.timeout.ms`` is the delivery timeout); an idempotent sink uses
+    librdkafka's idempotent producer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client_log = _ClientLog()
+
+    def _connect(self, opts: dict[str, Any]) -> Producer:
+        k = self._kafka
+        conf = {**connection_config(k), "acks": "all", "enable.idempotence": self._idempotent,
+                "linger.ms": 5, "message.max.bytes": largest_message(k) + self.HEADROOM,
+                # keys to partitions as Java's and kafka-python's producers map them
+                # (librdkafka's default hashes with CRC32): a label keyed by a request's
+                # id lands on the partition number of the request's events
+                "partitioner": "murmur2_random",
+                "message.timeout.ms": self.DELIVERY_TIMEOUT_MS,
+                "request.timeout.ms": self.REQUEST_TIMEOUT_MS,
+                "topic.metadata.propagation.max.ms": self.METADATA_WAIT_MS,
+                "logger": self._client_log,
+                "error_cb": lambda err: self._client_log.emit(
+                    logging.WARNING, "client_error", f"error:{err.name()}",
+                    {"error": err.name(), "detail": err.str()[:300]})}
+        try:
+            producer = Producer(conf)
+        except KafkaException as exc:
+            raise SourceError(f"Kafka settings rejected: {exc.args[0].str()}") from exc
+        try:
+            producer.list_topics(self.topic, timeout=BOOTSTRAP_TIMEOUT_MS / 1000)
+        except KafkaException as exc:
+            raise SourceUnavailable(f"no broker answers at {k.bootstrap_servers}: "
+                                    f"{exc.args[0].str()}") from exc
+        return producer
+
+    def _send(self, key: str | None, value: bytes, headers: list[tuple[str, bytes]]
+              ) -> list[KafkaError | None]:
+        """Hand one message to librdkafka: the list its delivery report is put in."""
+        report: list[KafkaError | None] = []
+        try:
+            self._producer.produce(self.topic, value=value, key=key, headers=headers or None,
+                                   on_delivery=lambda err, _msg: report.append(err))
+        except BufferError as exc:          # librdkafka's queue is full
+            raise NotSent("timeout", f"the producer's queue is full: {exc}") from None
+        except KafkaException as exc:
+            raise NotSent(sink_outcome(exc.args[0]), exc.args[0].str()) from None
+        return report
+
+    def _wait(self) -> None:
+        self._producer.flush(self.FLUSH_S)  # serves the delivery reports
+
+    def _outcome(self, handle: list[KafkaError | None]) -> tuple[SinkOutcome, str]:
+        if not handle:
+            return "timeout", f"not acknowledged within {self.FLUSH_S:g} s"
+        err = handle[0]
+        return ("written", "") if err is None else (sink_outcome(err), err.str())
+
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            left = producer.flush(5)
+            if left:
+                log.warning("sink_close_failed", extra={"fields": {
+                    "sink": self.name, "topic": self.topic,
+                    "error": f"{left} messages unacknowledged after 5 s"}})

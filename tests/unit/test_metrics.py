@@ -290,18 +290,25 @@ class ReferenceCollector(Collector):
                              labels=["kind"])
         for kind, held in self._status.join_backpressure.items():
             backpressure.add_metric([kind], held)
-        sinks = counter("drift_sink_messages", "Messages for the dead-letter and drift-events "
-                        "topics, by outcome: written, or why not (too_large, topic_missing, "
-                        "refused, timeout).", labels=["sink", "outcome"])
+        sinks = counter("drift_sink_messages", "Messages for the dead-letter, drift-events and "
+                        "ingest topics, by outcome: written, or why not (too_large, "
+                        "topic_missing, refused, timeout).", labels=["sink", "outcome"])
         for (sink, outcome), n in sorted(self._status.sink_messages.items()):
             sinks.add_metric([sink, outcome], n)
         topic_missing = gauge("drift_topic_missing", "1 while a configured topic does not exist "
                               "(nothing is read from it), else 0.", labels=["topic"])
         for topic, gone in sorted(self._status.topic_missing.items()):
             topic_missing.add_metric([topic], 1.0 if gone else 0.0)
+        ingest = counter("drift_ingest_rejected", "HTTP ingest requests refused, by reason "
+                         "(unauthorized, length_required, too_large, unsupported_media_type, "
+                         "invalid_json, invalid_event, rate_limited, unavailable).",
+                         labels=["reason"])
+        for reason, n in self._status.ingest_rejected.items():
+            ingest.add_metric([reason], n)
         out = [events, rejected, detected, detections, firings, values, missing, distance,
                pvalue, quality, error, *estimated.values(), quality_threshold, error_threshold, join, pending,
-               newest, lag, checkpoint, build, backpressure, sinks, topic_missing, dropped]
+               newest, lag, checkpoint, build, backpressure, sinks, topic_missing, dropped,
+               ingest]
         return out if per_detector else [f for f in out if f is not firings]
 
 
@@ -361,6 +368,7 @@ def _rich_pipeline(**metrics: object) -> tuple[Pipeline, RunStatus]:
     status.enable_sink("dead_letter", ("written", "too_large"))
     status.count_sink("dead_letter", {"written": 3})
     status.topic_missing = {"labels": False, "predictions": True}
+    status.ingest_rejected = {"too_large": 2, "rate_limited": 0}
     return p, status
 
 
