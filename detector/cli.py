@@ -279,19 +279,20 @@ def _run(settings: Settings, stop: threading.Event) -> int:
         sink = TopicSink(settings.kafka, settings.drift_events.topic, "drift_events")
     if settings.dead_letter.enabled:
         dead = TopicSink(settings.kafka, settings.dead_letter.topic, "dead_letter")
-    service = Service(settings, _source(settings.kafka), sink=sink, dead_letters=dead,
-                      store=store)
+    service = Service(settings, _source(settings.kafka, settings.input_patterns), sink=sink,
+                      dead_letters=dead, store=store)
     _serve_metrics(service)
     service.run(stop)
     return 0
 
 
-def _source(kafka: KafkaSettings) -> Source:
-    """The consumer for ``kafka.client``; confluent-kafka is an optional extra."""
+def _source(kafka: KafkaSettings, inputs: tuple[str, ...] = ()) -> Source:
+    """The consumer for ``kafka.client`` (also on the topics the ``inputs`` regular
+    expressions match); confluent-kafka is an optional extra."""
     from detector.sources import KafkaSource
 
     if kafka.client == "kafka-python":
-        return KafkaSource(kafka)
+        return KafkaSource(kafka, inputs)
     try:
         from detector.sources_confluent import ConfluentSource
     except ModuleNotFoundError as exc:
@@ -299,7 +300,7 @@ def _source(kafka: KafkaSettings) -> Source:
             raise
         raise ConfigError("kafka.client is confluent but confluent-kafka is not installed: "
                           "pip install 'drift-detector[confluent]'") from None
-    return ConfluentSource(kafka)
+    return ConfluentSource(kafka, inputs)
 
 
 def _serve_metrics(service: Service) -> None:

@@ -91,6 +91,9 @@ class RunStatus:
         self.join_backpressure: dict[str, int] = {"prediction": 0, "label": 0}
         #: each configured topic: True while the cluster does not have it
         self.topic_missing: dict[str, bool] = {}
+        #: model servers' requests and responses by (format, pair outcome): the
+        #: ``pairs`` counter of ``detector.formats.Inputs`` (every series from start-up)
+        self.input_pairs: Mapping[tuple[str, str], int] = {}
 
     def readiness(self, now: float) -> tuple[bool, str]:
         """Ready, or why not.
@@ -185,6 +188,10 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("drift_features_dropped", "gauge",
      "Features of this model whose series this scrape left out (metrics.max_feature_series).",
      ("model",)),
+    ("drift_input_pairs", "counter",
+     ("Model servers' requests and responses (inputs), by format and join outcome: matched, "
+      "or why a half left the join alone (expired, orphan, request_evicted, "
+      "response_evicted)."), ("format", "outcome")),
 )
 #: Families with series per stream: rendered from cached label blocks.
 _STREAM_FAMILIES = frozenset({"drift_detected", "drift_detections", "drift_detector_firings",
@@ -541,6 +548,7 @@ class DriftCollector(Collector):
                                          in sorted(status.sink_messages.items())]
         series["drift_topic_missing"] = [((topic,), 1.0 if gone else 0.0) for topic, gone
                                          in sorted(status.topic_missing.items())]
+        series["drift_input_pairs"] = [(key, n) for key, n in sorted(status.input_pairs.items())]
         return out
 
     def _copy_streams(self, out: Scrape, monitors: list[ModelMonitor], now: float,

@@ -260,9 +260,16 @@ class ReferenceCollector(Collector):
                               "(nothing is read from it), else 0.", labels=["topic"])
         for topic, gone in sorted(self._status.topic_missing.items()):
             topic_missing.add_metric([topic], 1.0 if gone else 0.0)
+        pairs = counter("drift_input_pairs", "Model servers' requests and responses (inputs), "
+                        "by format and join outcome: matched, or why a half left the join "
+                        "alone (expired, orphan, request_evicted, response_evicted).",
+                        labels=["format", "outcome"])
+        for (fmt, outcome), n in sorted(self._status.input_pairs.items()):
+            pairs.add_metric([fmt, outcome], n)
         out = [events, rejected, detected, detections, firings, values, missing, distance,
                pvalue, quality, error, quality_threshold, error_threshold, join, pending,
-               newest, lag, checkpoint, build, backpressure, sinks, topic_missing, dropped]
+               newest, lag, checkpoint, build, backpressure, sinks, topic_missing, dropped,
+               pairs]
         return out if per_detector else [f for f in out if f is not firings]
 
 
@@ -321,6 +328,7 @@ def _rich_pipeline(**metrics: object) -> tuple[Pipeline, RunStatus]:
     status.enable_sink("dead_letter", ("written", "too_large"))
     status.count_sink("dead_letter", {"written": 3})
     status.topic_missing = {"labels": False, "predictions": True}
+    status.input_pairs = {("oip", "matched"): 7, ("oip", "expired"): 1}
     return p, status
 
 
