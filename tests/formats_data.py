@@ -115,11 +115,12 @@ def v1_response(outputs: list[tuple[int, float]]) -> dict[str, Any]:
     return {"predictions": [[1.0 - s, s] for _, s in outputs]}
 
 
-def kserve(data: list, mode: str, body: str) -> list[Record]:
+def kserve(data: list, mode: str, body: str, model: str = "iris") -> list[Record]:
     """KServe logger events of every inference, in content ``mode``, V1 or V2 ``body``."""
     out = []
     for rid, t, rows, outputs in data:
         req = v1_request(rows) if body == "v1" else v2_request(rid, rows)
-        res = v1_response(outputs) if body == "v1" else v2_response(rid, outputs)
-        out += [cloudevent(rid, t, "request", req, mode), cloudevent(rid, t, "response", res, mode)]
+        res = v1_response(outputs) if body == "v1" else v2_response(rid, outputs, model)
+        out += [cloudevent(rid, t, "request", req, mode, model),
+                cloudevent(rid, t, "response", res, mode, model)]
     return out
