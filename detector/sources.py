@@ -391,11 +391,12 @@ class KafkaSource:
         self._next_topic_check = time.monotonic() + k.topic_check_seconds
         present = [t for t in self._kinds if t not in missing] + sorted(matched)
         if present and present != self._subscribed:
-            # kafka-python's group leader never completes an assignment that names a
-            # topic missing from its metadata (measured: the group stalls in rebalance);
-            # a new topic's partitions are fetched first
-            for topic in matched - set(self._subscribed):
-                consumer.partitions_for_topic(topic)
+            if self._subscribed:
+                # kafka-python 3.0.12 sends the JoinGroup of a changed subscription, but
+                # when the broker answers after poll's timeout (Tansu holds it ~1 s) no
+                # later poll collects the answer: the member stays without partitions.
+                # Leaving the group first makes the new subscription a fresh join.
+                consumer.unsubscribe()
             consumer.subscribe(present, listener=_Resume(self, consumer))
             self._subscribed = present
 
