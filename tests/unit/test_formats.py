@@ -5,10 +5,13 @@ rejected with a reason and cost nothing else of their batch."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 import threading
+from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -234,3 +237,24 @@ def test_fuzzed_messages_never_raise_and_never_cost_good_pairs(messages: list) -
     ids = [json.loads(r.value)["prediction_id"] for r in out.records]
     assert {f"req-{r}/{i}" for r in range(2) for i in range(4)} <= set(ids)
     assert all(r.kind == "payload" for r, _ in out.rejected)
+
+
+def test_the_readme_configs_of_each_server_are_valid_and_read_their_topics() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Model servers\n")[1].split("\n## ")[0]
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)]
+    assert len(blocks) == 4
+    routes = {}
+    for block in blocks:
+        inputs = Inputs(Settings(**block))
+        for topic in ("mlserver-input", "mlserver-output", "kserve-payloads",
+                      "seldon.default.model.iris.inputs", "seldon.prod.model.iris.outputs",
+                      "seldon.default.pipeline.p.inputs"):
+            route = inputs.route(topic)
+            if route is not None:
+                routes[topic] = (route.input.format, route.side, route.model)
+    assert routes == {"mlserver-input": ("oip", "request", None),
+                      "mlserver-output": ("oip", "response", None),
+                      "kserve-payloads": ("cloudevents", None, None),
+                      "seldon.default.model.iris.inputs": ("oip", "request", "iris"),
+                      "seldon.prod.model.iris.outputs": ("oip", "response", "iris")}
