@@ -116,7 +116,8 @@ def _unless_stopped(step: Callable[[], None], stop: threading.Event,
 
 def dead_letter(rejection: Rejection, record: Record) -> Message:
     """A rejected message for the dead-letter topic: the original bytes, the reason
-    and where it came from in headers.
+    and where it came from in headers, then the original headers (a CloudEvent in
+    binary mode keeps its attributes there).
 
     >>> _, value, headers = dead_letter(Rejection("label", "invalid_json", "oops"),
     ...                                 Record("label", b"{", None, "labels", 3, 17))
@@ -126,7 +127,8 @@ def dead_letter(rejection: Rejection, record: Record) -> Message:
     headers = [("drift.kind", rejection.kind), ("drift.reason", rejection.reason),
                ("drift.detail", rejection.detail[:500]), ("drift.topic", record.topic),
                ("drift.partition", str(record.partition)), ("drift.offset", str(record.offset))]
-    return None, record.value or b"", [(k, v.encode()) for k, v in headers]
+    return None, record.value or b"", [(k, v.encode()) for k, v in headers] + list(
+        record.headers or ())
 
 
 def drift_event(d: Detection, origin: Record) -> Message:

@@ -5,6 +5,7 @@ rejected with a reason and cost nothing else of their batch."""
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import struct
 import threading
@@ -258,3 +259,30 @@ def test_the_readme_configs_of_each_server_are_valid_and_read_their_topics() -> 
                       "kserve-payloads": ("cloudevents", None, None),
                       "seldon.default.model.iris.inputs": ("oip", "request", "iris"),
                       "seldon.prod.model.iris.outputs": ("oip", "response", "iris")}
+
+
+def test_waiting_halves_and_counts_survive_a_checkpoint() -> None:
+    """A request read before a checkpoint meets its response read after the restart."""
+    s = Settings(inputs=[MLSERVER])
+    before = Inputs(s)
+    records = oip_json(inferences(2))
+    before.convert(records[:3], NOW)            # one pair, and the second request waits
+    saved = pickle.loads(pickle.dumps(before.snapshot()))
+    after = Inputs(s)
+    after.restore(saved)
+    out = after.convert(records[3:], NOW)
+    assert [json.loads(r.value)["prediction_id"] for r in out.records] == [
+        f"req-1/{i}" for i in range(4)]
+    assert after.pairs[("oip", "matched")] == 2
+
+
+def test_models_named_by_topics_stay_within_the_model_caps() -> None:
+    """A new model's topics are converted, but the pipeline's caps still hold."""
+    s = Settings(inputs=[SELDON], max_models=1)
+    inputs, p = Inputs(s), Pipeline(s)
+    data = inferences(2)
+    first = seldon(data[:1], raw=False)
+    second = [r._replace(topic=r.topic.replace(".iris.", ".wine.")) for r in seldon(data[1:], False)]
+    p.process(inputs.convert(first + second, NOW).records, NOW)
+    assert list(p.models) == ["iris"]
+    assert p.rejected[("prediction", "model_cap")] == 4
