@@ -18,7 +18,7 @@ import pytest
 from detector.broker import Tansu, free_port
 from detector.sources import create_topics, producer
 from tests.conftest import DetectorProcess, Topics, kill, sample, wait_for
-from tests.formats_data import FEATURES, inferences, kserve, native
+from tests.formats_data import FEATURES, inferences, kserve, native, oip_json
 
 pytestmark = pytest.mark.integration
 
@@ -222,3 +222,42 @@ def test_seldon_topics_found_by_pattern_and_kserve_events_match_native_events(
         assert any(name == "drift_detected" and value == 1 for (name, _), value in want.items())
     finally:
         d.kill()
+
+
+def test_requests_waiting_at_a_restart_meet_their_responses_after_it(
+        tansu: Tansu, tmp_path: Path) -> None:
+    """The halves waiting in the join are in the checkpoint: requests read (and
+    committed) before a stop are paired with responses read after the restart."""
+    topics = Topics(tansu)
+    requests, responses = f"in-{topics.group}", f"out-{topics.group}"
+    create_topics(topics.kafka, [requests, responses])
+    records = oip_json(inferences(20))
+    config = {"kafka": {"fetch_max_wait_ms": 10},
+              "checkpoint": {"path": str(tmp_path / "state.ckpt"), "key": "k" * 16},
+              "inputs": [{"format": "oip", "requests": requests, "responses": responses,
+                          "score_output": "predict_proba"}]}
+
+    def send(topic: str, part: list) -> None:
+        prod = producer(topics.kafka)
+        for r in part:
+            prod.send(topic, r.value, key=r.key, headers=list(r.headers or ()))
+        prod.flush()
+        prod.close()
+
+    first = DetectorProcess(topics, tmp_path, config)
+    try:
+        first.start()
+        send(requests, records[0::2])
+        wait_for(lambda: topics.committed(topic=requests) == 20, 60, "requests committed")
+        assert first.terminate() == 0, first.logs()
+    finally:
+        first.kill()
+    second = DetectorProcess(topics, tmp_path, config)
+    try:
+        second.start()
+        send(responses, records[1::2])
+        m = second.wait_events("prediction", "iris", 80)
+        assert sample(m, "drift_input_pairs_total", format="oip", outcome="matched") == 20
+        assert sample(m, "drift_input_pairs_total", format="oip", outcome="orphan") == 0
+    finally:
+        second.kill()
