@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detector.config import Settings
-from detector.formats import Inputs
+from detector.formats import REASONS, Inputs
 from detector.formats.oip_pb import ModelInferRequest, ModelInferResponse
 from detector.metrics import DriftCollector, RunStatus
 from detector.pipeline import Pipeline
@@ -227,14 +227,16 @@ json_value = st.recursive(
 value = st.one_of(st.binary(max_size=200), json_value.map(lambda v: json.dumps(v).encode()))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EVERY_FORMAT = Settings(inputs=[MLSERVER, SELDON, KSERVE])
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(TOPICS), value,
                           st.lists(header, max_size=6).map(tuple)), max_size=8))
 def test_fuzzed_messages_never_raise_and_never_cost_good_pairs(messages: list) -> None:
     good = oip_json(inferences(2))
     junk = [Record("prediction", v, None, t, key=b"r1", headers=h) for t, v, h in messages]
-    s = Settings(inputs=[MLSERVER, SELDON, KSERVE])
-    out = Inputs(s).convert([good[0], *junk, *good[1:]], NOW)
+    out = Inputs(EVERY_FORMAT).convert([good[0], *junk, *good[1:]], NOW)
     ids = [json.loads(r.value)["prediction_id"] for r in out.records]
     assert {f"req-{r}/{i}" for r in range(2) for i in range(4)} <= set(ids)
     assert all(r.kind == "payload" for r, _ in out.rejected)
@@ -286,3 +288,28 @@ def test_models_named_by_topics_stay_within_the_model_caps() -> None:
     p.process(inputs.convert(first + second, NOW).records, NOW)
     assert list(p.models) == ["iris"]
     assert p.rejected[("prediction", "model_cap")] == 4
+
+
+VALID = seldon(inferences(1), raw=True) + seldon(inferences(1), raw=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(range(len(VALID))), st.lists(st.tuples(
+    st.integers(0, 10_000), st.integers(0, 255), st.sampled_from(["set", "insert", "cut"])),
+    min_size=1, max_size=4))
+def test_mutated_protobuf_messages_are_rejected_or_read_never_raise(
+        which: int, edits: list) -> None:
+    """Valid Seldon messages with bytes changed, inserted or cut out: each is read (a
+    mutation may leave a valid message) or rejected with a reason of ``REASONS``."""
+    record = VALID[which]
+    raw = bytearray(record.value)
+    for at, byte, how in edits:
+        at %= len(raw) + 1
+        if how == "insert":
+            raw.insert(at, byte)
+        elif how == "cut":
+            del raw[at:at + 1 + byte % 8]
+        elif at < len(raw):
+            raw[at] = byte
+    out = Inputs(EVERY_FORMAT).convert([record._replace(value=bytes(raw))], NOW)
+    assert all(r.kind == "payload" and r.reason in REASONS for r, _ in out.rejected)
