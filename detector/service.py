@@ -127,8 +127,8 @@ def dead_letter(rejection: Rejection, record: Record) -> Message:
     headers = [("drift.kind", rejection.kind), ("drift.reason", rejection.reason),
                ("drift.detail", rejection.detail[:500]), ("drift.topic", record.topic),
                ("drift.partition", str(record.partition)), ("drift.offset", str(record.offset))]
-    return None, record.value or b"", [(k, v.encode()) for k, v in headers] + list(
-        record.headers or ())
+    return None, record.value or b"", [(k, v.encode()) for k, v in headers] + [
+        (k, v or b"") for k, v in record.headers or ()]
 
 
 def drift_event(d: Detection, origin: Record) -> Message:

@@ -8,8 +8,8 @@ payload logger, binary or structured mode, V1 or V2 bodies), pairs each request 
 its response by their id in a bounded join (``input_join``), and puts one native
 prediction record per row in place of the half that completed the pair: ``model``,
 ``model_version``, ``prediction_id`` = ``<request id>/<row>``, the row's features,
-prediction and score, the request's time (its CloudEvent's ``time``, else the message's). The pipeline then sees nothing but native
-events; labels still come from the labels topic, keyed by that ``prediction_id``.
+prediction and score, the request's time (its CloudEvent's ``time``, else the
+message's). The pipeline then sees nothing but native events; labels still come from the labels topic, keyed by that ``prediction_id``.
 
 The request id is, in this order: the ``x-request-id`` header (Seldon Core v2), the
 Kafka message key (MLServer's Kafka server puts it there), the body's ``id``; for a
@@ -150,7 +150,8 @@ class Inputs:
                     self.pairs[(route.input.format, "matched")] += 1
                     out.records += self._events(route, key, pair[0], pair[1])
             except Invalid as exc:
-                out.rejected.append((Rejection(KIND, exc.reason, exc.detail), record))  # type: ignore[arg-type]
+                rejection = Rejection(KIND, exc.reason, exc.detail)  # type: ignore[arg-type]
+                out.rejected.append((rejection, record))
         self.expire(now)
         return out
 
@@ -212,7 +213,8 @@ class Inputs:
         out = []
         for i, (features, (prediction, score)) in enumerate(zip(req.rows, res.rows,
                                                                   strict=True)):
-            event = {**base, "prediction_id": f"{key}/{i}", "timestamp": req.time or req_record.timestamp,
+            event = {**base, "prediction_id": f"{key}/{i}",
+                     "timestamp": req.time or req_record.timestamp,
                      "features": features, "prediction": prediction}
             if score is not None:
                 event["score"] = score

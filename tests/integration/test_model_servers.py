@@ -59,12 +59,14 @@ joblib.dump(LogisticRegression().fit(X, y), out / "model.joblib")
 
 
 @pytest.fixture
-def mlserver(mlserver_python: Path, tansu: Tansu, tmp_path: Path) -> Iterator[Topics]:
+def mlserver(mlserver_python: Path, tansu: Tansu, tmp_path: Path
+             ) -> Iterator[tuple[Topics, str, str]]:
     """A real MLServer serving a scikit-learn model (``fraud``, version ``v1``), its
-    Kafka server consuming requests from one topic and writing responses to another."""
+    Kafka server consuming requests from one topic and writing responses to another:
+    the test's topics and those two."""
     topics = Topics(tansu)
-    topics.requests, topics.responses = f"mlserver-in-{topics.group}", f"mlserver-out-{topics.group}"
-    create_topics(topics.kafka, [topics.requests, topics.responses])
+    requests, responses = f"mlserver-in-{topics.group}", f"mlserver-out-{topics.group}"
+    create_topics(topics.kafka, [requests, responses])
     model = tmp_path / "model"
     model.mkdir()
     done = subprocess.run([str(mlserver_python), "-c", TRAIN, str(model)], check=False,
@@ -72,7 +74,7 @@ def mlserver(mlserver_python: Path, tansu: Tansu, tmp_path: Path) -> Iterator[To
     assert done.returncode == 0, done.stderr[-2000:]
     (model / "settings.json").write_text(json.dumps({
         "kafka_enabled": True, "kafka_servers": tansu.bootstrap,
-        "kafka_topic_input": topics.requests, "kafka_topic_output": topics.responses,
+        "kafka_topic_input": requests, "kafka_topic_output": responses,
         "http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port(),
         "parallel_workers": 0}))
     log = tmp_path / "mlserver.log"
@@ -83,18 +85,18 @@ def mlserver(mlserver_python: Path, tansu: Tansu, tmp_path: Path) -> Iterator[To
         wait_for(lambda: "Reading messages from consumer" in log.read_text()
                  or proc.poll() is not None, 120, "MLServer's Kafka consumer")
         assert proc.poll() is None, log.read_text()[-3000:]
-        yield topics
+        yield topics, requests, responses
     finally:
         kill(proc)
 
 
 def test_mlserver_requests_and_responses_become_monitored_predictions(
-        mlserver: Topics, tmp_path: Path) -> None:
-    topics = mlserver
+        mlserver: tuple[Topics, str, str], tmp_path: Path) -> None:
+    topics, requests, responses = mlserver
     d = DetectorProcess(topics, tmp_path, {
         **ENGINE, "kafka": {"fetch_max_wait_ms": 10},
-        "inputs": [{"format": "oip", "requests": topics.requests,
-                    "responses": topics.responses, "score_output": "predict_proba"}]})
+        "inputs": [{"format": "oip", "requests": requests, "responses": responses,
+                    "score_output": "predict_proba"}]})
     try:
         d.start()
         # 150 requests of 4 rows; amount moves up 3 standard deviations after 75
@@ -108,7 +110,7 @@ def test_mlserver_requests_and_responses_become_monitored_predictions(
                 {"name": name, "shape": [len(rows), 1], "datatype": "FP64", "data": data}
                 for name, data in columns.items()],
                 "outputs": [{"name": "predict"}, {"name": "predict_proba"}]}
-            prod.send(topics.requests, json.dumps(body).encode(), key=rid.encode(),
+            prod.send(requests, json.dumps(body).encode(), key=rid.encode(),
                       headers=[("mlserver-model", b"fraud")])
         # labels, keyed by <request id>/<row>, for the first 20 requests
         for r in range(20):

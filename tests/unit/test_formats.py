@@ -284,7 +284,8 @@ def test_models_named_by_topics_stay_within_the_model_caps() -> None:
     inputs, p = Inputs(s), Pipeline(s)
     data = inferences(2)
     first = seldon(data[:1], raw=False)
-    second = [r._replace(topic=r.topic.replace(".iris.", ".wine.")) for r in seldon(data[1:], False)]
+    second = [r._replace(topic=r.topic.replace(".iris.", ".wine."))
+              for r in seldon(data[1:], raw=False)]
     p.process(inputs.convert(first + second, NOW).records, NOW)
     assert list(p.models) == ["iris"]
     assert p.rejected[("prediction", "model_cap")] == 4
