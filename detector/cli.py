@@ -308,20 +308,21 @@ def _run(settings: Settings, stop: threading.Event) -> int:
         ingest = sink_type(settings.kafka, settings.ingest.topic, "ingest", idempotent=True,
                            timeout_s=settings.ingest.ack_timeout_seconds,
                            hold_s=settings.ingest.hold_seconds)
-    service = Service(settings, _source(settings.kafka), sink=sink, dead_letters=dead,
-                      store=store, ingest=ingest)
+    service = Service(settings, _source(settings.kafka, settings.input_patterns), sink=sink,
+                      dead_letters=dead, store=store, ingest=ingest)
     _serve_metrics(service)
     service.run(stop)
     return 0
 
 
-def _source(kafka: KafkaSettings) -> Source:
-    """The consumer for ``kafka.client``; confluent-kafka is an optional extra."""
+def _source(kafka: KafkaSettings, inputs: tuple[str, ...] = ()) -> Source:
+    """The consumer for ``kafka.client`` (also on the topics the ``inputs`` regular
+    expressions match); confluent-kafka is an optional extra."""
     from detector.sources import KafkaSource
 
     if kafka.client == "kafka-python":
-        return KafkaSource(kafka)
-    return _confluent().ConfluentSource(kafka)
+        return KafkaSource(kafka, inputs)
+    return _confluent().ConfluentSource(kafka, inputs)
 
 
 def _sink_type(kafka: KafkaSettings) -> type[TopicSink]:

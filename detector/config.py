@@ -149,6 +149,9 @@ class KafkaSettings(_Section):
     #: a configured topic that does not exist: ``wait`` (not ready, looked for again
     #: every 10 s) or ``fail`` (exit 1 at start-up); topics are never created by consuming
     missing_topics: Literal["wait", "fail"] = "wait"
+    topic_check_seconds: float = Field(10.0, gt=0, description=(
+        "how often the topic list is read again: for configured topics that are missing, "
+        "and for new topics that the `inputs` patterns match"))
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSettings:
@@ -348,6 +351,65 @@ class ModelSettings(_Section):
         return self
 
 
+InputFormat = Literal["oip", "cloudevents"]
+
+
+class InputSettings(_Section):
+    """Topics a model server writes in its own format, turned into prediction events
+    (see ``detector.formats`` and the README's section per server).
+
+    ``format: oip`` reads Open Inference Protocol (V2) requests and responses, JSON or
+    protobuf, from the topics that ``requests`` and ``responses`` match;
+    ``format: cloudevents`` reads KServe's payload logger events (binary or structured
+    mode, V1 or V2 bodies) from the topics that ``topics`` matches. Each is a regular
+    expression that must match a whole topic name; a named group ``model`` in it names
+    the model."""
+
+    format: InputFormat
+    topics: str | None = Field(None, description="cloudevents: topics holding both halves")
+    requests: str | None = Field(None, description="oip: topics holding requests")
+    responses: str | None = Field(None, description="oip: topics holding responses")
+    model: str | None = Field(None, description=(
+        "the model's name; default: the topic's `model` group, the event's "
+        "inferenceservicename, the response's model_name, the mlserver-model header"))
+    version: str | None = Field(None, description=(
+        "the model's version; default: the response's model_version"))
+    feature_names: tuple[str, ...] | None = Field(None, description=(
+        "names of the input columns in order (all input tensors' columns, or a V1 "
+        "instance's items); default: a tensor of one column is named after the tensor, "
+        "column j of a wider one <tensor>_<j>"))
+    prediction_output: str | None = Field(None, description=(
+        "the output tensor holding the prediction; default: the first"))
+    score_output: str | None = Field(None, description=(
+        "the output tensor holding the score, if any (a probability per class: column "
+        "score_column)"))
+    score_column: int = Field(-1, description="column of a score (or V1 prediction) "
+                              "row with several; negative counts from the end")
+
+    @model_validator(mode="after")
+    def _check(self) -> InputSettings:
+        wanted = ("topics",) if self.format == "cloudevents" else ("requests", "responses")
+        other = ("requests", "responses") if self.format == "cloudevents" else ("topics",)
+        for key in wanted:
+            if getattr(self, key) is None:
+                raise ValueError(f"format {self.format} needs {' and '.join(wanted)}")
+        for key in other:
+            if getattr(self, key) is not None:
+                raise ValueError(f"format {self.format} takes {' and '.join(wanted)}, "
+                                 f"not {key}")
+        for key in wanted:
+            try:
+                re.compile(getattr(self, key))
+            except re.error as exc:
+                raise ValueError(f"{key} is not a regular expression: {exc}") from None
+        return self
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """The regular expressions of the topics this input reads."""
+        return tuple(p for p in (self.topics, self.requests, self.responses) if p is not None)
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -366,6 +428,10 @@ class Settings(BaseSettings):
     drift_events: DriftEventSettings = DriftEventSettings()
     dead_letter: DeadLetterSettings = DeadLetterSettings()
     ingest: IngestSettings = IngestSettings()
+    inputs: tuple[InputSettings, ...] = Field((), description=(
+        "model servers' topics read in their own format (OIP, CloudEvents)"))
+    input_join: JoinSettings = Field(JoinSettings(ttl_seconds=300.0, capacity=100_000),
+                                     description="where a request meets its response")
     checkpoint: CheckpointSettings = CheckpointSettings()
     detectors: DetectorSets = DetectorSets()
     detection: DetectionSettings = DetectionSettings()
@@ -435,6 +501,11 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json", include={
             "detectors", "detection", "reference", "estimation", "join", "models",
             "rolling_window", "max_features", "max_versions", "max_classes", "idle_events"})
+
+    @property
+    def input_patterns(self) -> tuple[str, ...]:
+        """The topic regular expressions of every input (what the source reads too)."""
+        return tuple(p for cfg in self.inputs for p in cfg.patterns)
 
     def model(self, name: str) -> ModelSettings:
         """Settings of one model; discovered models get the defaults."""

@@ -95,6 +95,9 @@ class RunStatus:
         self.topic_missing: dict[str, bool] = {}
         #: HTTP ingest requests refused, by reason (every reason from start-up when enabled)
         self.ingest_rejected: dict[str, int] = {}
+        #: model servers' requests and responses by (format, pair outcome): the
+        #: ``pairs`` counter of ``detector.formats.Inputs`` (every series from start-up)
+        self.input_pairs: Mapping[tuple[str, str], int] = {}
 
     def readiness(self, now: float) -> tuple[bool, str]:
         """Ready, or why not.
@@ -220,6 +223,10 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      ("HTTP ingest requests refused, by reason (unauthorized, length_required, too_large, "
       "unsupported_media_type, invalid_json, invalid_event, rate_limited, unavailable)."),
      ("reason",)),
+    ("drift_input_pairs", "counter",
+     ("Model servers' requests and responses (inputs), by format and join outcome: matched, "
+      "or why a half left the join alone (expired, orphan, request_evicted, "
+      "response_evicted)."), ("format", "outcome")),
 )
 #: Families with series per stream: rendered from cached label blocks.
 _STREAM_FAMILIES = frozenset({"drift_detected", "drift_detections", "drift_detector_firings",
@@ -602,6 +609,7 @@ class DriftCollector(Collector):
                                          in sorted(status.topic_missing.items())]
         series["drift_ingest_rejected"] = [((reason,), n) for reason, n
                                            in status.ingest_rejected.items()]
+        series["drift_input_pairs"] = [(key, n) for key, n in sorted(status.input_pairs.items())]
         return out
 
     def _copy_streams(self, out: Scrape, monitors: list[ModelMonitor], now: float,

@@ -6,6 +6,8 @@ the pipeline consumes them, neither depending on the other.
 
 >>> Record("prediction", b'{"model": "m"}', 1.7e9, "predictions", 0, 42).offset
 42
+>>> Record("prediction", b"{}", headers=(("x-request-id", b"r1"),)).headers
+(('x-request-id', b'r1'),)
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from detector.events import Kind
 class Record(NamedTuple):
     """One message from a source: its kind (by topic), raw value and the
     source's timestamp in epoch seconds (used when the event carries none).
-    A named tuple: built once per message, 2.5x cheaper than a frozen dataclass."""
+    A named tuple: built once per message, 2.5x cheaper than a frozen dataclass.
+    ``key`` and ``headers`` are the Kafka message's (None when it has none): the
+    server formats of ``detector.formats`` read request ids and CloudEvent attributes
+    from them; native events never need them."""
 
     kind: Kind
     value: bytes | None
@@ -27,6 +32,8 @@ class Record(NamedTuple):
     topic: str = ""
     partition: int = -1
     offset: int = -1
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] | None = None
 
 
 #: A message for a Kafka topic: key, value, headers.

@@ -26,6 +26,9 @@ from detector.config import Settings
 from detector.errors import SourceUnavailable
 from detector.events import Rejection
 from detector.ingest import Ingest
+from detector.formats import KIND as PAYLOAD
+from detector.formats import REASONS as PAYLOAD_REASONS
+from detector.formats import Inputs
 from detector.join import JoinGate
 from detector.kernels import _jit
 from detector.metrics import Exporter, MetricsServer, RunStatus
@@ -99,7 +102,8 @@ def _unless_stopped(step: Callable[[], None], stop: threading.Event,
 
 def dead_letter(rejection: Rejection, record: Record) -> Message:
     """A rejected message for the dead-letter topic: the original bytes, the reason
-    and where it came from in headers.
+    and where it came from in headers, then the original headers (a CloudEvent in
+    binary mode keeps its attributes there).
 
     >>> _, value, headers = dead_letter(Rejection("label", "invalid_json", "oops"),
     ...                                 Record("label", b"{", None, "labels", 3, 17))
@@ -109,7 +113,8 @@ def dead_letter(rejection: Rejection, record: Record) -> Message:
     headers = [("drift.kind", rejection.kind), ("drift.reason", rejection.reason),
                ("drift.detail", rejection.detail[:500]), ("drift.topic", record.topic),
                ("drift.partition", str(record.partition)), ("drift.offset", str(record.offset))]
-    return None, record.value or b"", [(k, v.encode()) for k, v in headers]
+    return None, record.value or b"", [(k, v.encode()) for k, v in headers] + [
+        (k, v or b"") for k, v in record.headers or ()]
 
 
 def drift_event(d: Detection, origin: Record) -> Message:
@@ -205,6 +210,8 @@ class Service:
         self.store = store or (state.FileStore(cfg.path) if cfg.path is not None else None)
         self.clock = clock
         self.pipeline = Pipeline(settings)
+        #: model servers' topics, read into native events before the pipeline
+        self.inputs = Inputs(settings) if settings.inputs else None
         self.lock = threading.Lock()
         poll_s = settings.kafka.poll_timeout_ms / 1000.0
         self.status = RunStatus(stale_after=max(15.0, 10 * poll_s))
@@ -212,6 +219,9 @@ class Service:
             if s is not None:
                 self.status.enable_sink(s.name, s.outcomes)
         self.status.topic_missing = dict.fromkeys(settings.kafka.topics, False)
+        if self.inputs is not None:
+            self.status.input_pairs = self.inputs.pairs
+            self._count_payload_rejections()
         self.exporter = Exporter(self.pipeline, self.lock, self.status)
         #: the HTTP ingest endpoint, writing to the ``ingest`` sink (``ingest.enabled``)
         self.ingest = None if ingest is None else Ingest(
@@ -283,6 +293,9 @@ class Service:
                                                               "action": "starting fresh"}})
             return
         self.pipeline.restore(ckpt.state)
+        if self.inputs is not None:
+            self.inputs.restore(ckpt.state)
+            self._count_payload_rejections()
         self.source.resume_from(ckpt.offsets)
         self._events = self._saved_events = ckpt.events
         self.status.checkpoint_at = ckpt.created
@@ -296,8 +309,10 @@ class Service:
         started = time.perf_counter()
         offsets = self.source.positions()
         with self.lock:
-            payload = state.encode(self.pipeline.snapshot(), offsets, self._fingerprint,
-                                   self._events)
+            snapshot = self.pipeline.snapshot()
+            if self.inputs is not None:
+                snapshot.update(self.inputs.snapshot())
+            payload = state.encode(snapshot, offsets, self._fingerprint, self._events)
         size = self.store.write(state.seal(self._key(), payload))
         self._saved_events, self._saved_at = self._events, self.clock()
         self.status.checkpoint_at = self._saved_at
@@ -361,7 +376,7 @@ class Service:
             if records:
                 started = time.perf_counter()
                 with self.lock:
-                    result = pipeline.process(records, now)
+                    result = self._process(records, now)
                 self.exporter.observe_batch(time.perf_counter() - started)
                 if self.sink is not None and result.detections:
                     status.count_sink(self.sink.name, self.sink.publish(
@@ -381,6 +396,8 @@ class Service:
             else:
                 with self.lock:
                     pipeline.expire(now)
+                    if self.inputs is not None:
+                        self.inputs.expire(now)
             self._balance_join(gates)
             status.last_poll = now
             if now >= next_health:
@@ -400,6 +417,25 @@ class Service:
                 next_health = now + 1.0
         log.info("stopping", extra={"fields": {"events": sum(
             sum(m.events.values()) for m in pipeline.models.values())}})
+
+    def _process(self, records: list[Record], now: float) -> BatchResult:
+        """Apply a batch (under the lock): model servers' messages are read into native
+        events first (``detector.formats``); what they reject is counted as the
+        pipeline's rejections are, and joins the batch's rejections and dead letters."""
+        if self.inputs is None:
+            return self.pipeline.process(records, now)
+        converted = self.inputs.convert(records, now)
+        result = self.pipeline.process(converted.records, now)
+        for rejection, record in converted.rejected:
+            self.pipeline.rejected[(rejection.kind, rejection.reason)] += 1
+            result.rejections.append(rejection)
+            result.dead.append((rejection, record))
+        return result
+
+    def _count_payload_rejections(self) -> None:
+        """Every ``drift_events_rejected_total{kind="payload"}`` series from start-up."""
+        for reason in PAYLOAD_REASONS:
+            self.pipeline.rejected.setdefault((PAYLOAD, reason), 0)
 
     def _balance_join(self, gates: dict[int, JoinGate]) -> None:
         """Per partition number (producers key both topics alike, so partition p of the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import socket
 import ssl
 import struct
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 _FATAL = (KafkaConfigurationError,)
 #: How long one connection attempt may take before the service logs and retries.
 BOOTSTRAP_TIMEOUT_MS = 10_000
-#: How often a configured topic that does not exist is looked for again.
-TOPIC_CHECK_S = 10.0
 #: Kafka error codes of a SaslHandshake answer that mean "this listener does not do
 #: SASL with this mechanism": UNSUPPORTED_SASL_MECHANISM, ILLEGAL_SASL_STATE
 _SASL_REFUSED = {33: "UNSUPPORTED_SASL_MECHANISM", 34: "ILLEGAL_SASL_STATE"}
@@ -248,18 +247,52 @@ def log_topic_changes(k: KafkaSettings, before: frozenset[str], now: frozenset[s
         log.warning("topic_missing", extra={"fields": {
             "topic": topic, "setting": setting[topic], "bootstrap": k.bootstrap_servers,
             "action": f"not ready; not consuming it; looking again every "
-                      f"{TOPIC_CHECK_S:.0f} s (kafka.missing_topics: fail exits instead)"}})
+                      f"{k.topic_check_seconds:g} s (kafka.missing_topics: fail exits "
+                      "instead)"}})
     for topic in sorted(before - now):
         log.info("topic_found", extra={"fields": {"topic": topic, "action": "subscribing"}})
 
 
-class KafkaSource:
-    """A consumer-group member on the predictions and labels topics."""
+def matching(topics: Iterable[str], patterns: Iterable[re.Pattern[str]],
+             exclude: Iterable[str] = ()) -> frozenset[str]:
+    r"""The ``topics`` that one of ``patterns`` matches whole, but those in ``exclude``
+    (the native predictions and labels topics).
 
-    def __init__(self, kafka: KafkaSettings) -> None:
+    >>> sorted(matching(["seldon.ns.model.iris.inputs", "seldon.ns.model.iris.outputs",
+    ...                  "seldon.ns.pipeline.p.inputs", "labels"],
+    ...                 [re.compile(r"seldon\..*\.model\..*\.(inputs|outputs)")]))
+    ['seldon.ns.model.iris.inputs', 'seldon.ns.model.iris.outputs']
+    """
+    patterns, skip = list(patterns), set(exclude)
+    return frozenset(t for t in topics
+                     if t not in skip and any(p.fullmatch(t) for p in patterns))
+
+
+def log_input_topics(before: frozenset[str], now: frozenset[str]) -> None:
+    """Log ``input_topics_changed`` when the topics the ``inputs`` patterns match change
+    (a model server started writing a new model's topics): the same line from either
+    Kafka client."""
+    if before != now:
+        log.info("input_topics_changed", extra={"fields": {
+            "added": ",".join(sorted(now - before)), "removed": ",".join(sorted(before - now)),
+            "topics": len(now)}})
+
+
+class KafkaSource:
+    """A consumer-group member on the predictions and labels topics, and on the topics
+    that the regular expressions ``inputs`` match whole (a model server's request and
+    response topics, see ``detector.formats``; their records have kind ``prediction``).
+    Which topics match is looked at again every ``kafka.topic_check_seconds``, so a new
+    model's topics are read without a restart."""
+
+    def __init__(self, kafka: KafkaSettings, inputs: Iterable[str] = ()) -> None:
         self._settings = kafka
         self._kinds: dict[str, Kind] = {kafka.predictions_topic: "prediction",
                                         kafka.labels_topic: "label"}
+        self._patterns = [re.compile(p) for p in inputs]
+        #: topics the ``inputs`` patterns matched at the last look
+        self._matched: frozenset[str] = frozenset()
+        self._subscribed: list[str] = []
         self._consumer: KafkaConsumer | None = None
         #: positions from a checkpoint, applied when those partitions are first assigned
         self._resume: dict[tuple[str, int], int] = {}
@@ -326,49 +359,59 @@ class KafkaSource:
         except KafkaTimeoutError as exc:
             raise SourceUnavailable(f"no broker answers at {k.bootstrap_servers}") from exc
         try:
-            missing = self._absent(consumer)
+            topics = consumer.topics()
         except KafkaError as exc:
             consumer.close(autocommit=False)
             raise SourceUnavailable(f"no topic list from {k.bootstrap_servers}: {exc}") from exc
+        missing = frozenset(self._kinds) - topics
         if missing and k.missing_topics == "fail":
             consumer.close(autocommit=False)
             raise SourceError(f"{_names(missing)} at {k.bootstrap_servers} "
                               "(kafka.missing_topics: fail; check kafka.predictions_topic "
                               "and kafka.labels_topic)")
-        self._consumer = consumer
-        self._found(missing)
+        self._consumer, self._subscribed = consumer, []
+        self._found(topics)
 
     def missing_topics(self) -> frozenset[str]:
         """Configured topics the cluster did not have at the last look."""
         return self._missing
 
-    def _absent(self, consumer: KafkaConsumer) -> frozenset[str]:
-        """The configured topics that a metadata request for all topics does not list."""
-        return frozenset(self._kinds) - consumer.topics()
-
-    def _found(self, missing: frozenset[str]) -> None:
-        """Record which topics are missing (``topic_missing`` once per topic, then
-        ``topic_found`` when it appears) and subscribe to the others."""
+    def _found(self, topics: Iterable[str]) -> None:
+        """From the cluster's ``topics`` (a metadata request for all topics): record
+        which configured topics are missing (``topic_missing`` once per topic, then
+        ``topic_found`` when it appears) and which topics the ``inputs`` patterns
+        match; subscribe to those that exist."""
         k, consumer = self._settings, self._consumer
         assert consumer is not None
+        topics = frozenset(topics)
+        missing = frozenset(self._kinds) - topics
+        matched = matching(topics, self._patterns, self._kinds)
         log_topic_changes(k, self._missing, missing)
-        changed = missing != self._missing or not consumer.subscription()
-        self._missing = missing
-        self._next_topic_check = time.monotonic() + TOPIC_CHECK_S
-        present = [t for t in self._kinds if t not in missing]
-        if changed and present:
+        log_input_topics(self._matched, matched)
+        self._missing, self._matched = missing, matched
+        self._next_topic_check = time.monotonic() + k.topic_check_seconds
+        present = [t for t in self._kinds if t not in missing] + sorted(matched)
+        if present and present != self._subscribed:
+            if self._subscribed:
+                # kafka-python 3.0.12 sends the JoinGroup of a changed subscription, but
+                # when the broker answers after poll's timeout (Tansu holds it ~1 s) no
+                # later poll collects the answer: the member stays without partitions.
+                # Leaving the group first makes the new subscription a fresh join.
+                consumer.unsubscribe()
             consumer.subscribe(present, listener=_Resume(self, consumer))
+            self._subscribed = present
 
     def poll(self) -> list[Record]:
         """The next batch (possibly empty) from every assigned partition."""
         assert self._consumer is not None, "open() first"
-        if self._missing and time.monotonic() >= self._next_topic_check and self.connected():
+        if ((self._missing or self._patterns) and time.monotonic() >= self._next_topic_check
+                and self.connected()):
             try:
-                self._found(self._absent(self._consumer))
+                self._found(self._consumer.topics())
             except KafkaError as exc:
                 log.warning("topic_check_failed", extra={"fields": {"error": repr(exc)}})
-                self._next_topic_check = time.monotonic() + TOPIC_CHECK_S
-        if not self._consumer.subscription():       # no configured topic exists yet
+                self._next_topic_check = time.monotonic() + self._settings.topic_check_seconds
+        if not self._subscribed:                    # no configured topic exists yet
             time.sleep(self._settings.poll_timeout_ms / 1000.0)
             return []
         try:
@@ -383,7 +426,7 @@ class KafkaSource:
             if (tp.topic, tp.partition) in held:   # not paused yet (see hold): later
                 self._consumer.seek(tp, messages[0].offset)
                 continue
-            kind = kinds[tp.topic]
+            kind = kinds.get(tp.topic, "prediction")
             seen = applied.get(tp, -1)
             fresh = [m for m in messages if m.offset >= seen]
             if len(fresh) < len(messages):
@@ -392,7 +435,8 @@ class KafkaSource:
                     "messages": len(messages) - len(fresh), "applied_up_to": seen}})
             for m in fresh:
                 ts = m.timestamp / 1000.0 if m.timestamp is not None and m.timestamp >= 0 else None
-                records.append(Record(kind, m.value, ts, tp.topic, tp.partition, m.offset))
+                records.append(Record(kind, m.value, ts, tp.topic, tp.partition, m.offset,
+                                      m.key, tuple(m.headers) if m.headers else None))
             if fresh:
                 applied[tp] = fresh[-1].offset + 1
         if held:

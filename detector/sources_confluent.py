@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import (
@@ -39,14 +41,15 @@ from detector.logs import ThrottledLog
 from detector.records import Record
 from detector.sources import (
     BOOTSTRAP_TIMEOUT_MS,
-    TOPIC_CHECK_S,
     NotSent,
     SinkOutcome,
     TopicSink,
     _names,
     check_listener,
     largest_message,
+    log_input_topics,
     log_topic_changes,
+    matching,
 )
 
 log = logging.getLogger(__name__)
@@ -166,13 +169,15 @@ class _ClientLog(ThrottledLog):
 class ConfluentSource:
     """A consumer-group member on the predictions and labels topics, on librdkafka.
 
-    Behaves as ``sources.KafkaSource``: see there for ``resume_from``, ``open``,
-    ``missing_topics``, ``hold`` and the lag methods."""
+    Behaves as ``sources.KafkaSource``: see there for ``inputs``, ``resume_from``,
+    ``open``, ``missing_topics``, ``hold`` and the lag methods."""
 
-    def __init__(self, kafka: KafkaSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, inputs: Iterable[str] = ()) -> None:
         self._settings = kafka
         self._kinds: dict[str, Kind] = {kafka.predictions_topic: "prediction",
                                         kafka.labels_topic: "label"}
+        self._patterns = [re.compile(p) for p in inputs]
+        self._matched: frozenset[str] = frozenset()
         self._consumer: Consumer | None = None
         self._client_log = _ClientLog()
         #: positions from a checkpoint, applied when those partitions are first assigned
@@ -218,36 +223,41 @@ class ConfluentSource:
         except KafkaException as exc:
             raise SourceError(f"Kafka settings rejected: {exc.args[0].str()}") from exc
         try:
-            missing = self._absent(consumer, BOOTSTRAP_TIMEOUT_MS / 1000)
+            topics = self._topics(consumer, BOOTSTRAP_TIMEOUT_MS / 1000)
         except KafkaException as exc:
             consumer.close()
             raise SourceUnavailable(f"no topic list from {k.bootstrap_servers}: "
                                     f"{exc.args[0].str()}") from exc
+        missing = frozenset(self._kinds) - topics
         if missing and k.missing_topics == "fail":
             consumer.close()
             raise SourceError(f"{_names(missing)} at {k.bootstrap_servers} "
                               "(kafka.missing_topics: fail; check kafka.predictions_topic "
                               "and kafka.labels_topic)")
-        self._consumer, self._connected = consumer, True
-        self._found(missing)
+        self._consumer, self._connected, self._subscribed = consumer, True, []
+        self._found(topics)
 
     def missing_topics(self) -> frozenset[str]:
         """Configured topics the cluster did not have at the last look."""
         return self._missing
 
-    def _absent(self, consumer: Consumer, timeout: float) -> frozenset[str]:
-        """The configured topics that a metadata request for all topics does not list."""
-        return frozenset(self._kinds) - set(consumer.list_topics(timeout=timeout).topics)
+    @staticmethod
+    def _topics(consumer: Consumer, timeout: float) -> frozenset[str]:
+        """The topics a metadata request for all topics lists."""
+        return frozenset(consumer.list_topics(timeout=timeout).topics)
 
-    def _found(self, missing: frozenset[str]) -> None:
-        """Record which topics are missing (``topic_missing`` once per topic, then
-        ``topic_found`` when it appears) and subscribe to the others."""
+    def _found(self, topics: frozenset[str]) -> None:
+        """As ``KafkaSource._found``: from the cluster's ``topics``, record the missing
+        configured topics and the matched ``inputs`` topics; subscribe to those that exist."""
         k, consumer = self._settings, self._consumer
         assert consumer is not None
+        missing = frozenset(self._kinds) - topics
+        matched = matching(topics, self._patterns, self._kinds)
         log_topic_changes(k, self._missing, missing)
-        self._missing = missing
-        self._next_topic_check = time.monotonic() + TOPIC_CHECK_S
-        present = [t for t in self._kinds if t not in missing]
+        log_input_topics(self._matched, matched)
+        self._missing, self._matched = missing, matched
+        self._next_topic_check = time.monotonic() + k.topic_check_seconds
+        present = [t for t in self._kinds if t not in missing] + sorted(matched)
         if present and present != self._subscribed:
             consumer.subscribe(present, on_assign=self._on_assign,
                                on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -258,12 +268,13 @@ class ConfluentSource:
         consumer = self._consumer
         assert consumer is not None, "open() first"
         k = self._settings
-        if self._missing and time.monotonic() >= self._next_topic_check and self._connected:
+        if ((self._missing or self._patterns) and time.monotonic() >= self._next_topic_check
+                and self._connected):
             try:
-                self._found(self._absent(consumer, REQUEST_TIMEOUT_S))
+                self._found(self._topics(consumer, REQUEST_TIMEOUT_S))
             except KafkaException as exc:
                 log.warning("topic_check_failed", extra={"fields": {"error": str(exc)}})
-                self._next_topic_check = time.monotonic() + TOPIC_CHECK_S
+                self._next_topic_check = time.monotonic() + k.topic_check_seconds
         if not self._subscribed:                       # no configured topic exists yet
             consumer.poll(k.poll_timeout_ms / 1000.0)  # serves callbacks (stats, errors)
             return []
@@ -296,7 +307,8 @@ class ConfluentSource:
                 live = key in assigned
                 # (a partition revoked and assigned again in this call comes again from
                 # its committed offset: a later run of it may repeat an earlier one)
-                floor, kind = max(applied.get(key, -1), last.get(key, -2) + 1), kinds[t]
+                floor = max(applied.get(key, -1), last.get(key, -2) + 1)
+                kind = kinds.get(t, "prediction")
             if not live:
                 continue
             if offset < floor:
@@ -305,7 +317,7 @@ class ConfluentSource:
             ts_type, ts = m.timestamp()
             append(Record(kind, m.value(), ts / 1000.0
                           if ts_type != TIMESTAMP_NOT_AVAILABLE and ts >= 0 else None,
-                          t, p, offset))
+                          t, p, offset, m.key(), tuple(m.headers() or ()) or None))
             last[key] = offset
         for key, offset in last.items():
             applied[key] = self._pending[key] = offset + 1

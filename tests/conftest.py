@@ -92,14 +92,15 @@ class Topics:
                                    group_id=self.group)
         create_topics(self.kafka, [self.predictions, self.labels], partitions)
 
-    def committed(self, partition: int = 0) -> int:
-        """The group's committed offset on the predictions topic (0 if none)."""
+    def committed(self, partition: int = 0, topic: str | None = None) -> int:
+        """The group's committed offset on ``topic`` (default: the predictions topic;
+        0 if none)."""
         from kafka import KafkaConsumer, TopicPartition
 
         c = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group,
                           enable_auto_commit=False)
         try:
-            return c.committed(TopicPartition(self.predictions, partition)) or 0
+            return c.committed(TopicPartition(topic or self.predictions, partition)) or 0
         finally:
             c.close(autocommit=False)
 

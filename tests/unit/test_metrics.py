@@ -305,10 +305,16 @@ class ReferenceCollector(Collector):
                          labels=["reason"])
         for reason, n in self._status.ingest_rejected.items():
             ingest.add_metric([reason], n)
+        pairs = counter("drift_input_pairs", "Model servers' requests and responses (inputs), "
+                        "by format and join outcome: matched, or why a half left the join "
+                        "alone (expired, orphan, request_evicted, response_evicted).",
+                        labels=["format", "outcome"])
+        for (fmt, outcome), n in sorted(self._status.input_pairs.items()):
+            pairs.add_metric([fmt, outcome], n)
         out = [events, rejected, detected, detections, firings, values, missing, distance,
-               pvalue, quality, error, *estimated.values(), quality_threshold, error_threshold, join, pending,
-               newest, lag, checkpoint, build, backpressure, sinks, topic_missing, dropped,
-               ingest]
+               pvalue, quality, error, *estimated.values(), quality_threshold,
+               error_threshold, join, pending, newest, lag, checkpoint, build, backpressure,
+               sinks, topic_missing, dropped, ingest, pairs]
         return out if per_detector else [f for f in out if f is not firings]
 
 
@@ -369,6 +375,7 @@ def _rich_pipeline(**metrics: object) -> tuple[Pipeline, RunStatus]:
     status.count_sink("dead_letter", {"written": 3})
     status.topic_missing = {"labels": False, "predictions": True}
     status.ingest_rejected = {"too_large": 2, "rate_limited": 0}
+    status.input_pairs = {("oip", "matched"): 7, ("oip", "expired"): 1}
     return p, status
 
 
