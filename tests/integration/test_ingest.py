@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from detector.broker import Tansu
 from detector.ingest import BATCH, REASONS
 from detector.sources import create_topics
-from tests.conftest import DetectorProcess, Topics, read_topic, sample, wait_for
+from tests.conftest import DetectorProcess, Topics, read_topic, sample, scrape, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -342,3 +342,38 @@ def _partitions_of_keys(bootstrap: str, topic: str, partitions: int, n: int) -> 
     finally:
         consumer.close()
     return out
+
+
+def test_kserve_logger_posts_reach_the_monitor_through_ingest(tansu: Tansu,
+                                                              tmp_path: Path) -> None:
+    """The whole KServe path in one service: the logger's request and response events
+    are POSTed to /ingest, written to the ingest topic, read back from it as CloudEvents
+    (``inputs``), paired by id and monitored as one prediction per row."""
+    topics = Topics(tansu)
+    topic = ingest_topic(topics)
+    d = DetectorProcess(topics, tmp_path, {
+        "ingest": {"enabled": True, "topic": topic},
+        "inputs": [{"format": "cloudevents", "topics": topic, "version": "1",
+                    "feature_names": ["sepal_length", "sepal_width", "petal_length",
+                                      "petal_width"]}]})
+    d.start()
+    try:
+        url = f"http://127.0.0.1:{d.port}/ingest"
+        pairs = 40
+        for i in range(pairs):
+            rows = [[5.0 + i % 7 * 0.1, 3.0, 1.4 + i % 5 * 0.2, 0.2]]
+            for kind, data in (("request", {"instances": rows}),
+                               ("response", {"predictions": [i % 3]})):
+                msg = ce_http.to_binary_event(kserve_event(f"req-{i}", kind, data))
+                assert post(url, msg.body, msg.headers, auth=None)[0] == 200
+        wait_for(lambda: sample(scrape(d.port), "drift_input_pairs_total",
+                                format="cloudevents", outcome="matched") == pairs, 60,
+                 "every request paired with its response")
+        m = scrape(d.port)
+        assert sample(m, "drift_events_total", kind="prediction", model="sklearn-iris") == pairs
+        assert sample(m, "drift_ingest_rejected_total", reason="invalid_event") == 0
+        assert sample(m, "drift_sink_messages_total", sink="ingest",
+                      outcome="written") == 2 * pairs
+    finally:
+        d.kill()
+
