@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -120,7 +120,7 @@ class Prediction:
     score: float | None
     label: Target | None
     invalid: tuple[Rejection, ...] = ()
-    checked: bool = True
+    checked: bool = field(default=True, repr=False, compare=False)
 
 
 @dataclass(slots=True, unsafe_hash=True)
