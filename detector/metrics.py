@@ -226,7 +226,7 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("drift_input_pairs", "counter",
      ("Model servers' requests and responses (inputs), by format and join outcome: matched, "
       "or why a half left the join alone (expired, orphan, request_evicted, "
-      "response_evicted)."), ("format", "outcome")),
+      "response_evicted, duplicate)."), ("format", "outcome")),
 )
 #: Families with series per stream: rendered from cached label blocks.
 _STREAM_FAMILIES = frozenset({"drift_detected", "drift_detections", "drift_detector_firings",

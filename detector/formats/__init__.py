@@ -25,7 +25,10 @@ A message that cannot be read is rejected with kind ``payload`` and a reason of
 that names no model, too. Halves that never meet their partner leave the join as
 ``expired`` (a request without response), ``orphan`` (a response without request),
 ``request_evicted`` or ``response_evicted`` (the join was full), counted per format
-in ``drift_input_pairs_total{format, outcome}`` with the ``matched`` ones.
+in ``drift_input_pairs_total{format, outcome}`` with the ``matched`` ones. A half whose
+id was paired within the last ``input_join.ttl_seconds`` (the last
+``input_join.capacity`` pairs) is a repeat, a retried post or a redelivery, and counts
+as ``duplicate`` without becoming a second prediction.
 
 >>> from detector.config import Settings
 >>> inputs = Inputs(Settings(inputs=[{"format": "oip", "requests": "mlserver-input",
@@ -47,7 +50,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,7 +71,7 @@ REASONS: tuple[str, ...] = (
 KIND = "payload"
 #: ``drift_input_pairs_total{format, outcome}``
 PAIR_OUTCOMES: tuple[str, ...] = ("matched", "expired", "orphan", "request_evicted",
-                                  "response_evicted")
+                                  "response_evicted", "duplicate")
 #: the join's outcome names (``detector.join.Dropped``) as pair outcomes
 _DROPPED = {"expired": "expired", "orphan": "orphan", "prediction_evicted": "request_evicted",
             "label_evicted": "response_evicted"}
@@ -112,6 +115,9 @@ class Inputs:
         self._routes: dict[str, Route | None] = {}
         j = settings.input_join
         self.join = JoinBuffer(j.ttl_seconds, j.capacity)
+        #: (input, request id) of the pairs made lately -> until when a half with that id
+        #: is a repeat; oldest first, at most ``input_join.capacity``
+        self.paired: OrderedDict[tuple[str, str], float] = OrderedDict()
         formats = sorted({cfg.format for cfg in settings.inputs})
         #: ``drift_input_pairs_total`` by (format, outcome); every series from the start
         self.pairs: Counter[tuple[str, str]] = Counter(
@@ -143,11 +149,16 @@ class Inputs:
                 continue
             try:
                 key, half = self._read(route, record)
+                done = (str(route.index), key)
+                if done in self.paired:
+                    self.pairs[(route.input.format, "duplicate")] += 1
+                    continue
                 pair = (self.join.add_prediction if half.side == "request"
-                        else self.join.add_label)(str(route.index), key, now, (half, record),
+                        else self.join.add_label)(done[0], key, now, (half, record),
                                                   record.partition)
                 if pair is not None:
                     self.pairs[(route.input.format, "matched")] += 1
+                    self._remember(done, now)
                     out.records += self._events(route, key, pair[0], pair[1])
             except Invalid as exc:
                 rejection = Rejection(KIND, exc.reason, exc.detail)  # type: ignore[arg-type]
@@ -155,9 +166,19 @@ class Inputs:
         self.expire(now)
         return out
 
+    def _remember(self, done: tuple[str, str], now: float) -> None:
+        paired, j = self.paired, self.settings.input_join
+        paired[done] = now + j.ttl_seconds
+        if len(paired) > j.capacity:
+            paired.popitem(last=False)
+
     def expire(self, now: float) -> None:
         """Count the halves that waited longer than ``input_join.ttl_seconds``, and
-        those replaced or evicted since the last call (call it when idle too)."""
+        those replaced or evicted since the last call (call it when idle too); forget
+        pairs older than the TTL."""
+        paired = self.paired
+        while paired and next(iter(paired.values())) <= now:
+            paired.popitem(last=False)
         dropped = self.join.expire(now)
         formats = self.settings.inputs
         for name, keys in zip(dropped._fields, dropped, strict=True):
@@ -224,7 +245,8 @@ class Inputs:
 
     def snapshot(self) -> dict[str, Any]:
         """What a checkpoint must hold: the halves waiting and the pair counts."""
-        return {"input_join": self.join, "input_pairs": dict(self.pairs)}
+        return {"input_join": self.join, "input_pairs": dict(self.pairs),
+                "input_paired": self.paired}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Take the join and the counts of a checkpoint's ``snapshot`` (in place: the
@@ -233,6 +255,7 @@ class Inputs:
             self.join = state["input_join"]
             for key, n in state["input_pairs"].items():
                 self.pairs[key] = n
+            self.paired = state.get("input_paired", self.paired)
 
 
 def _bounded(rid: str) -> str:

@@ -148,7 +148,23 @@ def test_halves_that_never_meet_are_counted_by_outcome() -> None:
     inputs.expire(now=20.0)
     assert dict(inputs.pairs) == {("oip", "matched"): 1, ("oip", "expired"): 1,
                                   ("oip", "orphan"): 1, ("oip", "request_evicted"): 1,
-                                  ("oip", "response_evicted"): 0}
+                                  ("oip", "response_evicted"): 0, ("oip", "duplicate"): 0}
+
+
+def test_a_repeated_half_is_a_duplicate_not_a_second_prediction() -> None:
+    """A retried post or a redelivered message repeats a half (or both) of a pair
+    already made: counted as a duplicate within the TTL, never monitored twice."""
+    s = Settings(inputs=[MLSERVER], input_join={"ttl_seconds": 10, "capacity": 100})
+    inputs = Inputs(s)
+    records = oip_json(inferences(4))
+    first = inputs.convert(records, now=0.0).records
+    again = inputs.convert(records[:4] + records[6:7], now=5.0).records
+    assert len(first) == 4 * len(inferences(4)[0][2]) and again == []
+    assert inputs.pairs[("oip", "matched")] == 4
+    assert inputs.pairs[("oip", "duplicate")] == 5
+    inputs.expire(now=11.0)                 # past the TTL an id may be used again
+    assert len(inputs.convert(records[:2], now=11.0).records) == len(first) // 4
+    assert inputs.pairs[("oip", "matched")] == 5
 
 
 def reasons(records: list[Record], cfg: dict) -> list[str]:

@@ -307,7 +307,8 @@ class ReferenceCollector(Collector):
             ingest.add_metric([reason], n)
         pairs = counter("drift_input_pairs", "Model servers' requests and responses (inputs), "
                         "by format and join outcome: matched, or why a half left the join "
-                        "alone (expired, orphan, request_evicted, response_evicted).",
+                        "alone (expired, orphan, request_evicted, response_evicted, "
+                        "duplicate).",
                         labels=["format", "outcome"])
         for (fmt, outcome), n in sorted(self._status.input_pairs.items()):
             pairs.add_metric([fmt, outcome], n)
