@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -550,11 +550,15 @@ class ModelMonitor:
             if stream.ref is not None:
                 yield stream.ref
 
-    def flush(self, now: float, out: list[Detection], origins: list[int]) -> None:
+    def flush(self, now: float, out: list[Detection], origins: list[int],
+              tap: Callable[[ModelMonitor], None] | None = None) -> None:
         """Feed every stream the values queued since the last flush (the batch), in
         order; append each detection to ``out`` and the batch position of the event
-        behind it to ``origins``."""
+        behind it to ``origins``. ``tap``, if given, is called first, when every stream's
+        ``pending`` holds its values of the batch and ``seen`` counts those before."""
         self._spread()
+        if tap is not None:
+            tap(self)
         batch, self._batch = self._batch, []
         pairs, self._pairs = self._pairs, []
         rows = [at for at, _ in batch]
