@@ -1,5 +1,5 @@
 """Prometheus export: a collector that reads monitor state at scrape time, and the
-HTTP server with ``/metrics``, ``/healthz``, ``/readyz`` and ``/detections``.
+HTTP server with ``/metrics``, ``/healthz``, ``/readyz``, ``/detections`` and ``/report``.
 
 No gauge is set per event: at every scrape the collector copies the numbers it
 shows from the pipeline's state under the same lock the run loop holds while it
@@ -657,16 +657,20 @@ class MetricsServer:
 
     With ``tls_certfile``/``tls_keyfile`` it speaks TLS only; with
     ``tls_client_cafile`` it also requires a client certificate signed by that CA;
-    with basic auth, ``/metrics`` and ``/detections`` need the credentials while
-    ``/healthz`` and ``/readyz`` (no data) stay open for probes.
+    with basic auth, ``/metrics``, ``/detections`` and ``/report`` need the credentials
+    while ``/healthz`` and ``/readyz`` (no data) stay open for probes. ``report`` gives
+    the body of ``/report`` (an HTML page), if the service records one.
     """
 
-    def __init__(self, exporter: Exporter, cfg: MetricsSettings) -> None:
+    def __init__(self, exporter: Exporter, cfg: MetricsSettings,
+                 report: Callable[[], bytes] | None = None) -> None:
         auth = None
         if cfg.basic_auth_username is not None:
             pair = f"{cfg.basic_auth_username}:{cfg.basic_auth_password.get_secret_value()}"
             auth = b"Basic " + base64.b64encode(pair.encode())
-        handler = type("Handler", (_Handler,), {"exporter": exporter, "auth": auth})
+        handler = type("Handler", (_Handler,), {"exporter": exporter, "auth": auth,
+                                                "report": staticmethod(report) if report
+                                                else None})
         self._server = _Server((cfg.host, cfg.port), handler)
         self._server.daemon_threads = True
         if cfg.tls_certfile is not None:
@@ -705,6 +709,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     exporter: Exporter
     auth: bytes | None
+    report: Callable[[], bytes] | None
     server_version = f"drift-detector/{__version__}"
     timeout = 10
 
@@ -716,7 +721,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path = self.path.split("?", 1)[0]
-        if path in ("/metrics", "/detections") and self.auth is not None:
+        if path in ("/metrics", "/detections", "/report") and self.auth is not None:
             given = (self.headers.get("Authorization") or "").encode()
             if not hmac.compare_digest(given, self.auth):
                 self.send_response(401)
@@ -742,9 +747,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/detections":
             recent = [asdict(d) for d in list(self.exporter.status.detections)]
             self._send(200, json.dumps(recent).encode(), "application/json")
+        elif path == "/report" and self.report is not None:
+            self._send(200, self.report(), "text/html; charset=utf-8")
+        elif path == "/report":
+            self._send(404, b"no report: this service does not record one (report.enabled: "
+                       b"false)\n", "text/plain")
         else:
-            self._send(404, b"not found: try /metrics, /healthz, /readyz, /detections\n",
-                       "text/plain")
+            self._send(404, b"not found: try /metrics, /healthz, /readyz, /detections, "
+                       b"/report\n", "text/plain")
 
     def _send(self, code: int, body: bytes, content_type: str) -> None:
         self.send_response(code)
