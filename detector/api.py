@@ -48,12 +48,13 @@ BATCH = 2000
 
 @dataclass(frozen=True)
 class Columns:
-    """How a table's columns map to an event: the model (a name, or ``model_column``),
-    and the columns that are not features."""
+    """How a table's columns map to an event: the model and its version (names, or the
+    columns holding them), and the columns that are not features."""
 
     model: str | None = None
     model_column: str | None = None
     version: str | None = None
+    version_column: str | None = None
     prediction: str | None = None
     score: str | None = None
     label: str | None = None
@@ -68,18 +69,21 @@ class Columns:
         ...     {"x": 1.5, "c": "DE", "p": 1, "y": float("nan")}, 7)
         {'model': 'm', 'prediction_id': '7', 'features': {'x': 1.5, 'c': 'DE'}, 'prediction': 1}
         """
-        special = {self.model_column, self.version, self.prediction, self.score, self.label,
-                   self.id, self.timestamp, *self.exclude}
+        special = {self.model_column, self.version_column, self.prediction, self.score,
+                   self.label, self.id, self.timestamp, *self.exclude}
         model = row.get(self.model_column) if self.model_column else self.model
         event: dict[str, Any] = {
             "model": model, "prediction_id": str(row[self.id]) if self.id else str(n),
             "features": {k: _cell(v) for k, v in row.items() if k not in special},
             "prediction": _cell(row.get(self.prediction)) if self.prediction else None}
-        for key, column in (("model_version", self.version), ("score", self.score),
-                            ("label", self.label), ("timestamp", self.timestamp)):
+        version = _cell(row.get(self.version_column)) if self.version_column else self.version
+        if version is not None:
+            event["model_version"] = str(version)
+        for key, column in (("score", self.score), ("label", self.label),
+                            ("timestamp", self.timestamp)):
             value = _cell(row.get(column)) if column else None
             if value is not None:
-                event[key] = str(value) if key == "model_version" else value
+                event[key] = value
         return event
 
     def check(self) -> None:
@@ -128,13 +132,24 @@ def frame_rows(frame: Any) -> Iterator[Mapping[str, Any]]:
         raise TypeError(f"not a DataFrame: {type(frame).__name__} (pandas, polars or pyarrow)")
 
 
-def _frame(rows: list[dict[str, Any]]) -> Any:
-    """A pandas DataFrame of ``rows`` when pandas is installed, else the rows."""
+#: the columns of ``Monitor.detections``
+DETECTION_COLUMNS = ("model", "version", "signal", "feature", "category", "detector", "index",
+                     "onset_index", "value")
+
+
+def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None,
+           integers: tuple[str, ...] = ()) -> Any:
+    """A pandas DataFrame of ``rows`` when pandas is installed, else the rows; the
+    ``integers`` columns hold whole numbers or missing values (pandas' ``Int64``)."""
     try:
         import pandas as pd
     except ModuleNotFoundError:
         return rows
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=columns)
+    for column in integers:
+        if column in df:
+            df[column] = df[column].astype("Int64")
+    return df
 
 
 class Monitor:
@@ -213,15 +228,17 @@ class Monitor:
 
     def feed_frame(self, frame: Any, *, model: str | None = None,
                    model_column: str | None = None, version: str | None = None,
-                   prediction: str | None = None, score: str | None = None,
+                   version_column: str | None = None, prediction: str | None = None, score: str | None = None,
                    label: str | None = None, id: str | None = None,  # noqa: A002
                    timestamp: str | None = None, exclude: Iterable[str] = ()) -> int:
-        """Apply a pandas or polars DataFrame or an Arrow table, one prediction per row;
-        ``prediction`` and the other arguments name columns that are not features."""
+        """Apply a pandas or polars DataFrame or an Arrow table, one prediction per row:
+        ``model`` and ``version`` name the model (or ``model_column``/``version_column``
+        hold it), ``prediction`` and the other arguments name columns that are not
+        features (see ``Columns``)."""
         self._source.append(f"{type(frame).__module__.split('.')[0]} table")
         return self.feed_table(frame_rows(frame), Columns(
-            model, model_column, version, prediction, score, label, id, timestamp,
-            tuple(exclude)))
+            model, model_column, version, version_column, prediction, score, label, id,
+            timestamp, tuple(exclude)))
 
     def feed_files(self, *paths: str | os.PathLike[str], columns: Columns | None = None,
                    fmt: str | None = None) -> int:
@@ -247,10 +264,8 @@ class Monitor:
         """Every detection so far (``recorder.max_detections`` at most), in order: model,
         version, signal, feature, category, detector, index (of the value that fired, in
         its stream), onset_index (where the detector estimates the change began), value."""
-        rows = [{k: d[k] for k in ("model", "version", "signal", "feature", "category",
-                                   "detector", "index", "onset_index", "value")}
-                for d in self.recorder.detections]
-        return _frame(rows) if frame else rows
+        rows = [{k: d[k] for k in DETECTION_COLUMNS} for d in self.recorder.detections]
+        return _frame(rows, DETECTION_COLUMNS, ("index", "onset_index")) if frame else rows
 
     def distances(self, history: bool = False, frame: bool = True) -> Any:
         """The distance of each stream from its reference: the latest window's per method
