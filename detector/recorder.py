@@ -258,7 +258,9 @@ class StreamRecord:
 
     def to_json(self) -> dict[str, Any]:
         s = self.stream
-        out: dict[str, Any] = {"signal": s.signal, "feature": s.feature, "seen": s.seen,
+        # values the stream had: its numbers (those its detectors saw) and its strings
+        out: dict[str, Any] = {"signal": s.signal, "feature": s.feature,
+                               "seen": s.seen + (self.strings if self.shares else 0),
                                "missing": s.missing}
         if self.envelope is not None:
             out["values"] = self.envelope.to_json()

@@ -143,7 +143,7 @@
                                            : v / dist[m].threshold;
     let xs = [], ys = [1.2];
     for (const m of names) { xs = xs.concat(dist[m].x); ys = ys.concat(dist[m].y.map(v => ratio(m, v))); }
-    const c = frame(parent, "distance ÷ threshold (1 = threshold)", extent(xs), [0, extent(ys)[1] * 1.05], "×");
+    const c = frame(parent, "distance ÷ threshold (1 = threshold)", extent(xs), [0, extent(ys)[1] * 1.05], "");
     marks(c, dets.filter(d => d.detector in dist));
     hline(c, 1, "#d62728", "threshold");
     names.forEach((m, i) => path(c, dist[m].x, dist[m].y.map(v => ratio(m, v)), COLORS[i],
