@@ -261,7 +261,7 @@ class Monitor:
         return found
 
     def detections(self, frame: bool = True) -> Any:
-        """Every detection so far (``recorder.max_detections`` at most), in order: model,
+        """Every detection so far (the latest ``report.max_detections``), in order: model,
         version, signal, feature, category, detector, index (of the value that fired, in
         its stream), onset_index (where the detector estimates the change began), value."""
         rows = [{k: d[k] for k in DETECTION_COLUMNS} for d in self.recorder.detections]

@@ -13,8 +13,8 @@ stream (feature, prediction, label):
   reference's, over the bins the distances compare;
 - each distance method's value at the end of every batch with its threshold, and the
   model metrics after every batch, thinned to at most ``points`` points;
-- every detection as the pipeline reports it (up to ``max_detections``), and the label
-  join's counters.
+- every detection as the pipeline reports it (the latest ``max_detections``), and the
+  label join's counters.
 
 It reads only what the pipeline and its monitors hold in public: the values of a batch
 through the pipeline's ``tap`` (``ModelMonitor.flush`` calls it when each stream's
@@ -209,9 +209,10 @@ class StreamRecord:
         self.envelope: Envelope | None = None
         self.shares: Shares | None = None
         self.strings = 0        # strings recorded, for their positions
-        ref = stream.ref
-        self.recent: deque[float | str] | None = (
-            deque(maxlen=ref.cfg.window) if ref is not None else None)
+        #: the last values (``reference.window`` of them at least) as the batches gave them
+        self.recent: deque[list[float | str]] = deque()
+        self.recent_size = 0
+        self.window = stream.ref.cfg.window if stream.ref is not None else 0
         self.distances: dict[str, Series] = {}
         self.last_window = -1
 
@@ -236,8 +237,13 @@ class StreamRecord:
                                 else ref.warmup_used + ref.seen)
             self.shares.add(self.strings, strings)
             self.strings += len(strings)
-        if self.recent is not None:
-            self.recent.extend(values)
+        if self.window:
+            recent = self.recent
+            tail = values[-self.window:]      # a copy: the stream's list is not ours
+            recent.append(tail)
+            self.recent_size += len(tail)
+            while self.recent_size - len(recent[0]) >= self.window:
+                self.recent_size -= len(recent.popleft())
 
     def sample_distances(self) -> None:
         ref = self.stream.ref
@@ -268,7 +274,8 @@ class StreamRecord:
             out["shares"] = self.shares.to_json()
         ref = s.ref
         if ref is not None and ref.reference is not None:
-            out["reference"] = _reference_json(ref, self.recent)
+            last = [v for values in self.recent for v in values][-self.window:]
+            out["reference"] = _reference_json(ref, last)
             out["distances"] = {
                 ch.name: {"threshold": ch.threshold, "pvalue": ch.name in PVALUE_METHODS,
                           "latest": None if ch.value is None else _round([ch.value])[0],
@@ -279,7 +286,7 @@ class StreamRecord:
         return out
 
 
-def _reference_json(ref: ReferenceStream, recent: deque[float | str] | None) -> dict[str, Any]:
+def _reference_json(ref: ReferenceStream, recent: list[float | str]) -> dict[str, Any]:
     """The reference's shares beside those of the last ``window`` values, over the
     reference's own bins (numbers) or categories (strings)."""
     reference = ref.reference
@@ -287,11 +294,11 @@ def _reference_json(ref: ReferenceStream, recent: deque[float | str] | None) -> 
                            "warmup": ref.warmup_used}
     if isinstance(reference, NumericReference):
         out["edges"] = _round(reference.edges)
-        window = np.array([v for v in recent or () if type(v) is float], dtype=np.float64)
+        window = np.array([v for v in recent if type(v) is float], dtype=np.float64)
         counts = reference.window_counts(window) if window.size else None
     else:
         out["categories"] = [*reference.categories, OTHER]
-        window = [v for v in recent or () if isinstance(v, str)]
+        window = [v for v in recent if isinstance(v, str)]
         counts = (np.bincount(reference.codes(window), minlength=len(reference.categories) + 1)
                   if window else None)
     out["recent"] = None if counts is None else _round(counts / counts.sum())
@@ -326,6 +333,9 @@ class VersionRecord:
             if record is None or record.stream is not stream:
                 record = records[id(stream)] = StreamRecord(stream, self.points)
             record.add(stream.pending)
+        if len(records) > len(monitor.features) + 2:     # a feature made room for another
+            live = {id(s) for s in _value_streams(monitor)}
+            self.streams = {k: r for k, r in records.items() if k in live}
 
     def sample(self) -> None:
         monitor = self.monitor
@@ -352,17 +362,18 @@ class Recorder:
     points
         Points per chart at most (buckets of values, samples of distances and metrics).
     max_detections
-        Detections listed at most (the counts go on).
+        Detections listed at most: the latest (the counts go on).
     """
 
     def __init__(self, settings: Settings, points: int = 400,
                  max_detections: int = 10_000) -> None:
         self.settings = settings
         self.points = points
-        self.max_detections = max_detections
         self.versions: dict[tuple[str, str], VersionRecord] = {}
-        self.detections: list[dict[str, Any]] = []
+        #: the latest ``max_detections`` detections
+        self.detections: deque[dict[str, Any]] = deque(maxlen=max_detections)
         self.detection_counts: dict[tuple[str, str, str], int] = {}
+        self.seen_detections = 0
         self.join: dict[str, dict[str, Series]] = {}
         self.batches = 0
         self.started = time.time()
@@ -383,11 +394,13 @@ class Recorder:
         touched, self._touched = self._touched, {}
         for version in touched.values():
             version.sample()
+        self.seen_detections += len(result.detections)
         for d in result.detections:
             key = (d.model, d.version, d.signal)
             self.detection_counts[key] = self.detection_counts.get(key, 0) + 1
-            if len(self.detections) < self.max_detections:
-                self.detections.append(self._detection(d))
+            self.detections.append(self._detection(d))
+        if len(self.versions) > sum(len(s.versions) for s in pipeline.models.values()):
+            self._forget_versions(pipeline)
         for name, state in pipeline.models.items():
             series = self.join.get(name)
             if series is None:
@@ -395,6 +408,13 @@ class Recorder:
             x = sum(state.events.values())
             for outcome, n in state.join.items():
                 series[outcome].add(x, n)
+
+    def _forget_versions(self, pipeline: Pipeline) -> None:
+        """Drop what was kept of versions that made room for others (and their counts)."""
+        live = {(name, v) for name, state in pipeline.models.items() for v in state.versions}
+        self.versions = {k: r for k, r in self.versions.items() if k in live}
+        self.detection_counts = {k: n for k, n in self.detection_counts.items()
+                                 if k[:2] in live}
 
     def _detection(self, d: Detection) -> dict[str, Any]:
         """A detection as listed, with ``x``: where it falls on its stream's charts (a
@@ -433,8 +453,8 @@ class Recorder:
                      "points": self.points},
             "rejected": {f"{k}/{r}": n for (k, r), n in pipeline.rejected.items() if n},
             "models": models,
-            "detections": self.detections,
-            "detections_total": sum(self.detection_counts.values()),
+            "detections": list(self.detections),
+            "detections_total": self.seen_detections,
         }
 
     def _thresholds(self, model: str) -> dict[str, dict[str, Any]]:

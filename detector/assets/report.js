@@ -292,7 +292,7 @@
 
   h("h2", {}, root, `Detections (${fmt(D.detections_total)})`);
   if (D.detections.length < D.detections_total) {
-    h("p", {}, root, `The first ${fmt(D.detections.length)} are listed.`);
+    h("p", {}, root, `The last ${fmt(D.detections.length)} are listed.`);
   }
   table(root, ["model", "version", "signal", "feature", "category", "detector", "index", "onset",
                "value"],

@@ -205,3 +205,19 @@ def test_shares_count_every_string_and_series_stay_bounded() -> None:
     for x in range(1000):
         series.add(x, float(x))
     assert len(series.x) <= 20 and series.x[-1] == 999 and series.x == sorted(series.x)
+
+
+def test_the_recorder_forgets_versions_and_features_the_pipeline_dropped() -> None:
+    """Junk versions and feature names that the caps evict do not pile up in a
+    long-running service's recorder."""
+    m = Monitor({"max_versions": 1, "max_features": 2})
+    for i in range(50):
+        m.feed([{"model": "m", "model_version": f"v{i}", "prediction_id": str(i),
+                 "features": {"x": 1.0, f"junk{i}": 2.0}, "prediction": 1}])
+    assert list(m.recorder.versions) == [("m", "v49")]
+    assert {k[1] for k in m.recorder.detection_counts} <= {"v49"}
+    version = next(iter(m.recorder.versions.values()))
+    for i in range(50):
+        m.feed([{"model": "m", "model_version": "v49", "prediction_id": f"f{i}",
+                 "features": {"x": 1.0, f"other{i}": 2.0}, "prediction": 1}])
+    assert len(version.streams) <= 4      # x, the newest name, the prediction, the label
