@@ -44,6 +44,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -151,11 +152,12 @@ class Shares(Buckets):
         if not values:
             return
         index = {c: i for i, c in enumerate(self.categories)}
-        for v in values:    # new categories take free slots in order of arrival
-            if v not in index and len(self.categories) < TOP_CATEGORIES:
-                index[v] = len(self.categories)
-                self.categories.append(v)
-        codes = np.fromiter((index.get(v, TOP_CATEGORIES) for v in values), dtype=np.int64,
+        if len(index) < TOP_CATEGORIES:     # new categories take free slots as they come
+            for v in values:
+                if v not in index and len(index) < TOP_CATEGORIES:
+                    index[v] = len(index)
+                    self.categories.append(v)
+        codes = np.fromiter(map(index.get, values, repeat(TOP_CATEGORIES)), dtype=np.int64,
                             count=len(values))
         starts, buckets = self._place(start, len(values))
         ends = np.append(starts[1:], len(values))
