@@ -33,13 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.engine import BATCH, ID_PLACEHOLDER, make_stream  # noqa: E402
-from detector.api import Monitor  # noqa: E402
-from detector.config import Settings  # noqa: E402
-from detector.kernels import warm_up  # noqa: E402
-from detector.pipeline import Pipeline  # noqa: E402
-from detector.records import Record  # noqa: E402
-from tests.browser import Browser  # noqa: E402
+from bench.engine import BATCH, ID_PLACEHOLDER, make_stream
+from detector.api import Monitor
+from detector.config import Settings
+from detector.kernels import warm_up
+from detector.pipeline import Pipeline
+from detector.records import Record
+from tests.browser import Browser
 
 
 def templates(predictions: int) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:

@@ -30,8 +30,8 @@ from detector.kernels import _jit
 from detector.metrics import Exporter, MetricsServer, RunStatus
 from detector.monitor import Detection
 from detector.pipeline import BatchResult, Pipeline
-from detector.records import Record
 from detector.recorder import Recorder
+from detector.records import Record
 from detector.report import render
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ def chromium() -> str:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for cmd in (["apt-get", "update", "-qq"],
                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
         found = shutil.which("chromium")
     assert found, "chromium still missing after apt-get install chromium"
@@ -47,21 +47,17 @@ class Browser:
         self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
         cmd_read, self._cmd = os.pipe()
         self._out, out_write = os.pipe()
-        # move both ends above the descriptors dup2 overwrites, then onto 3 and 4
+        # both ends above 9, then bash puts them on 3 and 4 for Chromium (no preexec_fn:
+        # the test process may run other threads, a kafka client's, when it forks)
         ends = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (cmd_read, out_write)]
-
-        def onto_3_and_4() -> None:
-            os.dup2(ends[0], 3)
-            os.dup2(ends[1], 4)
-
         self.proc = subprocess.Popen(
-            [chromium(), "--headless=new", "--remote-debugging-pipe", "--no-sandbox",
+            ["/bin/bash", "-c", f'exec "$0" "$@" 3<&{ends[0]} 4>&{ends[1]}', chromium(),
+             "--headless=new", "--remote-debugging-pipe", "--no-sandbox",
              "--disable-gpu", "--no-first-run", "--no-default-browser-check",
              "--disable-extensions", "--disable-background-networking",
              f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}",
              "about:blank"],
-            pass_fds=(3, 4, *ends), preexec_fn=onto_3_and_4,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pass_fds=ends, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for fd in (cmd_read, out_write, *ends):
             os.close(fd)
         self._next = 0

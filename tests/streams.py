@@ -88,5 +88,4 @@ def write_jsonl(path, events: list[dict]) -> None:
     import json
 
     with open(path, "w", encoding="utf-8") as fh:
-        for e in events:
-            fh.write(json.dumps(e) + "\n")
+        fh.writelines(json.dumps(e) + "\n" for e in events)

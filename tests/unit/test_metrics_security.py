@@ -138,12 +138,13 @@ def test_report_is_behind_the_same_tls_and_auth_and_the_cli_saves_it(pki: Path,
         args = [sys.executable, "-m", "detector", "report", "--url", base, "--user", "reader",
                 "--cafile", str(pki / "ca.pem"), "--certfile", str(pki / "client.pem"),
                 "--keyfile", str(pki / "client.key"), "-o", str(tmp_path / "r.html")]
-        missing = subprocess.run(args, capture_output=True, text=True, env=env, cwd=root)
+        missing = subprocess.run(args, capture_output=True, text=True, env=env, cwd=root,
+                                 check=False)
         assert missing.returncode == 2 and "DRIFT_REPORT_PASSWORD" in missing.stderr
-        wrong = subprocess.run(args, capture_output=True, text=True, cwd=root,
+        wrong = subprocess.run(args, capture_output=True, text=True, cwd=root, check=False,
                                env={**env, "DRIFT_REPORT_PASSWORD": "wrong"})
         assert wrong.returncode == 1 and "answered 401" in wrong.stderr
-        done = subprocess.run(args, capture_output=True, text=True, cwd=root,
+        done = subprocess.run(args, capture_output=True, text=True, cwd=root, check=False,
                               env={**env, "DRIFT_REPORT_PASSWORD": "s3cret-pass"})
         assert done.returncode == 0, done.stderr
         page = (tmp_path / "r.html").read_text()
