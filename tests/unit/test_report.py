@@ -49,6 +49,13 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], 
     return path, events, replayed
 
 
+def _page_data(path: Path) -> dict:
+    """The data a report page embeds."""
+    html = path.read_text()
+    return json.loads(html.split('<script id="report-data" type="application/json">')[1]
+                      .split("</script>")[0])
+
+
 def _rows(detections: list[dict]) -> list[tuple]:
     return [tuple(d[k] for k in KEYS) for d in detections]
 
@@ -116,6 +123,11 @@ def test_tables_give_the_same_state_as_their_events(stream, tmp_path: Path) -> N
         m.feed_files(tmp_path / name, columns=Columns(model="fraud", version="3", **columns))
         assert _rows(m.detections(frame=False)) == expected, name
         assert m.metrics().equals(metrics)
+    out = _cli("report", str(tmp_path / "t.parquet"), "--model", "fraud", "--version", "3",
+               "--prediction-column", "pred", "--score-column", "proba", "--label-column", "y",
+               "--id-column", "pid", "-o", str(tmp_path / "t.html"))
+    assert out.returncode == 0, out.stderr
+    assert _rows(_page_data(tmp_path / "t.html")["detections"]) == expected
 
 
 def test_the_report_command_writes_a_page_with_the_replays_detections(stream,
@@ -125,8 +137,7 @@ def test_the_report_command_writes_a_page_with_the_replays_detections(stream,
     assert out.returncode == 0, out.stderr
     assert f"{len(replayed)} detections" in out.stdout
     html = (tmp_path / "r.html").read_text()
-    data = json.loads(html.split('<script id="report-data" type="application/json">')[1]
-                      .split("</script>")[0])
+    data = _page_data(tmp_path / "r.html")
     assert _rows(data["detections"]) == replayed
     # nothing to load: no source or link attribute, no CSS url(), no request from script
     assert not re.search(r"\b(src|href)\s*=|url\(|fetch\(|XMLHttpRequest|import\(", html)
