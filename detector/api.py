@@ -42,8 +42,6 @@ from detector.records import Record
 from detector.reference import Profile
 from detector.report import write as write_report
 
-#: records per ``Pipeline.process`` call, as ``FileSource`` batches a replay
-BATCH = 2000
 
 
 @dataclass(frozen=True)
@@ -167,11 +165,20 @@ class Monitor:
         Reference profiles (``drift-detector profile``), as ``Profile`` objects or paths,
         beside those the settings name: each is the reference of its model (and version).
         Without one, a version's first ``reference.warmup`` values are its reference.
+    batch_size
+        Events per batch (``Pipeline.process`` call). The default is the batch of
+        ``replay``, whose detections come in the same order; distances and metrics are
+        sampled once per batch, so a smaller batch draws a short stream's charts finer
+        (the detections stay the same, their order within a batch may differ).
     """
 
     def __init__(self, settings: Settings | Mapping[str, Any] | str | os.PathLike[str] | None
                  = None, *, points: int | None = None,
-                 profiles: Iterable[Profile | str | os.PathLike[str]] = ()) -> None:
+                 profiles: Iterable[Profile | str | os.PathLike[str]] = (),
+                 batch_size: int = 2000) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.batch_size = batch_size
         if isinstance(settings, Settings):
             self.settings = settings
         elif isinstance(settings, Mapping):
@@ -199,7 +206,7 @@ class Monitor:
         batch: list[Record] = []
         for record in records:
             batch.append(record)
-            if len(batch) >= BATCH:
+            if len(batch) >= self.batch_size:
                 found += self._apply(batch)
                 batch = []
         if batch:
@@ -250,7 +257,8 @@ class Monitor:
 
         self._source.append(", ".join(Path(p).name for p in paths))
         if columns is None:
-            return sum(self.process(batch) for batch in FileSource(paths).batches())
+            return sum(self.process(batch)
+                       for batch in FileSource(paths, self.batch_size).batches())
         columns.check()
         found = 0
         for path in map(Path, paths):
