@@ -178,8 +178,8 @@ class Shares(Buckets):
 
 
 class Series:
-    """(x, y) points, at most about ``points``: past ``2 * points`` every other one is
-    dropped (the newest always stays)."""
+    """(x, y) points, at most ``points``: past that, every other one is dropped (the
+    newest always stays), so between half and all of ``points`` remain, evenly spread."""
 
     __slots__ = ("points", "x", "y")
 
@@ -194,7 +194,7 @@ class Series:
             return
         self.x.append(x)
         self.y.append(y)
-        if len(self.x) > 2 * self.points:
+        if len(self.x) > self.points:
             keep = slice(None, None, 2) if len(self.x) % 2 else slice(1, None, 2)
             self.x, self.y = self.x[keep], self.y[keep]
 
