@@ -187,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "calibrate":
             return _calibrate(args)
         if args.command == "report" and args.url:
+            if args.files:
+                print("drift-detector: report takes files or --url, not both", file=sys.stderr)
+                return 2
             return _report_url(args)
         if args.command == "demo":
             from detector.demo import run_demo

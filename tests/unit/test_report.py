@@ -153,6 +153,7 @@ def test_the_report_command_writes_a_page_with_the_replays_detections(stream,
     (["missing.jsonl"], "No such file"),
     (["x.jsonl", "--profile", "nothing.json"], "cannot read the profile"),
     ([], "needs files to replay, or --url"),
+    (["x.jsonl", "--url", "http://127.0.0.1:1"], "files or --url, not both"),
 ])
 def test_report_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str],
                                                   message: str) -> None:
