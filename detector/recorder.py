@@ -222,8 +222,8 @@ class StreamRecord:
         stream = self.stream
         numbers, strings = values, []
         if stream.categorical:
-            numbers = [v for v in values if type(v) is float]
-            strings = [v for v in values if type(v) is not float]
+            numbers = [v for v in values if not isinstance(v, str)]
+            strings = [v for v in values if isinstance(v, str)]
         if numbers:
             if self.envelope is None:
                 self.envelope = Envelope(self.points)
@@ -296,7 +296,7 @@ def _reference_json(ref: ReferenceStream, recent: list[float | str]) -> dict[str
                            "warmup": ref.warmup_used}
     if isinstance(reference, NumericReference):
         out["edges"] = _round(reference.edges)
-        window = np.array([v for v in recent if type(v) is float], dtype=np.float64)
+        window = np.array([v for v in recent if not isinstance(v, str)], dtype=np.float64)
         counts = reference.window_counts(window) if window.size else None
     else:
         out["categories"] = [*reference.categories, OTHER]
