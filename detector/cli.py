@@ -1,5 +1,5 @@
 """Command line: ``drift-detector`` and its commands ``run``, ``check-config``,
-``replay``, ``profile``, ``calibrate`` and ``demo`` (``--help`` lists them).
+``replay``, ``report``, ``profile``, ``calibrate`` and ``demo`` (``--help`` lists them).
 
 Exit codes: 0 done (``run``: stopped by SIGTERM or SIGINT, at any point of start-up
 too), 1 fatal runtime error (e.g. Kafka refused our settings), 2 invalid
@@ -95,6 +95,34 @@ def _parser() -> argparse.ArgumentParser:
                         "and labels, in order")
     replay.add_argument("--config", "-c")
 
+    rep = sub.add_parser("report", help="self-contained HTML report of a replay of files or "
+                         "of a running service")
+    rep.add_argument("files", nargs="*", help="JSONL events as for replay; with --model, "
+                     "tables (CSV, JSONL rows, Parquet) of one prediction per row")
+    rep.add_argument("--output", "-o", required=True, help="HTML file to write")
+    rep.add_argument("--config", "-c", help="settings file (DRIFT_* variables override it)")
+    rep.add_argument("--profile", help="reference profile (drift-detector profile) of its "
+                     "model; without one, each version's first reference.warmup values are "
+                     "the reference")
+    rep.add_argument("--model", help="model of the table's rows (tables only)")
+    rep.add_argument("--version", help="model version of the rows (tables only)")
+    for column in ("prediction", "score", "label", "id", "timestamp"):
+        rep.add_argument(f"--{column}-column", help=f"the table's {column} column")
+    rep.add_argument("--exclude", action="append", default=[], metavar="COLUMN",
+                     help="a table column that is not a feature (repeatable)")
+    rep.add_argument("--format", choices=["csv", "jsonl", "parquet"],
+                     help="table format, if the file name does not tell")
+    rep.add_argument("--points", type=int, help="points per chart at most (default: the "
+                     "config's report.points)")
+    rep.add_argument("--title", default="drift-detector report")
+    rep.add_argument("--url", help="a running service instead of files: its metrics "
+                     "address, e.g. https://host:10108 (serves /report with report.enabled)")
+    rep.add_argument("--user", help="basic auth user of --url; the password is read from "
+                     "DRIFT_REPORT_PASSWORD")
+    rep.add_argument("--cafile", help="CA bundle that signed the service's certificate")
+    rep.add_argument("--certfile", help="client certificate, if the service requires one")
+    rep.add_argument("--keyfile", help="key of --certfile")
+
     prof = sub.add_parser("profile", help="reference profile of training data (CSV, JSONL, "
                           "Parquet)")
     prof.add_argument("data", help="CSV, JSONL or Parquet file")
@@ -163,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _profile(args)
         if args.command == "calibrate":
             return _calibrate(args)
+        if args.command == "report" and args.url:
+            if args.files:
+                print("drift-detector: report takes files or --url, not both", file=sys.stderr)
+                return 2
+            return _report_url(args)
         if args.command == "demo":
             from detector.demo import run_demo
             # The demo's view shows counts; log lines would tear it (it injects bad messages).
@@ -176,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(settings.log.level, settings.log.format)
         if args.command == "replay":
             return _replay(settings, args.files)
+        if args.command == "report":
+            return _report(settings, args)
         assert stop is not None
         return _run(settings, stop)
     except ConfigError as exc:
@@ -400,6 +435,88 @@ def _replay(settings: Settings, files: Sequence[str]) -> int:
     }
     json.dump(summary, sys.stdout, indent=2)
     print()
+    return 0
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    """``report`` of files: the replay's pipeline with a recorder, then the page."""
+    from pathlib import Path
+
+    from detector.api import Columns, Monitor
+    from detector.profile import ProfileError
+
+    if not args.files:
+        print("drift-detector: report needs files to replay, or --url of a service",
+              file=sys.stderr)
+        return 2
+    if args.points is not None and args.points < 10:
+        print("drift-detector: --points must be at least 10", file=sys.stderr)
+        return 2
+    columns = None
+    if args.model:
+        columns = Columns(model=args.model, version=args.version,
+                          prediction=args.prediction_column, score=args.score_column,
+                          label=args.label_column, id=args.id_column,
+                          timestamp=args.timestamp_column, exclude=tuple(args.exclude))
+    elif any(Path(f).suffix.lower() in (".csv", ".tsv", ".parquet", ".pq") for f in args.files):
+        print("drift-detector: a table (CSV, Parquet) needs --model and --prediction-column",
+              file=sys.stderr)
+        return 2
+    monitor = Monitor(settings, points=args.points,
+                      profiles=[args.profile] if args.profile else ())
+    started = time.perf_counter()
+    try:
+        monitor.feed_files(*args.files, columns=columns, fmt=args.format)
+    except (OSError, ProfileError) as exc:
+        print(f"drift-detector: {exc}", file=sys.stderr)
+        return 2
+    size = monitor.report(args.output, args.title).stat().st_size
+    snap = monitor.snapshot()
+    events = sum(sum(m["events"].values()) for m in snap["models"])
+    print(f"wrote {args.output}: {size:,} bytes; {events:,} events in "
+          f"{time.perf_counter() - started:.1f} s, {snap['detections_total']:,} detections")
+    return 0
+
+
+def _report_url(args: argparse.Namespace) -> int:
+    """``report --url``: save the page a running service renders at ``/report``."""
+    import base64
+    import os
+    import ssl
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    request = urllib.request.Request(args.url.rstrip("/") + "/report")
+    if args.user:
+        password = os.environ.get("DRIFT_REPORT_PASSWORD")
+        if password is None:
+            print("drift-detector: --user needs the password in DRIFT_REPORT_PASSWORD",
+                  file=sys.stderr)
+            return 2
+        token = base64.b64encode(f"{args.user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    context = None
+    if args.url.startswith("https:"):
+        context = ssl.create_default_context(cafile=args.cafile)
+        if args.certfile:
+            context.load_cert_chain(args.certfile, args.keyfile)
+    try:
+        with urllib.request.urlopen(request, timeout=60, context=context) as reply:
+            body = reply.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace").strip()
+        print(f"drift-detector: {args.url}/report answered {exc.code}: {detail or exc.reason}",
+              file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"drift-detector: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.output)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(body)
+    tmp.replace(out)
+    print(f"wrote {out}: {len(body):,} bytes from {args.url}")
     return 0
 
 

@@ -327,9 +327,19 @@ class IngestSettings(_Section):
     @field_validator("path")
     @classmethod
     def _own_path(cls, path: str) -> str:
-        if path in ("/metrics", "/healthz", "/readyz", "/detections"):
+        if path in ("/metrics", "/healthz", "/readyz", "/detections", "/report"):
             raise ValueError(f"{path} is served by the metrics server already")
         return path
+
+
+class ReportSettings(_Section):
+    """The HTML report of the running service (``/report``): a recorder samples each batch
+    (values, distances, metrics, detections) in bounded memory. Off by default: it costs
+    a few per cent of the engine's CPU."""
+
+    enabled: bool = False
+    points: int = Field(400, ge=10, le=10_000, description="points per chart at most")
+    max_detections: int = Field(10_000, ge=0, description="detections listed at most")
 
 
 class ModelSettings(_Section):
@@ -455,6 +465,7 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(1_048_576, ge=64)
     rolling_window: int = Field(1000, ge=1)
     log: LogSettings = LogSettings()
+    report: ReportSettings = ReportSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -769,9 +780,23 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    file_data = {str(k): v for k, v in data.items()}  # YAML keys may be numbers
+    return settings_from(_merge(data, _environment()))
+
+
+def settings_from(data: Mapping[str, Any]) -> Settings:
+    """Validated settings from plain data (what a YAML file holds), and nothing else: no
+    ``DRIFT_*`` variable. Raises ``ConfigError`` naming each bad key.
+
+    >>> settings_from({"reference": {"window": 500}}).reference.window
+    500
+    >>> settings_from({"reference": {"window": 5}})
+    Traceback (most recent call last):
+    ...
+    detector.errors.ConfigError: invalid configuration:
+      reference.window: Input should be greater than or equal to 10 (got 5)
+    """
     try:
-        return Settings(**_merge(file_data, _environment()))
+        return Settings(**{str(k): v for k, v in data.items()})  # YAML keys may be numbers
     except ValidationError as exc:
         raise ConfigError(_format(exc)) from None
 

@@ -1,5 +1,5 @@
 """Prometheus export: a collector that reads monitor state at scrape time, and the
-HTTP server with ``/metrics``, ``/healthz``, ``/readyz`` and ``/detections``.
+HTTP server with ``/metrics``, ``/healthz``, ``/readyz``, ``/detections`` and ``/report``.
 
 No gauge is set per event: at every scrape the collector copies the numbers it
 shows from the pipeline's state under the same lock the run loop holds while it
@@ -726,19 +726,22 @@ class MetricsServer:
 
     With ``tls_certfile``/``tls_keyfile`` it speaks TLS only; with
     ``tls_client_cafile`` it also requires a client certificate signed by that CA;
-    with basic auth, ``/metrics``, ``/detections`` and the ingest path (``ingest``: POST
-    only) need the credentials while ``/healthz`` and ``/readyz`` (no data) stay open
-    for probes.
+    with basic auth, ``/metrics``, ``/detections``, ``/report`` and the ingest path
+    (``ingest``: POST only) need the credentials while ``/healthz`` and ``/readyz`` (no
+    data) stay open for probes. ``report`` gives the body of ``/report`` (an HTML page),
+    if the service records one.
     """
 
-    def __init__(self, exporter: Exporter, cfg: MetricsSettings, ingest: Ingest | None = None
-                 ) -> None:
+    def __init__(self, exporter: Exporter, cfg: MetricsSettings, ingest: Ingest | None = None,
+                 report: Callable[[], bytes] | None = None) -> None:
         auth = None
         if cfg.basic_auth_username is not None:
             pair = f"{cfg.basic_auth_username}:{cfg.basic_auth_password.get_secret_value()}"
             auth = b"Basic " + base64.b64encode(pair.encode())
         handler = type("Handler", (_Handler,), {"exporter": exporter, "auth": auth,
-                                                "ingest": ingest})
+                                                "ingest": ingest,
+                                                "report": staticmethod(report) if report
+                                                else None})
         self._server = _Server((cfg.host, cfg.port), handler)
         self._server.daemon_threads = True
         if cfg.tls_certfile is not None:
@@ -785,6 +788,7 @@ class _Handler(BaseHTTPRequestHandler):
     exporter: Exporter
     auth: bytes | None
     ingest: Ingest | None
+    report: Callable[[], bytes] | None
     server_version = f"drift-detector/{__version__}"
     #: keep-alive: a logger posting one event per request does not connect (and shake
     #: hands over TLS) each time; every answer has a Content-Length, and a connection
@@ -804,7 +808,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path = self.path.split("?", 1)[0]
-        if path in ("/metrics", "/detections") and not self._authorized():
+        if path in ("/metrics", "/detections", "/report") and not self._authorized():
             self._send(401, b"", "text/plain", (("WWW-Authenticate", _CHALLENGE),))
             return
         if path == "/metrics":
@@ -825,9 +829,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/detections":
             recent = [asdict(d) for d in list(self.exporter.status.detections)]
             self._send(200, json.dumps(recent).encode(), "application/json")
+        elif path == "/report" and self.report is not None:
+            self._send(200, self.report(), "text/html; charset=utf-8")
+        elif path == "/report":
+            self._send(404, b"no report: this service does not record one (report.enabled: "
+                       b"false)\n", "text/plain")
         else:
-            self._send(404, b"not found: try /metrics, /healthz, /readyz, /detections\n",
-                       "text/plain")
+            self._send(404, b"not found: try /metrics, /healthz, /readyz, /detections, "
+                       b"/report\n", "text/plain")
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         ingest = self.ingest

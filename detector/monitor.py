@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -261,6 +261,11 @@ class Stream:
     def queued(self) -> int:
         """Values queued for the next ``flush_raw``."""
         return len(self.pending) + (0 if self.column is None else self.column.size)
+
+    def queued_values(self) -> list[float | str] | np.ndarray:
+        """The values queued for the next ``flush_raw``, in order (an array when they
+        came as one column)."""
+        return self.pending if self.column is None else self.column
 
     def push(self, value: FeatureValue) -> None:
         """Queue a raw value: a number for the detectors, a string (a category) for the
@@ -597,11 +602,15 @@ class ModelMonitor:
             if stream.ref is not None:
                 yield stream.ref
 
-    def flush(self, now: float, out: list[Detection], origins: list[int]) -> None:
+    def flush(self, now: float, out: list[Detection], origins: list[int],
+              tap: Callable[[ModelMonitor], None] | None = None) -> None:
         """Feed every stream the values queued since the last flush (the batch), in
         order; append each detection to ``out`` and the batch position of the event
-        behind it to ``origins``."""
+        behind it to ``origins``. ``tap``, if given, is called first, when every stream holds
+        its values of the batch (``Stream.queued_values``) and ``seen`` counts those before."""
         self._spread()
+        if tap is not None:
+            tap(self)
         batch, self._batch = self._batch, []
         pairs, self._pairs = self._pairs, []
         rows = [at for at, _ in batch]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,10 +80,13 @@ class ModelState:
 class Pipeline:
     """Monitor state of every model, updated batch by batch."""
 
-    def __init__(self, settings: Settings, engine: Engine = "kernel") -> None:
+    def __init__(self, settings: Settings, engine: Engine = "kernel",
+                 tap: Callable[[ModelMonitor], None] | None = None) -> None:
         self.settings = settings
         #: ``"river"`` runs every detector through River's own objects (the reference)
         self.engine = engine
+        #: an observer of each batch's values (``ModelMonitor.flush``): the report's recorder
+        self.tap = tap
         self.models: dict[str, ModelState] = {}
         self.rejected: Counter[tuple[str, str]] = Counter(
             {(kind, reason): 0 for kind, reasons in REASONS_BY_KIND.items() for reason in reasons}
@@ -140,7 +143,7 @@ class Pipeline:
             detections: list[Detection] = []
             origins: list[int] = []
             for monitor in self._touched:
-                monitor.flush(now, detections, origins)
+                monitor.flush(now, detections, origins, self.tap)
                 for rejection in monitor.take_invalid():
                     self._reject(rejection, result)
             self._touched.clear()

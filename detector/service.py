@@ -34,7 +34,9 @@ from detector.kernels import _jit
 from detector.metrics import Exporter, MetricsServer, RunStatus
 from detector.monitor import Detection
 from detector.pipeline import BatchResult, Pipeline
+from detector.recorder import Recorder
 from detector.records import Message, Record, Sink
+from detector.report import render
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +211,10 @@ class Service:
         cfg = settings.checkpoint
         self.store = store or (state.FileStore(cfg.path) if cfg.path is not None else None)
         self.clock = clock
-        self.pipeline = Pipeline(settings)
+        r = settings.report
+        #: samples each batch for ``/report`` (``report.enabled``)
+        self.recorder = Recorder(settings, r.points, r.max_detections) if r.enabled else None
+        self.pipeline = Pipeline(settings, tap=self.recorder.tap if self.recorder else None)
         #: model servers' topics, read into native events before the pipeline
         self.inputs = Inputs(settings) if settings.inputs else None
         self.lock = threading.Lock()
@@ -235,15 +240,25 @@ class Service:
         self._saved_at = clock()
 
     def start_http(self) -> int:
-        """Serve /metrics, /healthz, /readyz; return the bound port."""
+        """Serve /metrics, /healthz, /readyz, /detections, /report; return the bound port."""
         m = self.settings.metrics
-        self.server = MetricsServer(self.exporter, m, self.ingest).start()
+        self.server = MetricsServer(self.exporter, m, self.ingest,
+                                    self.report_page if self.recorder else None).start()
         log.info("metrics_listening", extra={"fields": {
             "host": m.host, "port": self.server.port, "tls": m.tls_certfile is not None,
             "client_certs": m.tls_client_cafile is not None,
             "basic_auth": m.basic_auth_username is not None,
             "ingest": self.ingest.path if self.ingest is not None else None}})
         return self.server.port
+
+    def report_page(self) -> bytes:
+        """The HTML report of what this instance has seen since it started (the data is
+        copied under the lock, the page is written after it is released)."""
+        k = self.settings.kafka
+        with self.lock:
+            snap = self.recorder.snapshot(self.pipeline, f"service {k.client_id} (group "
+                                          f"{k.group_id}, topics {', '.join(k.topics)})")
+        return render(snap).encode()
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; close everything on the way out. A stop during
@@ -377,6 +392,8 @@ class Service:
                 started = time.perf_counter()
                 with self.lock:
                     result = self._process(records, now)
+                    if self.recorder is not None:
+                        self.recorder.record(pipeline, result)
                 self.exporter.observe_batch(time.perf_counter() - started)
                 if self.sink is not None and result.detections:
                     status.count_sink(self.sink.name, self.sink.publish(

@@ -56,3 +56,36 @@ def simulate(values: list[float], specs, settings: Settings | None = None
         if fired:
             seen = []
     return {name: (firings[name], episodes[name]) for name in dets}
+
+
+def demo_stream(n: int, seed: int = 3, labels_after: int = 200) -> list[dict]:
+    """``n`` predictions of the demo's fraud model (``detector.demo.Scenario``: ``amount``
+    shifts at n/2, the concept changes at 0.7 n) and their labels, each label sent
+    ``labels_after`` predictions after its own, plus three messages that are rejected."""
+    from detector.demo import Scenario
+
+    s = Scenario(seed=seed, shift_at=n // 2, concept_at=int(n * 0.7))
+    events: list[dict] = []
+    waiting: list[dict] = []
+    for i in range(n):
+        e = s.prediction(i)
+        truth = e.pop("_truth")
+        e.pop("timestamp")
+        events.append(e)
+        waiting.append({"model": e["model"], "prediction_id": e["prediction_id"],
+                        "label": truth})
+        if len(waiting) > labels_after:
+            events.append(waiting.pop(0))
+        if i == n // 3:
+            events += [{"model": "fraud", "model_version": "3", "prediction_id": "bad",
+                        "features": {"amount": "x" * 300},
+                        "prediction": 1},
+                       {"model": "fraud", "prediction_id": "p-no-such"}]
+    return events + waiting
+
+
+def write_jsonl(path, events: list[dict]) -> None:
+    import json
+
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(e) + "\n" for e in events)

@@ -35,7 +35,8 @@ def test_help_lists_every_command_without_markup() -> None:
     out = _cli("--help")
     assert out.returncode == 0
     commands = next(a for a in _parser()._actions if a.dest == "command").choices
-    assert set(commands) == {"run", "check-config", "replay", "profile", "calibrate", "demo"}
+    assert set(commands) == {"run", "check-config", "replay", "report", "profile", "calibrate",
+                             "demo"}
     listed = {line.split()[0] for line in out.stdout.splitlines()
               if line.startswith("    ") and not line[4].isspace()}
     assert listed == set(commands), out.stdout

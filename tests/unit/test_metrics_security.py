@@ -93,3 +93,62 @@ def test_half_configured_security_is_a_config_error() -> None:
                 {"tls_client_cafile": "ca.pem"}):
         with pytest.raises(ValueError):
             MetricsSettings(**bad)
+
+
+def test_report_is_behind_the_same_tls_and_auth_and_the_cli_saves_it(pki: Path,
+                                                                      tmp_path: Path) -> None:
+    """``/report`` needs the credentials like ``/metrics``; ``drift-detector report --url``
+    presents the CA, the client certificate and the password and saves the page; a
+    server that records no report answers 404 with the setting to change."""
+    import json
+    import os
+    import sys
+
+    from detector.recorder import Recorder
+    from detector.records import Record
+    from detector.report import render
+
+    settings = Settings()
+    recorder = Recorder(settings)
+    pipeline = Pipeline(settings, tap=recorder.tap)
+    batch = [Record("prediction", json.dumps({"model": "m", "prediction_id": str(i),
+                                              "features": {"x": float(i)},
+                                              "prediction": 1}).encode()) for i in range(50)]
+    recorder.record(pipeline, pipeline.process(batch, now=0.0))
+    exporter = Exporter(pipeline, threading.Lock(), RunStatus())
+    server = MetricsServer(exporter, MetricsSettings(
+        host="127.0.0.1", port=0, tls_certfile=pki / "server.pem", tls_keyfile=pki / "server.key",
+        tls_client_cafile=pki / "ca.pem", basic_auth_username="reader",
+        basic_auth_password="s3cret-pass"),
+        report=lambda: render(recorder.snapshot(pipeline, "test")).encode()).start()
+    plain = _server()
+    base = f"https://127.0.0.1:{server.port}"
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        ctx.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+        assert _get(base + "/report", ctx) == 401
+        assert _get(base + "/report", ctx, "reader:wrong") == 401
+        assert _get(base + "/report", ctx, "reader:s3cret-pass") == 200
+        with pytest.raises(urllib.error.HTTPError) as off:
+            urllib.request.urlopen(f"http://127.0.0.1:{plain.port}/report", timeout=5)
+        assert off.value.code == 404 and b"report.enabled" in off.value.read()
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFT_")}
+        root = Path(__file__).resolve().parents[2]
+        args = [sys.executable, "-m", "detector", "report", "--url", base, "--user", "reader",
+                "--cafile", str(pki / "ca.pem"), "--certfile", str(pki / "client.pem"),
+                "--keyfile", str(pki / "client.key"), "-o", str(tmp_path / "r.html")]
+        missing = subprocess.run(args, capture_output=True, text=True, env=env, cwd=root,
+                                 check=False)
+        assert missing.returncode == 2 and "DRIFT_REPORT_PASSWORD" in missing.stderr
+        wrong = subprocess.run(args, capture_output=True, text=True, cwd=root, check=False,
+                               env={**env, "DRIFT_REPORT_PASSWORD": "wrong"})
+        assert wrong.returncode == 1 and "answered 401" in wrong.stderr
+        done = subprocess.run(args, capture_output=True, text=True, cwd=root, check=False,
+                              env={**env, "DRIFT_REPORT_PASSWORD": "s3cret-pass"})
+        assert done.returncode == 0, done.stderr
+        page = (tmp_path / "r.html").read_text()
+        assert page.startswith("<!doctype html>") and '"source":"test"' in page
+    finally:
+        server.stop()
+        plain.stop()
