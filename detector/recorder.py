@@ -325,6 +325,10 @@ class VersionRecord:
         self.streams: dict[int, StreamRecord] = {}
         self.metrics: dict[tuple[str, str], Series] = {}
         self.last_pairs = -1
+        #: the performance estimated before the labels (``detector.estimation``), over
+        #: predictions
+        self.estimated: dict[tuple[str, str], Series] = {}
+        self.last_predictions = -1
 
     def tap(self, monitor: ModelMonitor) -> None:
         records = self.streams
@@ -351,6 +355,14 @@ class VersionRecord:
                 if series is None:
                     series = self.metrics[(metric, window)] = Series(self.points)
                 series.add(pairs, value)
+        predictions = monitor.predictions
+        if predictions != self.last_predictions:
+            self.last_predictions = predictions
+            for e in monitor.estimation.estimates():
+                series = self.estimated.get((e.metric, e.window))
+                if series is None:
+                    series = self.estimated[(e.metric, e.window)] = Series(self.points)
+                series.add(predictions, e.value)
 
 
 class Recorder:
@@ -482,5 +494,8 @@ class Recorder:
                 "metrics": {f"{m}/{w}": s.to_json()
                             for (m, w), s in (version.metrics.items()
                                               if version is not None else ())},
+                "estimated": {f"{m}/{w}": s.to_json()
+                              for (m, w), s in (version.estimated.items()
+                                                if version is not None else ())},
                 "latest_metrics": {f"{m}/{w}": _round([x])[0]
                                    for m, w, x in monitor.performance.values()}}

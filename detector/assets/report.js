@@ -177,23 +177,23 @@
     legend(c, v.categories.map((cat, k) => [cat, COLORS[k % COLORS.length]]));
   }
 
-  function metrics(parent, version, thresholds, dets) {
-    const names = Object.keys(version.metrics);
+  function metrics(parent, series, thresholds, dets, over) {
+    const names = Object.keys(series);
     if (!names.length) return;
     const groups = [["quality (ratio, 1 = perfect)", names.filter(n => !/^(mae|rmse)\//.test(n))],
                     ["error (unit of the label)", names.filter(n => /^(mae|rmse)\//.test(n))]];
     for (const [title, group] of groups) {
       if (!group.length) continue;
       let xs = [], ys = [];
-      for (const n of group) { xs = xs.concat(version.metrics[n].x); ys = ys.concat(version.metrics[n].y); }
+      for (const n of group) { xs = xs.concat(series[n].x); ys = ys.concat(series[n].y); }
       for (const n of group) { const t = thresholds[n.split("/")[0]]; if (t) ys.push(t.value); }
       const yr = extent(ys);
-      const c = frame(parent, `${title} over labelled pairs`, extent(xs),
+      const c = frame(parent, `${title} over ${over}`, extent(xs),
                       [Math.min(0, yr[0]), Math.max(yr[1], group[0].startsWith("r2") ? 1 : yr[1])], "");
       marks(c, dets);
       group.forEach((n, i) => {
         const color = COLORS[Math.floor(i / 2) % COLORS.length];
-        path(c, version.metrics[n].x, version.metrics[n].y, color,
+        path(c, series[n].x, series[n].y, color,
              n.endsWith("/rolling") ? "line" : "line dashed", n);
         const t = thresholds[n.split("/")[0]];
         if (t && n.endsWith("/rolling")) hline(c, t.value, color, `${n.split("/")[0]} ${t.bound} bound ${t.value}`);
@@ -268,7 +268,8 @@
       h("h3", {}, root, `${m.name} version ${v.name}: ${fmt(v.predictions)} predictions, ` +
         `${fmt(v.pairs)} labelled pairs${v.task ? " (" + v.task + ")" : ""}`);
       const perf = h("section", {class: "row"}, root);
-      metrics(perf, v, m.thresholds, detsOf(m.name, v.name, "error", ""));
+      metrics(perf, v.metrics, m.thresholds, detsOf(m.name, v.name, "error", ""), "labelled pairs");
+      metrics(perf, v.estimated || {}, m.thresholds, [], "predictions, estimated before the labels");
       if (Object.keys(v.latest_metrics).length) {
         table(perf, ["metric", "now", "threshold"], Object.entries(v.latest_metrics).map(([k, x]) => {
           const t = m.thresholds[k.split("/")[0]];

@@ -144,6 +144,10 @@ def test_the_report_command_writes_a_page_with_the_replays_detections(stream,
     for stream_data in data["models"][0]["versions"][0]["streams"]:
         chart = stream_data.get("values") or stream_data["shares"]
         assert len(chart.get("lo") or chart["counts"]) <= 50
+    # the performance estimated before the labels, over predictions, beside the realised
+    version = data["models"][0]["versions"][0]
+    assert {"accuracy/rolling", "f1/cumulative"} <= version["estimated"].keys()
+    assert 0 < len(version["estimated"]["accuracy/rolling"]["y"]) <= 50
 
 
 @pytest.mark.parametrize(("args", "message"), [
