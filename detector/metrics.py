@@ -53,6 +53,7 @@ from prometheus_client.utils import floatToGoString
 
 from detector import __version__
 from detector.config import MetricsSettings
+from detector.data_quality import FeatureQuality
 from detector.monitor import Detection, ModelMonitor, Stream
 from detector.pipeline import Pipeline
 
@@ -63,6 +64,7 @@ StreamKey = tuple[str, str, str, str, str]
 VALUE_LABELS = ("model", "model_version", "signal", "feature", "category")
 STREAM_LABELS = (*VALUE_LABELS, "detector")
 MISSING_LABELS = ("model", "model_version", "feature")
+ISSUE_LABELS = (*MISSING_LABELS, "reason")
 REFERENCE_LABELS = ("model", "model_version", "signal", "feature", "method")
 MODEL_METRIC_LABELS = ("model", "model_version", "metric", "window")
 #: model metrics in the unit of the label (regression errors); the others are ratios
@@ -138,6 +140,8 @@ class RunStatus:
 #: (with ``metrics.per_detector``; see ``families``).
 FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("drift_events", "counter", "Valid events processed.", ("kind", "model")),
+    ("drift_predictions", "counter", "Predictions applied, per model version.",
+     ("model", "model_version")),
     ("drift_events_rejected", "counter", "Messages rejected, by kind and reason.",
      ("kind", "reason")),
     ("drift_detected", "gauge", "1 while a detection is younger than the hold period.",
@@ -148,6 +152,11 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("drift_detector_firings", "counter", "Raw detector firings.", STREAM_LABELS),
     ("drift_stream_values", "counter", "Values fed to a stream's detectors.", VALUE_LABELS),
     ("drift_feature_missing", "counter", "Missing (null) feature values.", MISSING_LABELS),
+    ("drift_feature_issues", "counter",
+     ("Data quality problems of a feature against its reference, by reason (missing, "
+      "out_of_range, unseen_category, type_mismatch, unannounced)."), ISSUE_LABELS),
+    ("drift_feature_reference_missing_ratio", "gauge",
+     "Share of the reference's predictions without a value for the feature.", MISSING_LABELS),
     ("drift_feature_distance", "gauge",
      "Distance of the latest window from the reference (psi, js, ks; 0: the same).",
      REFERENCE_LABELS),
@@ -550,25 +559,36 @@ class DriftCollector(Collector):
         ``metrics.max_feature_series``; count the features left out in ``dropped`` by
         model. Once a feature does not fit, a version's features are only counted."""
         room = self._max_feature_series
+        predictions = out.series["drift_predictions"]
         for monitor in monitors:
+            predictions.append(((monitor.model, monitor.version), monitor.predictions))
             for stream in (monitor.prediction, monitor.error, monitor.label):
                 self._copy(out, stream, shape(stream), now)
         for monitor in monitors:
             features = monitor.features
+            judged = monitor.quality.features if monitor.quality is not None else {}
+            # the features the reference has and no stream yet (from a profile) come last
+            names = [*features, *(name for name in judged if name not in features)]
             if not room:
-                dropped[monitor.model] += len(features)
+                dropped[monitor.model] += len(names)
                 continue
-            for done, stream in enumerate(features.values()):
-                group = [stream, *(stream.ref.shares if stream.ref is not None else ())]
+            for done, name in enumerate(names):
+                stream = features.get(name)
+                group = [] if stream is None else [
+                    stream, *(stream.ref.shares if stream.ref is not None else ())]
                 shapes = [shape(member) for member in group]
-                size = sum(member.size(self._per_detector) for member in shapes)
+                quality = judged.get(name)
+                size = sum(member.size(self._per_detector) for member in shapes) + (
+                    _quality_size(quality) if quality is not None else 0)
                 if size > room:
                     room = 0        # the first feature that does not fit ends the export
-                    dropped[monitor.model] += len(features) - done
+                    dropped[monitor.model] += len(names) - done
                     break
                 room -= size
                 for member, member_shape in zip(group, shapes, strict=True):
                     self._copy(out, member, member_shape, now)
+                if quality is not None:
+                    _copy_quality(out, (monitor.model, monitor.version, name), quality)
 
     def _copy(self, out: Scrape, stream: Stream, stream_shape: Shape, now: float) -> None:
         """Append the values of one stream's series to ``out``."""
@@ -597,6 +617,24 @@ class DriftCollector(Collector):
         for ch in methods:
             if ch.value is not None:
                 (out.pvalues if ch.name in PVALUE_METHODS else out.distances).append(ch.value)
+
+
+def _quality_size(quality: FeatureQuality) -> int:
+    """How many series a feature's data quality exports: a counter per reason that can
+    occur, and the reference's missing share of a judged feature."""
+    return len(quality.issues) + (quality.expect is not None)
+
+
+def _copy_quality(out: Scrape, key: tuple[str, str, str], quality: FeatureQuality) -> None:
+    """Append a feature's data quality series to ``out`` (its counters at 0 the first
+    time, as every counter)."""
+    shown = quality.announced
+    out.series["drift_feature_issues"] += [((*key, reason), n if shown else 0)
+                                           for reason, n in quality.issues.items()]
+    quality.announced = True
+    if quality.expect is not None:
+        out.series["drift_feature_reference_missing_ratio"].append(
+            (key, quality.expect.reference_missing))
 
 
 class Exporter:

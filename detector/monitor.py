@@ -34,6 +34,7 @@ import numpy as np
 
 from detector import detectors
 from detector.config import DetectorSpec, ModelSettings, ReferenceSettings, Settings
+from detector.data_quality import VersionQuality
 from detector.detectors import Standardizer
 from detector.events import FeatureValue, Target
 from detector.kernels import standardize
@@ -499,6 +500,8 @@ class ModelMonitor:
                                        cfg.positive_label, settings.rolling_window,
                                        settings.max_classes)
         self.predictions = 0
+        self.quality = (VersionQuality(settings.quality, profile, cfg.features)
+                        if settings.quality.enabled else None)
         #: this batch's predictions (batch position, features) and scored pairs (batch
         #: position): where each queued value came from, for the detections' origins
         self._batch: list[tuple[int, dict[str, FeatureValue]]] = []
@@ -558,6 +561,9 @@ class ModelMonitor:
         batch, self._batch = self._batch, []
         pairs, self._pairs = self._pairs, []
         rows = [at for at, _ in batch]
+        if self.quality is not None and batch:
+            self.quality.update([features for _, features in batch],
+                                {name: s.pending for name, s in self.features.items()})
         for name, stream in self.features.items():
             k = len(stream.pending)
             if not k:
