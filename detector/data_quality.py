@@ -119,7 +119,7 @@ def learn(values: Sequence[float | str], rows: int, max_categories: int) -> Expe
     True
     """
     numbers = [v for v in values if type(v) is float]
-    missing = 1.0 - len(values) / rows if rows else 0.0
+    missing = (rows - len(values)) / rows if rows else 0.0
     if len(numbers) * 2 >= len(values):
         return Expectation("numeric", min(numbers), max(numbers), reference_missing=missing)
     categories = {v for v in values if type(v) is str}
