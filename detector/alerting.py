@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -43,14 +42,27 @@ def shipped_rules() -> str:
     return resources.files("detector").joinpath("rules.yml").read_text(encoding="utf-8")
 
 
-def without_waits(rules: str) -> str:
-    """The rules with every ``for:`` set to 0 s: a production debounce of minutes is
-    longer than a demo or a test, and what they show is the expression, not the wait.
+def without_waits(rules: str, keep: frozenset[str] = frozenset()) -> str:
+    """The rules with every ``for:`` set to 0 s, but those of the alerts named in ``keep``:
+    a production debounce of minutes is longer than a demo or a test, and what they show
+    is the expression, not the wait.
 
-    >>> without_waits("      for: 10m\\n")
-    '      for: 0s\\n'
+    >>> print(without_waits("groups:\\n- name: g\\n  rules:\\n  - alert: A\\n    for: 10m\\n"
+    ...                     "  - alert: B\\n    for: 2m\\n", keep=frozenset({"B"})), end="")
+    groups:
+    - name: g
+      rules:
+      - alert: A
+        for: 0s
+      - alert: B
+        for: 2m
     """
-    return re.sub(r"^(\s*)for: \w+$", r"\1for: 0s", rules, flags=re.MULTILINE)
+    doc = yaml.safe_load(rules)
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule and rule.get("alert") not in keep:
+                rule["for"] = "0s"
+    return yaml.safe_dump(doc, sort_keys=False, width=1 << 20)
 
 
 def find_programs() -> tuple[str, str]:
@@ -79,6 +91,8 @@ class Alert:
 class LocalAlerting:
     """Prometheus scraping ``targets`` every ``interval`` seconds and evaluating ``rules``
     as often, sending to an Alertmanager of its own; both on free loopback ports.
+    Alertmanager groups by alert name, model, feature and metric, notifies at once, and
+    posts to ``receiver_url`` (a webhook) if there is one.
 
     >>> local = LocalAlerting(Path("/tmp/x"), ["127.0.0.1:10108"], "groups: []\\n", 0.5)
     >>> local.prometheus_config()["global"]
@@ -86,8 +100,9 @@ class LocalAlerting:
     """
 
     def __init__(self, workdir: Path, targets: list[str], rules: str, interval: float = 1.0,
-                 job: str = "drift-detector") -> None:
+                 job: str = "drift-detector", receiver_url: str | None = None) -> None:
         self.workdir = workdir
+        self.receiver_url = receiver_url
         self.targets = targets
         self.rules = rules
         self.interval = interval
@@ -107,17 +122,20 @@ class LocalAlerting:
                                 "static_configs": [{"targets": self.targets}]}],
         }
 
-    def start(self, timeout: float = 30.0) -> LocalAlerting:
+    def start(self, timeout: float = 30.0) -> Self:
         """Start both and wait until both answer ``/-/ready``."""
         prometheus, alertmanager = find_programs()
         w = self.workdir
         w.mkdir(parents=True, exist_ok=True)
         (w / "rules.yml").write_text(self.rules, encoding="utf-8")
         (w / "prometheus.yml").write_text(yaml.safe_dump(self.prometheus_config()))
+        receiver: dict[str, Any] = {"name": "local"}
+        if self.receiver_url is not None:
+            receiver["webhook_configs"] = [{"url": self.receiver_url, "send_resolved": False}]
         (w / "alertmanager.yml").write_text(yaml.safe_dump({
-            "route": {"receiver": "none", "group_by": ["alertname", "model"],
+            "route": {"receiver": "local", "group_by": ["alertname", "model", "feature", "metric"],
                       "group_wait": "0s", "group_interval": "1s", "repeat_interval": "1h"},
-            "receivers": [{"name": "none"}]}))
+            "receivers": [receiver]}))
         self._launch([alertmanager, f"--config.file={w / 'alertmanager.yml'}",
                       f"--storage.path={w / 'alertmanager-data'}",
                       f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
@@ -154,7 +172,7 @@ class LocalAlerting:
                     proc.wait()
         self._procs = []
 
-    def __enter__(self) -> LocalAlerting:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -127,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="metrics port (0: any free port; default: the service's default "
                       "port, or a free one if that is taken)")
     demo.add_argument("--no-live", action="store_true", help="plain progress lines, no live view")
+    demo.add_argument("--alerts", action="store_true",
+                      help="also run Prometheus and Alertmanager (when installed) with the "
+                      "shipped alert rules and show the alerts that fire")
     return p
 
 
@@ -159,12 +162,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "calibrate":
             return _calibrate(args)
         if args.command == "demo":
+            from detector.alerting import AlertingUnavailable, find_programs
             from detector.demo import run_demo
+            if args.alerts:
+                try:
+                    find_programs()
+                except AlertingUnavailable as exc:
+                    print(f"drift-detector demo: --alerts needs Prometheus and Alertmanager: "
+                          f"{exc}", file=sys.stderr)
+                    return 2
             # The demo's view shows counts; log lines would tear it (it injects bad messages).
             logs.configure("ERROR", "text")
             logging.getLogger("kafka").setLevel(logging.CRITICAL)
             return run_demo(duration=args.duration, rate=args.rate, seed=args.seed,
-                            port=args.port, live=not args.no_live)
+                            port=args.port, live=not args.no_live, alerts=args.alerts)
         from detector.config import load_settings
 
         settings = load_settings(args.config)

@@ -167,7 +167,7 @@ class FeatureQuality:
     """The counts of one feature of a model version. ``expect`` is None for a feature
     the reference does not have (counted only as ``unannounced``)."""
 
-    __slots__ = ("expect", "issues", "announced")
+    __slots__ = ("announced", "expect", "issues")
 
     def __init__(self, expect: Expectation | None) -> None:
         self.expect = expect
