@@ -352,6 +352,7 @@ def _serve_metrics(service: Service) -> None:
 
 
 def _replay(settings: Settings, files: Sequence[str]) -> int:
+    from detector.detections import detection_fields
     from detector.pipeline import Pipeline
     from detector.sources import FileSource
 
@@ -374,10 +375,7 @@ def _replay(settings: Settings, files: Sequence[str]) -> int:
                    "versions": {v: {"metrics": {f"{m}/{w}": x for m, w, x in mon.performance.values()}}
                                 for v, mon in state.versions.items()}}
             for name, state in pipeline.models.items()},
-        "detections": [{"model": d.model, "version": d.version, "signal": d.signal,
-                        "feature": d.feature, "category": d.category, "detector": d.detector,
-                        "index": d.index, "onset_index": d.onset_index}
-                       for d in detections],
+        "detections": [detection_fields(d) for d in detections],
     }
     json.dump(summary, sys.stdout, indent=2)
     print()

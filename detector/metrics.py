@@ -54,6 +54,7 @@ from prometheus_client.utils import floatToGoString
 from detector import __version__
 from detector.config import MetricsSettings
 from detector.data_quality import FeatureQuality
+from detector.detections import detection_fields
 from detector.monitor import Detection, ModelMonitor, Stream
 from detector.pipeline import Pipeline
 
@@ -779,7 +780,8 @@ class _Handler(BaseHTTPRequestHandler):
             ready, reason = self.exporter.status.readiness(time.time())
             self._send(200 if ready else 503, f"{reason}\n".encode(), "text/plain")
         elif path == "/detections":
-            recent = [asdict(d) for d in list(self.exporter.status.detections)]
+            recent = [{**asdict(d), **detection_fields(d)}
+                      for d in list(self.exporter.status.detections)]
             self._send(200, json.dumps(recent).encode(), "application/json")
         else:
             self._send(404, b"not found: try /metrics, /healthz, /readyz, /detections\n",

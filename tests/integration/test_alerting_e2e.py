@@ -172,7 +172,7 @@ def test_drift_then_accuracy_drop_reach_the_webhook(topics, stack) -> None:
     hits = [e for e in events if e["feature"] == DRIFTED and e["detector"] in ("adwin", "cusum")]
     assert hits, events[:5]
     first = hits[0]
-    assert first["model"] == "fraud" and first["version"] == "5" and first["index"] >= 3000
+    assert first["model"] == "fraud" and first["model_version"] == "5" and first["index"] >= 3000
     assert 3000 <= first["onset_index"] <= first["index"]    # the change began at event 3000
     assert first["topic"] == topics.predictions and first["offset"] >= 3000
     assert first["statistic"]          # the detector's public state when it fired
