@@ -199,7 +199,8 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 #: Families with series per stream: rendered from cached label blocks.
 _STREAM_FAMILIES = frozenset({"drift_detected", "drift_detections", "drift_detector_firings",
                               "drift_stream_values", "drift_feature_missing",
-                              "drift_feature_distance", "drift_feature_pvalue"})
+                              "drift_feature_distance", "drift_feature_pvalue",
+                              "drift_feature_issues", "drift_feature_reference_missing_ratio"})
 
 
 def families(per_detector: bool) -> tuple[tuple[str, str, str, tuple[str, ...]], ...]:
@@ -352,6 +353,12 @@ class Scrape:
     #: per distance and p-value series: the latest value
     distances: list[float] = field(default_factory=list)
     pvalues: list[float] = field(default_factory=list)
+    #: data quality, per judged feature: its labels, reasons, and whether it has a
+    #: reference missing share; then the counts (flat, reason by reason) and the shares
+    judged: list[tuple[tuple[str, str, str], tuple[str, ...], bool]] = field(
+        default_factory=list)
+    issues: list[int] = field(default_factory=list)
+    reference_missing: list[float] = field(default_factory=list)
     #: features left out by metrics.max_feature_series
     dropped: int = 0
 
@@ -367,6 +374,12 @@ class Scrape:
         elif family == "drift_feature_missing":
             yield from zip(((s.key[0], s.key[1], s.key[3]) for s in shapes if s.missing),
                            self.missing, strict=True)
+        elif family == "drift_feature_issues":
+            yield from zip(((*key, reason) for key, reasons, _ in self.judged
+                            for reason in reasons), self.issues, strict=True)
+        elif family == "drift_feature_reference_missing_ratio":
+            yield from zip((key for key, _, ratio in self.judged if ratio),
+                           self.reference_missing, strict=True)
         elif family in ("drift_feature_distance", "drift_feature_pvalue"):
             distance = family == "drift_feature_distance"
             keys = ((*s.key[:4], name) for s in shapes
@@ -416,6 +429,10 @@ class DriftCollector(Collector):
         #: label blocks by stream shape; replaced at every render, so streams that are
         #: gone (an evicted version or feature) leave it
         self._blocks: dict[Shape, _StreamBlocks] = {}
+        #: the same for the data quality series of a feature: its counters' blocks (one
+        #: per reason) and its reference missing share's
+        self._quality_blocks: dict[tuple[tuple[str, str, str], tuple[str, ...], bool],
+                                   tuple[list[str], str | None]] = {}
         #: features left out at the previous scrape (logged when it becomes or stops being 0)
         self._dropped = 0
 
@@ -459,6 +476,15 @@ class DriftCollector(Collector):
             blocks[stream_shape] = entry
             streams.append(entry)
         self._blocks = blocks
+        old_quality, quality = self._quality_blocks, {}
+        for judged in scrape.judged:
+            entry = old_quality.get(judged)
+            if entry is None:
+                key, reasons, ratio = judged
+                entry = ([_block(ISSUE_LABELS, (*key, reason)) for reason in reasons],
+                         _block(MISSING_LABELS, key) if ratio else None)
+            quality[judged] = entry
+        self._quality_blocks = quality
         detectors = [block for entry in streams for block in entry.detectors]
         number = _number
         headers = _HEADERS[openmetrics]
@@ -480,6 +506,14 @@ class DriftCollector(Collector):
                 out += [f"{sample}{b} {number(n)}\n" for b, n in zip(
                     [e.missing for e in streams if e.missing is not None], scrape.missing,
                     strict=True)]
+            elif name == "drift_feature_issues":
+                out += [f"{sample}{b} {number(n)}\n" for b, n in zip(
+                    [b for entry in quality.values() for b in entry[0]], scrape.issues,
+                    strict=True)]
+            elif name == "drift_feature_reference_missing_ratio":
+                out += [f"{sample}{b} {floatToGoString(v)}\n" for b, v in zip(
+                    [entry[1] for entry in quality.values() if entry[1] is not None],
+                    scrape.reference_missing, strict=True)]
             elif name in ("drift_feature_distance", "drift_feature_pvalue"):
                 distance = name == "drift_feature_distance"
                 out += [f"{sample}{b} {floatToGoString(v)}\n" for b, v in zip(
@@ -629,13 +663,12 @@ def _quality_size(quality: FeatureQuality) -> int:
 def _copy_quality(out: Scrape, key: tuple[str, str, str], quality: FeatureQuality) -> None:
     """Append a feature's data quality series to ``out`` (its counters at 0 the first
     time, as every counter)."""
-    shown = quality.announced
-    out.series["drift_feature_issues"] += [((*key, reason), n if shown else 0)
-                                           for reason, n in quality.issues.items()]
+    issues, expect = quality.issues, quality.expect
+    out.judged.append((key, tuple(issues), expect is not None))
+    out.issues += issues.values() if quality.announced else [0] * len(issues)
     quality.announced = True
-    if quality.expect is not None:
-        out.series["drift_feature_reference_missing_ratio"].append(
-            (key, quality.expect.reference_missing))
+    if expect is not None:
+        out.reference_missing.append(expect.reference_missing)
 
 
 class Exporter:
