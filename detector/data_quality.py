@@ -263,15 +263,18 @@ class VersionQuality:
         skip: Counter[str] = Counter()
         for row in taken:
             for name, value in row.items():
-                if value is not None and name in columns:
-                    warm.setdefault(name, []).append(value)
-                    skip[name] += 1
+                if name in columns:
+                    values = warm.setdefault(name, [])
+                    if value is not None:
+                        values.append(value)
+                        skip[name] += 1
         self._rows += len(taken)
         if self._rows >= self._warmup:
             for name, values in warm.items():
-                expect = learn(values, self._rows, self._max_categories)
-                feature = self.features[name] = FeatureQuality(expect)
-                feature.count(_warm_mismatches(values, expect))
+                if values:      # a feature that was only ever null is known, not judged
+                    expect = learn(values, self._rows, self._max_categories)
+                    feature = self.features[name] = FeatureQuality(expect)
+                    feature.count(_warm_mismatches(values, expect))
             self._known |= frozenset(warm)
             self._warm = None
         return len(taken), skip

@@ -151,6 +151,13 @@ def test_declared_features_only_and_no_quality_when_disabled() -> None:
     assert "\ndrift_feature_reference_missing_ratio{" not in text
 
 
+def test_a_feature_only_null_in_the_warm_up_is_known_but_not_judged() -> None:
+    p = Pipeline(Settings(quality={"warmup": 10}))
+    p.process([_prediction(i, {"x": float(i), "later": None}) for i in range(10)], now=0.0)
+    p.process([_prediction(10, {"x": 1.0, "later": "a"})], now=0.0)
+    assert _issues(p) == {"x": {"missing": 0, "out_of_range": 0, "type_mismatch": 0}}
+
+
 def test_each_version_has_its_own_reference() -> None:
     """A new model version takes its own warm-up: version 2's range is its own."""
     p = Pipeline(Settings(quality={"warmup": 10}))
