@@ -602,11 +602,11 @@ class DriftCollector(Collector):
         for monitor in monitors:
             features = monitor.features
             judged = monitor.quality.features if monitor.quality is not None else {}
+            if not room:
+                dropped[monitor.model] += len(features) + len(judged.keys() - features.keys())
+                continue
             # the features the reference has and no stream yet (from a profile) come last
             names = [*features, *(name for name in judged if name not in features)]
-            if not room:
-                dropped[monitor.model] += len(names)
-                continue
             for done, name in enumerate(names):
                 stream = features.get(name)
                 group = [] if stream is None else [
