@@ -25,7 +25,7 @@ def _listening(port: int) -> bool:
 
 
 def test_the_demo_shows_the_alerts_the_shipped_rules_fire(prometheus_tools) -> None:
-    out = _demo("--alerts", "--duration", "30", "--rate", "500", "--port", "0", "--no-live")
+    out = _demo("--alerts", "--duration", "40", "--rate", "500", "--port", "0", "--no-live")
     print(out.stdout[-4000:])
     assert out.returncode == 0, out.stderr[-3000:]
     ports = re.search(r"alerts: Prometheus http://127\.0\.0\.1:(\d+)/alerts and "
