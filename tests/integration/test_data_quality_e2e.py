@@ -4,12 +4,15 @@ real Prometheus that evaluates the shipped rules.
 After a warm-up of 100 clean predictions, 100 predictions bring every problem at once:
 numbers out of the warm-up's range, strings for a number, a new category, numbers for a
 category, a feature that stopped arriving and one nobody announced. Prometheus must hold
-each count under its reason, and the rules must fire for each feature that has one.
+each count under its reason, and the rules must fire for each feature that has one. A
+second test lets a steady stream drop a feature and waits for FeatureStoppedArriving
+(its 10-minute window cut to 4 s).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 
 from detector.alerting import LocalAlerting, without_waits
@@ -87,3 +90,41 @@ def test_every_data_quality_signal_reaches_prometheus_and_its_alert(
     print("\nin Prometheus: " + ", ".join(f"{f}/{r}={n:g}" for (f, r), n in sorted(seen.items()))
           + "\nfiring: " + ", ".join(f"{name}({feature})" for name, feature in sorted(fired)))
     assert fired == ALERTS      # and no alert for a problem a feature does not have
+
+
+def test_a_feature_that_stops_arriving_fires_its_alert(topics, detector, prometheus_tools,
+                                                        tmp_path: Path) -> None:
+    """FeatureStoppedArriving on real scrapes: the shipped rules with their 10-minute
+    windows cut to 4 s, a steady stream that drops ``email`` after the warm-up."""
+    det = detector({"quality": {"warmup": 100}})
+    rules = without_waits((DEPLOY / "prometheus" / "rules.yml").read_text())
+    rules = rules.replace("[10m]", "[4s]")
+    stop = threading.Event()
+
+    def without_email() -> None:
+        i = 0
+        while not stop.is_set():
+            topics.produce(topics.predictions, [
+                {"model": "shop", "model_version": "2", "prediction_id": f"s{i}-{k}",
+                 "prediction": 0, "features": {"amount": 50.0, "country": "DE"}}
+                for k in range(20)])
+            i += 1
+            stop.wait(0.25)
+
+    with LocalAlerting(tmp_path / "prometheus", [f"127.0.0.1:{det.port}"], rules,
+                       interval=0.5) as local:
+        topics.produce(topics.predictions, _warm_up(random.Random(4)))
+        det.wait_events("prediction", "shop", 100)
+        wait_for(lambda: local.query('drift_feature_issues_total{feature="email"} == 0'), 30,
+                 "Prometheus to scrape the zero counters")
+        producer = threading.Thread(target=without_email, daemon=True)
+        producer.start()
+        try:
+            fired = wait_for(lambda: [a for a in local.alerts() if a.state == "firing"
+                                      and a.name == "FeatureStoppedArriving"], 60,
+                             "FeatureStoppedArriving")
+        finally:
+            stop.set()
+            producer.join(10)
+    assert {(a.labels["model"], a.labels["model_version"], a.labels["feature"])
+            for a in fired} == {("shop", "2", "email")}
