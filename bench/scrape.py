@@ -8,8 +8,8 @@ scrape holds the service lock (the run loop waits for it to apply a batch).
 ``max_features`` at the defaults (100 x 3 x 200), every feature numeric (20 series each)
 or categorical with seven categories (37 series each, seven streams), every version a
 scored classifier with labels, every series that can exist present (the references
-learn from 20 values instead of 1,000 so that a few events per version fill every
-window: the same series as the defaults once warm), so ``metrics.max_feature_series``
+learn from 20 values instead of 1,000, and so does the data quality reference, so that a
+few events per version fill every window: the same series as the defaults once warm), so ``metrics.max_feature_series``
 decides what is exported. ``--models`` takes fewer models (categorical: ~50 MB each).
 
 Each size is a pipeline fed real events through ``Pipeline.process`` (models x 2
@@ -92,6 +92,7 @@ def build(series: int, seed: int = 3) -> Pipeline:
     models = [f"model-{m:03d}" for m in range((versions + VERSIONS - 1) // VERSIONS)]
     p = Pipeline(Settings(max_models=len(models) + 1, max_versions=VERSIONS,
                           reference={"warmup": 20, "window": 20, "evaluate_every": 20},
+                          quality={"warmup": 20},
                           metrics={"max_feature_series": 10**7}))
     rng = random.Random(seed)
     records = []
@@ -165,7 +166,8 @@ def best(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]
 
 def build_worst_case(kind: str, models: int, seed: int = 5) -> Pipeline:
     """``models`` models at the default caps (see the module docstring)."""
-    settings = Settings(reference={"warmup": 20, "window": 20, "evaluate_every": 20})
+    settings = Settings(reference={"warmup": 20, "window": 20, "evaluate_every": 20},
+                        quality={"warmup": 20})
     p = Pipeline(settings)
     rng = random.Random(seed)
     names = [f"feature_{j:03d}" for j in range(settings.max_features)]

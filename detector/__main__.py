@@ -1,3 +1,3 @@
-from detector.cli import main
+from detector.cli import program
 
-raise SystemExit(main())
+program()

@@ -54,11 +54,11 @@ class _Broker:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _launch(self, cmd: list[str], out: Any, timeout: float,
-                env: dict[str, str] | None = None) -> None:
+                env: dict[str, str] | None = None, metadata: bool = True) -> None:
         self._proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=env,
                                       start_new_session=True)
         try:
-            wait_for_broker(self.bootstrap, timeout)
+            wait_for_broker(self.bootstrap, timeout, metadata)
         except SourceError as exc:
             code = self._proc.poll()
             self.stop()
@@ -102,21 +102,26 @@ class _Broker:
 
 
 class Tansu(_Broker):
-    """The bundled broker: memory only, fast group joins."""
+    """The bundled broker: memory only, fast group joins. With ``authentication`` it
+    requires SASL/SCRAM of every client; its users live in its memory storage, which
+    has none at start, so every client is refused (the tests of wrong credentials)."""
 
     name = "Tansu"
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_path: Path | None = None,
+                 authentication: bool = False) -> None:
         super().__init__(port)
         self._log_path = log_path
+        self._authentication = authentication
 
     def start(self, timeout: float = 30.0) -> Tansu:
         url = f"tcp://{self.bootstrap}"
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # info logs slow it 2-3x
         out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         self._launch([str(tansu_binary()), "broker", "--listener-url", url,
-                      "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                     out, timeout, env)
+                      "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
+                      *(["--authentication"] if self._authentication else [])],
+                     out, timeout, env, metadata=not self._authentication)
         return self
 
 

@@ -17,12 +17,13 @@ import errno
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from detector import __version__
 from detector.errors import ConfigError, DriftDetectorError
@@ -160,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="metrics port (0: any free port; default: the service's default "
                       "port, or a free one if that is taken)")
     demo.add_argument("--no-live", action="store_true", help="plain progress lines, no live view")
+    demo.add_argument("--alerts", action="store_true",
+                      help="also run Prometheus and Alertmanager (when installed) with the "
+                      "shipped alert rules and show the alerts that fire")
     return p
 
 
@@ -197,12 +201,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             return _report_url(args)
         if args.command == "demo":
+            from detector.alerting import AlertingUnavailable, find_programs
             from detector.demo import run_demo
+            if args.alerts:
+                try:
+                    find_programs()
+                except AlertingUnavailable as exc:
+                    print(f"drift-detector demo: --alerts needs Prometheus and Alertmanager: "
+                          f"{exc}", file=sys.stderr)
+                    return 2
             # The demo's view shows counts; log lines would tear it (it injects bad messages).
             logs.configure("ERROR", "text")
             logging.getLogger("kafka").setLevel(logging.CRITICAL)
             return run_demo(duration=args.duration, rate=args.rate, seed=args.seed,
-                            port=args.port, live=not args.no_live)
+                            port=args.port, live=not args.no_live, alerts=args.alerts)
         from detector.config import load_settings
 
         settings = load_settings(args.config)
@@ -220,6 +232,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("fatal", extra={"fields": {"error": str(exc)}})
         print(f"drift-detector: {exc}", file=sys.stderr)
         return 1
+
+
+def program() -> NoReturn:
+    """The ``drift-detector`` program: ``main``, then exit without the interpreter's
+    teardown. When ``main`` returns, everything it opened is closed, committed and
+    saved; what is left is freeing the modules of numba, SciPy and River one by one,
+    about a second, which a stopping Pod (SIGTERM: out in under a second) cannot spare.
+    An exception still ends the program the usual way, with its traceback."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _check_config(path: str | None) -> int:
@@ -406,6 +431,7 @@ def _serve_metrics(service: Service) -> None:
 
 
 def _replay(settings: Settings, files: Sequence[str]) -> int:
+    from detector.detections import detection_fields
     from detector.pipeline import Pipeline
     from detector.sources import FileSource
 
@@ -428,10 +454,7 @@ def _replay(settings: Settings, files: Sequence[str]) -> int:
                    "versions": {v: {"metrics": {f"{m}/{w}": x for m, w, x in mon.performance.values()}}
                                 for v, mon in state.versions.items()}}
             for name, state in pipeline.models.items()},
-        "detections": [{"model": d.model, "version": d.version, "signal": d.signal,
-                        "feature": d.feature, "category": d.category, "detector": d.detector,
-                        "index": d.index, "onset_index": d.onset_index}
-                       for d in detections],
+        "detections": [detection_fields(d) for d in detections],
     }
     json.dump(summary, sys.stdout, indent=2)
     print()

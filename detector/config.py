@@ -244,6 +244,18 @@ class EstimationSettings(_Section):
         "profile has none"))
 
 
+class QualitySettings(_Section):
+    """Data quality checks of the features against the reference (see data_quality.py)."""
+
+    enabled: bool = Field(True, description=(
+        "count missing values, out-of-range numbers, unseen categories, type changes and "
+        "unannounced features (drift_feature_issues_total)"))
+    warmup: int = Field(1000, ge=1, description=(
+        "predictions of a version that form the reference without a profile"))
+    max_categories: int = Field(1000, ge=1, description=(
+        "a warm-up with more distinct categories does not judge unseen ones"))
+
+
 class DetectionSettings(_Section):
     """How online detectors see their streams and how their parameters are chosen."""
 
@@ -447,6 +459,7 @@ class Settings(BaseSettings):
     detection: DetectionSettings = DetectionSettings()
     reference: ReferenceSettings = ReferenceSettings()
     estimation: EstimationSettings = EstimationSettings()
+    quality: QualitySettings = QualitySettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     discover_models: bool | None = Field(
         None, description="accept models not under `models`; default: only when none is declared"
@@ -510,7 +523,8 @@ class Settings(BaseSettings):
     def state_shape(self) -> dict[str, Any]:
         """The settings a checkpoint's state depends on (its fingerprint)."""
         return self.model_dump(mode="json", include={
-            "detectors", "detection", "reference", "estimation", "join", "models",
+            "detectors", "detection", "reference", "estimation", "quality", "join",
+            "models",
             "rolling_window", "max_features", "max_versions", "max_classes", "idle_events"})
 
     @property

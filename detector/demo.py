@@ -18,17 +18,27 @@ malformed. Two changes are injected at announced event indices:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from detector.alerting import (
+    Alert,
+    AlertingUnavailable,
+    LocalAlerting,
+    shipped_rules,
+    without_waits,
+)
 from detector.broker import Tansu
 from detector.config import MetricsSettings, Settings
 from detector.monitor import Detection
@@ -163,6 +173,61 @@ class Producer(threading.Thread):
             prod.close()
 
 
+#: alerts about the scrape target itself keep their waits: before Prometheus' first scrape
+#: the demo's service has no ``up`` series yet, and that is no outage
+TARGET_ALERTS = frozenset({"DriftDetectorAbsent", "DriftDetectorDown"})
+#: the labels that tell one alert of a rule from another, in the order they are shown
+ALERT_LABELS = ("model", "model_version", "feature", "category", "metric", "detector", "topic")
+
+
+def describe(alert: Alert) -> str:
+    """An alert in one line: its name and the labels that identify it.
+
+    >>> describe(Alert("FeatureDriftDetected", "firing", {"alertname": "FeatureDriftDetected",
+    ...     "model": "fraud", "feature": "amount", "severity": "warning"}, ""))
+    'FeatureDriftDetected model=fraud feature=amount'
+    """
+    return " ".join([alert.name, *(f"{k}={alert.labels[k]}" for k in ALERT_LABELS
+                                   if alert.labels.get(k))])
+
+
+class AlertWatch:
+    """What the demo shows of its Prometheus: the alerts pending or firing now, and when
+    each first fired (seconds after the demo started)."""
+
+    def __init__(self, local: LocalAlerting, started: float) -> None:
+        self.local = local
+        self.started = started
+        self.now: list[Alert] = []
+        self.first: dict[str, float] = {}
+
+    def poll(self) -> list[Alert]:
+        """Ask Prometheus (keeping the last answer if it does not give one)."""
+        try:
+            self.now = self.local.alerts()
+        except (OSError, AlertingUnavailable):
+            return self.now
+        for alert in self.now:
+            if alert.state == "firing":
+                self.first.setdefault(describe(alert), time.time() - self.started)
+        return self.now
+
+    def firing(self) -> int:
+        return sum(alert.state == "firing" for alert in self.now)
+
+    def summary(self) -> str:
+        """The alerts that fired, in order, and what Alertmanager holds."""
+        try:
+            received = len(self.local.notified())
+        except OSError:
+            received = 0
+        lines = [f"Alerts fired (Prometheus with the shipped rules): {len(self.first)}"]
+        lines += [f"   {at:5.1f} s  {name}" for name, at in
+                  sorted(self.first.items(), key=lambda kv: kv[1])]
+        lines.append(f"Alertmanager received {received} of them")
+        return "\n".join(lines)
+
+
 def _snapshot(service: Service) -> dict[str, Any]:
     with service.lock:
         state = service.pipeline.models.get(MODEL)
@@ -179,7 +244,7 @@ def _snapshot(service: Service) -> dict[str, Any]:
 
 
 def _render(service: Service, prod: Producer, started: float, port: int, rate_hist: deque,
-            scenario: Scenario, duration: float) -> Any:
+            scenario: Scenario, duration: float, watch: AlertWatch | None) -> Any:
     from rich.console import Group
     from rich.panel import Panel
     from rich.table import Table
@@ -225,8 +290,21 @@ def _render(service: Service, prod: Producer, started: float, port: int, rate_hi
         where = f"{d.feature}={d.category}" if d.category else d.feature
         det.add_row(time.strftime("%H:%M:%S", time.localtime(d.at)), d.signal, where or "-",
                     d.detector, f"{d.index:,}")
-    return Group(Panel(head, title="drift-detector demo"), Panel(plan, title="plan"),
-                 Panel(perf, title=f"model {MODEL}"), Panel(det, title="detections (newest last)"))
+    panels = [Panel(head, title="drift-detector demo"), Panel(plan, title="plan"),
+              Panel(perf, title=f"model {MODEL}"), Panel(det, title="detections (newest last)")]
+    if watch is not None:
+        alerts = Table("state", "alert", "first fired", box=None)
+        now = sorted(watch.poll(), key=lambda a: (a.state == "firing", a.active_at))
+        for alert in now[-8:]:      # the newest firing last, as the detections
+            name = describe(alert)
+            at = watch.first.get(name)
+            alerts.add_row(Text(alert.state, style="bold red" if alert.state == "firing" else ""),
+                           name, "" if at is None else f"{at:5.1f} s")
+        more = f", {len(now) - 8} more" if len(now) > 8 else ""
+        panels.append(Panel(alerts, title=f"alerts: {watch.firing()} firing{more} (Prometheus "
+                                          f"http://127.0.0.1:{watch.local.prometheus_port}"
+                                          "/alerts)"))
+    return Group(*panels)
 
 
 def summarize(detections: list[Detection], scenario: Scenario, sent_at: dict[int, float],
@@ -273,16 +351,18 @@ def summarize(detections: list[Detection], scenario: Scenario, sent_at: dict[int
 
 
 def run_demo(duration: float = 60.0, rate: float = 2000.0, seed: int = 7,
-             port: int | None = None, live: bool = True) -> int:
+             port: int | None = None, live: bool = True, alerts: bool = False) -> int:
     """Run the whole demo; return the exit code. ``port`` None: the service's default
-    port (another free one if it is taken)."""
+    port (another free one if it is taken). ``alerts``: also run Prometheus and
+    Alertmanager with the shipped rules (``AlertingUnavailable`` if they are not
+    installed), show their alerts and stop them at the end."""
     if port is None:
         port = MetricsSettings().port
     span = duration if duration > 0 else 60.0
     scenario = Scenario(seed=seed, shift_at=int(rate * span * 0.25),
                         concept_at=int(rate * span * 0.55))
     print("Starting the bundled Kafka-compatible broker (Tansu) ...", flush=True)
-    with Tansu() as broker:
+    with Tansu() as broker, contextlib.ExitStack() as stack:
         settings = demo_settings(broker.bootstrap, port)
         create_topics(settings.kafka, settings.kafka.topics)
         service = Service(settings, KafkaSource(settings.kafka))
@@ -298,35 +378,45 @@ def run_demo(duration: float = 60.0, rate: float = 2000.0, seed: int = 7,
               "detectors: the defaults (ADWIN and CUSUM on standardised values, calibrated to one "
               "false alarm per 10^9 values;\nPSI/JS/KS/chi2 against the first 1,000 values)\n"
               "Ctrl-C to stop.", flush=True)
+        watch = _start_alerting(stack, port) if alerts else None
         stop_service, stop_producer = threading.Event(), threading.Event()
         worker = threading.Thread(target=service.run, args=(stop_service,), name="service")
         worker.start()
         prod = Producer(scenario, settings.kafka, rate, stop_producer)
         prod.start()
         started = time.time()
+        if watch is not None:
+            watch.started = started
         rate_hist: deque = deque()
         interactive = live and sys.stdout.isatty()
         try:
             if interactive:
                 from rich.live import Live
-                with Live(_render(service, prod, started, port, rate_hist, scenario, duration),
-                          refresh_per_second=4) as view:
+                with Live(_render(service, prod, started, port, rate_hist, scenario, duration,
+                                  watch), refresh_per_second=4) as view:
                     while not duration or time.time() - started < duration:
                         time.sleep(0.25)
                         view.update(_render(service, prod, started, port, rate_hist, scenario,
-                                            duration))
+                                            duration, watch))
             else:
                 next_line = started
                 while not duration or time.time() - started < duration:
+                    if watch is not None:
+                        fired = set(watch.first)
+                        watch.poll()
+                        for name in sorted(set(watch.first) - fired, key=watch.first.get):
+                            print(f"[{watch.first[name]:5.1f} s] alert firing: {name}", flush=True)
                     if time.time() >= next_line:
                         snap = _snapshot(service)
                         acc = snap.get("metrics", {}).get(("accuracy", "rolling"))
                         print(f"[{time.time() - started:5.1f} s] produced {prod.sent:,} processed "
                               f"{sum(snap.get('events', {}).values()):,} detections "
                               f"{len(service.status.detections)} rolling accuracy "
-                              f"{'-' if acc is None else f'{acc:.3f}'}", flush=True)
+                              f"{'-' if acc is None else f'{acc:.3f}'}" + (
+                                  "" if watch is None else f" alerts firing {watch.firing()}"),
+                              flush=True)
                         next_line += 5
-                    time.sleep(0.1)
+                    time.sleep(0.25 if watch is not None else 0.1)
         except KeyboardInterrupt:
             pass
         finally:
@@ -336,7 +426,25 @@ def run_demo(duration: float = 60.0, rate: float = 2000.0, seed: int = 7,
             stop_service.set()
             worker.join(15)
         print(summarize(list(service.status.detections), scenario, prod.sent_at, prod.sent))
+        if watch is not None:
+            watch.poll()
+            print(watch.summary())
     return 0
+
+
+def _start_alerting(stack: contextlib.ExitStack, port: int) -> AlertWatch:
+    """Prometheus (scraping the demo's service every second) and Alertmanager on free
+    loopback ports with the shipped rules, each ``for:`` at 0 s so that alerts fire
+    within the demo; stopped, and their data removed, when ``stack`` closes."""
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drift-demo-")))
+    rules = without_waits(shipped_rules(), keep=TARGET_ALERTS)
+    local = stack.enter_context(LocalAlerting(workdir, [f"127.0.0.1:{port}"], rules,
+                                              interval=1.0))
+    print(f"alerts: Prometheus http://127.0.0.1:{local.prometheus_port}/alerts and "
+          f"Alertmanager http://127.0.0.1:{local.alertmanager_port} with the shipped rules "
+          "(deploy/prometheus/rules.yml, every for: set to 0 s but those of "
+          f"{' and '.join(sorted(TARGET_ALERTS))}), scraping every second", flush=True)
+    return AlertWatch(local, time.time())
 
 
 def _drain(service: Service, prod: Producer, timeout: float = 5.0) -> None:

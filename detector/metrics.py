@@ -53,6 +53,8 @@ from prometheus_client.utils import floatToGoString
 
 from detector import __version__
 from detector.config import MetricsSettings
+from detector.data_quality import FeatureQuality
+from detector.detections import detection_fields
 from detector.estimation import Snapshot
 from detector.ingest import Ingest
 from detector.monitor import Detection, ModelMonitor, Stream
@@ -65,6 +67,7 @@ StreamKey = tuple[str, str, str, str, str]
 VALUE_LABELS = ("model", "model_version", "signal", "feature", "category")
 STREAM_LABELS = (*VALUE_LABELS, "detector")
 MISSING_LABELS = ("model", "model_version", "feature")
+ISSUE_LABELS = (*MISSING_LABELS, "reason")
 REFERENCE_LABELS = ("model", "model_version", "signal", "feature", "method")
 MODEL_METRIC_LABELS = ("model", "model_version", "metric", "window")
 #: model metrics in the unit of the label (regression errors); the others are ratios
@@ -145,6 +148,8 @@ class RunStatus:
 #: (with ``metrics.per_detector``; see ``families``).
 FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("drift_events", "counter", "Valid events processed.", ("kind", "model")),
+    ("drift_predictions", "counter", "Predictions applied, per model version.",
+     ("model", "model_version")),
     ("drift_events_rejected", "counter", "Messages rejected, by kind and reason.",
      ("kind", "reason")),
     ("drift_detected", "gauge", "1 while a detection is younger than the hold period.",
@@ -155,6 +160,11 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("drift_detector_firings", "counter", "Raw detector firings.", STREAM_LABELS),
     ("drift_stream_values", "counter", "Values fed to a stream's detectors.", VALUE_LABELS),
     ("drift_feature_missing", "counter", "Missing (null) feature values.", MISSING_LABELS),
+    ("drift_feature_issues", "counter",
+     ("Data quality problems of a feature against its reference, by reason (missing, "
+      "out_of_range, unseen_category, type_mismatch, unannounced)."), ISSUE_LABELS),
+    ("drift_feature_reference_missing_ratio", "gauge",
+     "Share of the reference's predictions without a value for the feature.", MISSING_LABELS),
     ("drift_feature_distance", "gauge",
      "Distance of the latest window from the reference (psi, js, ks; 0: the same).",
      REFERENCE_LABELS),
@@ -231,7 +241,8 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 #: Families with series per stream: rendered from cached label blocks.
 _STREAM_FAMILIES = frozenset({"drift_detected", "drift_detections", "drift_detector_firings",
                               "drift_stream_values", "drift_feature_missing",
-                              "drift_feature_distance", "drift_feature_pvalue"})
+                              "drift_feature_distance", "drift_feature_pvalue",
+                              "drift_feature_issues", "drift_feature_reference_missing_ratio"})
 
 
 def families(per_detector: bool) -> tuple[tuple[str, str, str, tuple[str, ...]], ...]:
@@ -384,6 +395,12 @@ class Scrape:
     #: per distance and p-value series: the latest value
     distances: list[float] = field(default_factory=list)
     pvalues: list[float] = field(default_factory=list)
+    #: data quality, per judged feature: its labels, reasons, and whether it has a
+    #: reference missing share; then the counts (flat, reason by reason) and the shares
+    judged: list[tuple[tuple[str, str, str], tuple[str, ...], bool]] = field(
+        default_factory=list)
+    issues: list[int] = field(default_factory=list)
+    reference_missing: list[float] = field(default_factory=list)
     #: features left out by metrics.max_feature_series
     dropped: int = 0
     #: (model, model_version, estimates' sums) of every version, turned into series after
@@ -421,6 +438,12 @@ class Scrape:
         elif family == "drift_feature_missing":
             yield from zip(((s.key[0], s.key[1], s.key[3]) for s in shapes if s.missing),
                            self.missing, strict=True)
+        elif family == "drift_feature_issues":
+            yield from zip(((*key, reason) for key, reasons, _ in self.judged
+                            for reason in reasons), self.issues, strict=True)
+        elif family == "drift_feature_reference_missing_ratio":
+            yield from zip((key for key, _, ratio in self.judged if ratio),
+                           self.reference_missing, strict=True)
         elif family in ("drift_feature_distance", "drift_feature_pvalue"):
             distance = family == "drift_feature_distance"
             keys = ((*s.key[:4], name) for s in shapes
@@ -470,6 +493,10 @@ class DriftCollector(Collector):
         #: label blocks by stream shape; replaced at every render, so streams that are
         #: gone (an evicted version or feature) leave it
         self._blocks: dict[Shape, _StreamBlocks] = {}
+        #: the same for the data quality series of a feature: its counters' blocks (one
+        #: per reason) and its reference missing share's
+        self._quality_blocks: dict[tuple[tuple[str, str, str], tuple[str, ...], bool],
+                                   tuple[list[str], str | None]] = {}
         #: features left out at the previous scrape (logged when it becomes or stops being 0)
         self._dropped = 0
 
@@ -513,6 +540,15 @@ class DriftCollector(Collector):
             blocks[stream_shape] = entry
             streams.append(entry)
         self._blocks = blocks
+        old_quality, quality = self._quality_blocks, {}
+        for judged in scrape.judged:
+            entry = old_quality.get(judged)
+            if entry is None:
+                key, reasons, ratio = judged
+                entry = ([_block(ISSUE_LABELS, (*key, reason)) for reason in reasons],
+                         _block(MISSING_LABELS, key) if ratio else None)
+            quality[judged] = entry
+        self._quality_blocks = quality
         detectors = [block for entry in streams for block in entry.detectors]
         number = _number
         headers = _HEADERS[openmetrics]
@@ -534,6 +570,14 @@ class DriftCollector(Collector):
                 out += [f"{sample}{b} {number(n)}\n" for b, n in zip(
                     [e.missing for e in streams if e.missing is not None], scrape.missing,
                     strict=True)]
+            elif name == "drift_feature_issues":
+                out += [f"{sample}{b} {number(n)}\n" for b, n in zip(
+                    [b for entry in quality.values() for b in entry[0]], scrape.issues,
+                    strict=True)]
+            elif name == "drift_feature_reference_missing_ratio":
+                out += [f"{sample}{b} {floatToGoString(v)}\n" for b, v in zip(
+                    [entry[1] for entry in quality.values() if entry[1] is not None],
+                    scrape.reference_missing, strict=True)]
             elif name in ("drift_feature_distance", "drift_feature_pvalue"):
                 distance = name == "drift_feature_distance"
                 out += [f"{sample}{b} {floatToGoString(v)}\n" for b, v in zip(
@@ -619,25 +663,36 @@ class DriftCollector(Collector):
         ``metrics.max_feature_series``; count the features left out in ``dropped`` by
         model. Once a feature does not fit, a version's features are only counted."""
         room = self._max_feature_series
+        predictions = out.series["drift_predictions"]
         for monitor in monitors:
+            predictions.append(((monitor.model, monitor.version), monitor.predictions))
             for stream in (monitor.prediction, monitor.error, monitor.label):
                 self._copy(out, stream, shape(stream), now)
         for monitor in monitors:
             features = monitor.features
+            judged = monitor.quality.features if monitor.quality is not None else {}
             if not room:
-                dropped[monitor.model] += len(features)
+                dropped[monitor.model] += len(features) + len(judged.keys() - features.keys())
                 continue
-            for done, stream in enumerate(features.values()):
-                group = [stream, *(stream.ref.shares if stream.ref is not None else ())]
+            # the features the reference has and no stream yet (from a profile) come last
+            names = [*features, *(name for name in judged if name not in features)]
+            for done, name in enumerate(names):
+                stream = features.get(name)
+                group = [] if stream is None else [
+                    stream, *(stream.ref.shares if stream.ref is not None else ())]
                 shapes = [shape(member) for member in group]
-                size = sum(member.size(self._per_detector) for member in shapes)
+                quality = judged.get(name)
+                size = sum(member.size(self._per_detector) for member in shapes) + (
+                    _quality_size(quality) if quality is not None else 0)
                 if size > room:
                     room = 0        # the first feature that does not fit ends the export
-                    dropped[monitor.model] += len(features) - done
+                    dropped[monitor.model] += len(names) - done
                     break
                 room -= size
                 for member, member_shape in zip(group, shapes, strict=True):
                     self._copy(out, member, member_shape, now)
+                if quality is not None:
+                    _copy_quality(out, (monitor.model, monitor.version, name), quality)
 
     def _copy(self, out: Scrape, stream: Stream, stream_shape: Shape, now: float) -> None:
         """Append the values of one stream's series to ``out``."""
@@ -666,6 +721,23 @@ class DriftCollector(Collector):
         for ch in methods:
             if ch.value is not None:
                 (out.pvalues if ch.name in PVALUE_METHODS else out.distances).append(ch.value)
+
+
+def _quality_size(quality: FeatureQuality) -> int:
+    """How many series a feature's data quality exports: a counter per reason that can
+    occur, and the reference's missing share of a judged feature."""
+    return len(quality.issues) + (quality.expect is not None)
+
+
+def _copy_quality(out: Scrape, key: tuple[str, str, str], quality: FeatureQuality) -> None:
+    """Append a feature's data quality series to ``out`` (its counters at 0 the first
+    time, as every counter)."""
+    issues, expect = quality.issues, quality.expect
+    out.judged.append((key, tuple(issues), expect is not None))
+    out.issues += issues.values() if quality.announced else [0] * len(issues)
+    quality.announced = True
+    if expect is not None:
+        out.reference_missing.append(expect.reference_missing)
 
 
 class Exporter:
@@ -755,7 +827,8 @@ class MetricsServer:
             # client that connects and stalls cannot hold up other scrapes
             self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True,
                                                   do_handshake_on_connect=False)
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        # polled every 0.1 s for shutdown (the default 0.5 s would be most of a stop)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
                                         name="metrics-http", daemon=True)
 
     @property
@@ -827,7 +900,8 @@ class _Handler(BaseHTTPRequestHandler):
             ready, reason = self.exporter.status.readiness(time.time())
             self._send(200 if ready else 503, f"{reason}\n".encode(), "text/plain")
         elif path == "/detections":
-            recent = [asdict(d) for d in list(self.exporter.status.detections)]
+            recent = [{**asdict(d), **detection_fields(d)}
+                      for d in list(self.exporter.status.detections)]
             self._send(200, json.dumps(recent).encode(), "application/json")
         elif path == "/report" and self.report is not None:
             self._send(200, self.report(), "text/html; charset=utf-8")

@@ -34,6 +34,7 @@ import numpy as np
 
 from detector import detectors
 from detector.config import DetectorSpec, ModelSettings, ReferenceSettings, Settings
+from detector.data_quality import VersionQuality
 from detector.detectors import Standardizer
 from detector.estimation import Estimator
 from detector.events import (MAX_MAGNITUDE, MAX_NAME_LENGTH, FeatureValue, Rejection, Target,
@@ -549,6 +550,8 @@ class ModelMonitor:
         #: performance estimated from the scores before the labels arrive
         self.estimation = Estimator.for_version(settings, model, profile)
         self.predictions = 0
+        self.quality = (VersionQuality(settings.quality, profile, cfg.features)
+                        if settings.quality.enabled else None)
         #: this batch's predictions (batch position, features) and scored pairs (batch
         #: position): where each queued value came from, for the detections' origins
         self._batch: list[tuple[int, dict[str, FeatureValue]]] = []
@@ -614,6 +617,9 @@ class ModelMonitor:
         batch, self._batch = self._batch, []
         pairs, self._pairs = self._pairs, []
         rows = [at for at, _ in batch]
+        if self.quality is not None and batch:
+            self.quality.update([features for _, features in batch],
+                                {name: s.queued_values() for name, s in self.features.items()})
         for name, stream in self.features.items():
             k = stream.queued()
             if not k:

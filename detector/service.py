@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from detector import kernels, state
 from detector.config import Settings
+from detector.detections import detection_fields
 from detector.errors import SourceUnavailable
 from detector.events import Rejection
 from detector.ingest import Ingest
@@ -131,10 +132,7 @@ def drift_event(d: Detection, origin: Record) -> Message:
     body = {
         "id": "/".join(quote(str(part), safe="") for part in (
             d.model, d.version, d.signal, d.feature, d.category, d.detector, d.index)),
-        "model": d.model, "version": d.version, "signal": d.signal, "feature": d.feature,
-        "category": d.category, "detector": d.detector, "index": d.index,
-        "onset_index": d.onset_index, "value": d.value,
-        "statistic": d.statistic, "detected_at": d.at,
+        **detection_fields(d), "value": d.value, "statistic": d.statistic, "detected_at": d.at,
         "event_time": origin.timestamp, "topic": origin.topic,
         "partition": origin.partition, "offset": origin.offset,
     }
@@ -170,10 +168,7 @@ class RejectionLog:
 
 
 def log_detection(d: Detection) -> None:
-    log.info("drift_detected", extra={"fields": {
-        "model": d.model, "version": d.version, "signal": d.signal, "feature": d.feature,
-        "category": d.category, "detector": d.detector, "index": d.index,
-        "onset_index": d.onset_index, "value": d.value}})
+    log.info("drift_detected", extra={"fields": {**detection_fields(d), "value": d.value}})
 
 
 def tune_gc() -> None:

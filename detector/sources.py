@@ -39,6 +39,7 @@ from kafka.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from kafka.net.sasl import get_sasl_mechanism
 from kafka.util import ensure_valid_topic_name
 
 from detector.config import KafkaSettings
@@ -57,6 +58,8 @@ BOOTSTRAP_TIMEOUT_MS = 10_000
 #: Kafka error codes of a SaslHandshake answer that mean "this listener does not do
 #: SASL with this mechanism": UNSUPPORTED_SASL_MECHANISM, ILLEGAL_SASL_STATE
 _SASL_REFUSED = {33: "UNSUPPORTED_SASL_MECHANISM", 34: "ILLEGAL_SASL_STATE"}
+#: SASL mechanisms whose credentials (username and password) check_listener tries
+_PASSWORD_MECHANISMS = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"})
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -110,10 +113,13 @@ def check_listener(kafka: KafkaSettings, timeout: float = BOOTSTRAP_TIMEOUT_MS /
     here: that stays kafka-python's job); if that fails, a plaintext ApiVersions request
     tells a plaintext Kafka listener (a mismatch) from a server that is just not there
     (a proxy without a backend, a broker starting). For ``SASL_*`` it then sends a
-    SaslHandshake (Kafka API 17, v1) with ``sasl_mechanism``. Raises ``SourceError``
-    naming the setting only on a definite answer: a refusal, or a listener that answers
-    in the other protocol; ``SourceUnavailable`` when no server answered at all or
-    every attempt was cut short. One server that passes is enough."""
+    SaslHandshake (Kafka API 17, v1) with ``sasl_mechanism`` and, for PLAIN and SCRAM,
+    authenticates with the configured username and password (SaslAuthenticate, API 36):
+    kafka-python, too, reports wrong credentials only as a failed connection. Raises
+    ``SourceError`` naming the setting only on a definite answer: a refusal (of the
+    mechanism or of the credentials), or a listener that answers in the other protocol;
+    ``SourceUnavailable`` when no server answered at all or every attempt was cut short.
+    One server that passes is enough."""
     proto = kafka.security_protocol
     if proto == "PLAINTEXT":
         return
@@ -153,6 +159,17 @@ def check_listener(kafka: KafkaSettings, timeout: float = BOOTSTRAP_TIMEOUT_MS /
                     fatal = (f"Kafka at {server} refused the SASL handshake ({problem}): is "
                              f"kafka.security_protocol ({proto}) right, and "
                              f"kafka.sasl_mechanism ({kafka.sasl_mechanism})?{hint}")
+                    continue
+                try:
+                    problem = _sasl_authenticate(sock, kafka)
+                except OSError as exc:
+                    last = f"SASL authentication with {server} got no answer: {exc}"
+                    continue
+                if problem is not None:
+                    fatal = (f"Kafka at {server} refused the credentials ({problem}): check "
+                             f"kafka.sasl_plain_username ({kafka.sasl_plain_username}) and "
+                             f"kafka.sasl_plain_password for kafka.sasl_mechanism "
+                             f"({kafka.sasl_mechanism})")
                     continue
             return
         finally:
@@ -206,6 +223,63 @@ def _sasl_handshake(sock: socket.socket, client_id: str, mechanism: str) -> str 
     if mechanism not in offered:
         reason += f"; it offers {', '.join(offered) or 'no mechanism'}"
     return reason
+
+
+def _sasl_authenticate(sock: socket.socket, kafka: KafkaSettings) -> str | None:
+    """After an accepted SaslHandshake: authenticate with the configured username and
+    password (PLAIN, SCRAM-SHA-256/512, through kafka-python's own mechanisms; other
+    mechanisms are left to the client). None when the broker accepts them, else why
+    not: its error (Kafka answers SASL_AUTHENTICATION_FAILED), a SCRAM server error
+    (``e=unknown-user``), or an answer that is no step of the exchange. Raises
+    ``OSError`` when no answer comes."""
+    name = kafka.sasl_mechanism or ""
+    if name not in _PASSWORD_MECHANISMS or kafka.sasl_plain_password is None:
+        return None
+    mechanism = get_sasl_mechanism(name)(
+        sasl_mechanism=name, sasl_plain_username=kafka.sasl_plain_username or "",
+        sasl_plain_password=kafka.sasl_plain_password.get_secret_value())
+    correlation = 2
+    while not mechanism.is_done():
+        sent = mechanism.auth_bytes()
+        answer = _request(sock, 36, 1, correlation, kafka.client_id,
+                          struct.pack(">i", len(sent)) + sent)
+        correlation += 1
+        if isinstance(answer, str):
+            return answer
+        parsed = _authenticate_answer(answer)
+        if isinstance(parsed, str):
+            return parsed
+        error, message, received = parsed
+        if error:
+            return f"{_AUTH_ERRORS.get(error, f'Kafka error code {error}')}: {message}"
+        if received.startswith(b"e="):             # a SCRAM server error (RFC 5802)
+            return received[2:].decode(errors="replace")
+        try:
+            mechanism.receive(received)
+        except (ValueError, KeyError):             # kafka-python's SCRAM client
+            return f"it answered {received[:40]!r}, no step of {name}"
+    return None if mechanism.is_authenticated() else "not authenticated"
+
+
+#: Kafka error codes of a SaslAuthenticate answer
+_AUTH_ERRORS = {58: "SASL_AUTHENTICATION_FAILED", 34: "ILLEGAL_SASL_STATE"}
+
+
+def _authenticate_answer(answer: bytes) -> tuple[int, str, bytes] | str:
+    """A SaslAuthenticate v1 answer: error code, error message, the server's bytes; or
+    what makes it no such answer.
+
+    >>> _authenticate_answer(b"\\x00\\x3a\\x00\\x03bad\\xff\\xff\\xff\\xff" + bytes(8))
+    (58, 'bad', b'')
+    """
+    try:
+        error, size = struct.unpack(">hh", answer[:4])
+        message = answer[4:4 + max(size, 0)].decode(errors="replace")
+        pos = 4 + max(size, 0)
+        length = struct.unpack(">i", answer[pos:pos + 4])[0]
+    except struct.error:
+        return "no Kafka answer: too short"
+    return error, message, answer[pos + 4:pos + 4 + max(length, 0)]
 
 
 def _read_exactly(sock: socket.socket, n: int) -> bytes:
@@ -583,19 +657,23 @@ class FileSource:
             yield batch
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
-    """Block until the broker answers a metadata request, or raise ``SourceError``."""
+def wait_for_broker(bootstrap: str, timeout: float = 30.0, metadata: bool = True) -> None:
+    """Block until the broker answers a metadata request (``metadata`` False: until its
+    port accepts connections, for a broker that answers only authenticated clients), or
+    raise ``SourceError``."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     while time.monotonic() < deadline:  # first the TCP port, quietly
         try:
             socket.create_connection((host, int(port)), timeout=1).close()
+            if not metadata:
+                return
             break
         except OSError as exc:
             last = exc
             time.sleep(0.02)
-    while time.monotonic() < deadline:
+    while metadata and time.monotonic() < deadline:
         try:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000,
                                      bootstrap_timeout_ms=2000)

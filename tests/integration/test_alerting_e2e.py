@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from detector.broker import free_port
+from detector.alerting import LocalAlerting, without_waits
 from detector.sources import create_topics
 from tests.conftest import read_topic, wait_for
 
@@ -66,25 +62,6 @@ class Webhook:
         return None
 
 
-def _start(cmd: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-
-def _ready(port: int) -> bool:
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2).status == 200
-    except OSError:
-        return False
-
-
-def _query(port: int, expr: str) -> dict:
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    try:
-        return json.loads(urllib.request.urlopen(url, timeout=5).read())
-    except urllib.error.HTTPError as exc:  # 400 on a parse error: return its body
-        return json.loads(exc.read())
-
-
 def _events(rng: np.random.Generator, start: int, n: int, shift: float, correct: float,
             version: str = "5", shift_from: int = 0) -> tuple[list[dict], list[dict]]:
     preds, labels = [], []
@@ -117,45 +94,20 @@ def stack(topics, detector, prometheus_tools, stack_settings: dict, tmp_path: Pa
     det = detector({**stack_settings,
                     "drift_events": {"enabled": True, "topic": drift_topic}})
 
-    am_port, prom_port = free_port(), free_port()
-    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump({
-        "route": {"receiver": "test", "group_by": ["alertname", "model", "feature", "metric"],
-                  "group_wait": "0s", "group_interval": "1s", "repeat_interval": "1h"},
-        "receivers": [{"name": "test", "webhook_configs": [
-            {"url": f"http://127.0.0.1:{webhook.port}/", "send_resolved": False}]}]}))
     # The shipped rules, with every `for:` set to 0s: `for` is a production debounce of
     # minutes; this test checks the expressions, labels and routing, not the waiting.
-    rules = (DEPLOY / "prometheus" / "rules.yml").read_text()
-    (tmp_path / "rules.yml").write_text(re.sub(r"for: \w+", "for: 0s", rules))
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["rules.yml"],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        "scrape_configs": [{"job_name": "drift-detector",
-                            "static_configs": [{"targets": [f"127.0.0.1:{det.port}"]}]}]}))
-    procs = [
-        _start([prometheus_tools["prometheus-alertmanager"],
-                f"--config.file={tmp_path / 'alertmanager.yml'}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
-                "--log.level=warn"], tmp_path / "alertmanager.log"),
-        _start([prometheus_tools["prometheus"], f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-               tmp_path / "prometheus.log"),
-    ]
+    rules = without_waits((DEPLOY / "prometheus" / "rules.yml").read_text())
     try:
-        wait_for(lambda: _ready(am_port) and _ready(prom_port), 30, "Prometheus and Alertmanager")
-        yield {"webhook": webhook, "detector": det, "prom": prom_port, "drift_topic": drift_topic}
+        with LocalAlerting(tmp_path / "prometheus", [f"127.0.0.1:{det.port}"], rules,
+                           receiver_url=f"http://127.0.0.1:{webhook.port}/") as local:
+            yield {"webhook": webhook, "detector": det, "prometheus": local,
+                   "drift_topic": drift_topic}
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
         webhook.server.shutdown()
 
 
 def test_drift_then_accuracy_drop_reach_the_webhook(topics, stack) -> None:
-    webhook, prom = stack["webhook"], stack["prom"]
+    webhook, prometheus = stack["webhook"], stack["prometheus"]
     rng = np.random.default_rng(4242)
 
     # stable phase: accurate model, no drift; Prometheus must have seen the counters at 0
@@ -163,7 +115,7 @@ def test_drift_then_accuracy_drop_reach_the_webhook(topics, stack) -> None:
     topics.produce(topics.predictions, preds)
     topics.produce(topics.labels, labels)
     stack["detector"].wait_events("label", "fraud", 3000)
-    wait_for(lambda: _query(prom, 'drift_detections_total{feature="amount"} == 0')["data"]["result"],
+    wait_for(lambda: prometheus.query('drift_detections_total{feature="amount"} == 0'),
              30, "Prometheus to scrape the zero counters")
 
     # one feature drifts (+2 sigma); the model ignores it, so accuracy holds
@@ -219,17 +171,16 @@ def test_drift_then_accuracy_drop_reach_the_webhook(topics, stack) -> None:
     for title, expr in queries:
         expr = (expr.replace("$__rate_interval", "1m").replace("$model", "fraud")
                 .replace("$namespace", ".*").replace("$job", ".*"))
-        answer = _query(prom, expr)
-        assert answer["status"] == "success", (title, answer)
+        answer = prometheus.query(expr)          # raises, saying why, if it does not parse
         if not re.search(r"drift_model_error|_estimate", expr):
-            assert answer["data"]["result"], f"{title!r} has no data: {expr}"
+            assert answer, f"{title!r} has no data: {expr}"
 
     # the retraining hook: the detection was published with its origin
     events = [json.loads(m.value) for m in read_topic(topics.bootstrap, stack["drift_topic"])]
     hits = [e for e in events if e["feature"] == DRIFTED and e["detector"] in ("adwin", "cusum")]
     assert hits, events[:5]
     first = hits[0]
-    assert first["model"] == "fraud" and first["version"] == "5" and first["index"] >= 3000
+    assert first["model"] == "fraud" and first["model_version"] == "5" and first["index"] >= 3000
     assert 3000 <= first["onset_index"] <= first["index"]    # the change began at event 3000
     assert first["topic"] == topics.predictions and first["offset"] >= 3000
     assert first["statistic"]          # the detector's public state when it fired

@@ -1,7 +1,8 @@
 """The command line as a newcomer and an operator meet it, with real processes: help
 that lists every command, one-line errors with exit code 2 for a taken port and for bad
 demo arguments, a demo that never touches the broker named in the environment, and one
-name (``onset_index``) for a detection's onset in every output."""
+name for a detection's onset (``onset_index``) and model version (``model_version``,
+with ``version`` as its deprecated alias) in every output."""
 
 from __future__ import annotations
 
@@ -166,7 +167,9 @@ def test_a_detection_has_one_onset_name_in_every_output(tansu: Tansu, spawn,
         return next(d for d in found if d["feature"] == "x"
                     and d["detector"] == served["detector"])
 
-    for name, d in (("log", same([logged])), ("drift event", same(published)),
-                    ("replay", same(replayed))):
+    for name, d in (("/detections", served), ("log", same([logged])),
+                    ("drift event", same(published)), ("replay", same(replayed))):
         assert "onset" not in d, (name, d)
         assert (d["index"], d["onset_index"]) == (served["index"], served["onset_index"]), name
+        # the model version as the metrics name it, and its old name for one release
+        assert d["model_version"] == d["version"] == "1", (name, d)

@@ -34,7 +34,7 @@ def _events(seed: int) -> list[dict]:
 
 
 def _detections(procs: list[DetectorProcess]) -> set[tuple]:
-    return {(r["model"], r["version"], r["signal"], r["feature"], r["detector"], r["index"])
+    return {(r["model"], r["model_version"], r["signal"], r["feature"], r["detector"], r["index"])
             for p in procs for r in p.log_records() if r.get("event") == "drift_detected"}
 
 

@@ -6,8 +6,11 @@ configured security protocol, against the real test brokers.
   (``topic_missing`` once, ``drift_topic_missing`` 1, ``/readyz`` 503 with the reason)
   and consumed once it appears; with ``kafka.missing_topics: fail`` the service exits 1.
 - SASL against a broker without SASL (Tansu) and TLS against a plaintext listener exit
-  1 with one line naming the setting; a broker that does not answer at all is still
-  retried (not ready, SIGTERM exits 0 at once).
+  1 with one line naming the setting; so do wrong credentials (Tansu requiring SCRAM,
+  which knows no user) and a SCRAM exchange the broker cannot do (noida-db), with either
+  Kafka client; credentials a broker accepts (noida-db takes any with PLAIN) are consumed
+  with; a broker that does not answer at all is still retried (not ready, SIGTERM exits 0
+  in under a second).
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
 
-from detector.broker import free_port
+from detector.broker import Tansu, free_port
 from detector.config import KafkaSettings
 from detector.errors import SourceUnavailable
 from detector.sources import check_listener
@@ -193,10 +197,68 @@ def test_tls_against_a_plaintext_listener_exits_1_naming_the_setting(
     print(f"exit 1 after {took:.1f} s")
 
 
-def test_sasl_to_no_broker_at_all_is_retried_and_sigterm_exits_at_once(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tansu_scram(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tansu]:
+    """A Tansu that requires SASL/SCRAM and has no user: every credential is wrong."""
+    log = tmp_path_factory.mktemp("tansu-scram") / "tansu.log"
+    with Tansu(log_path=log, authentication=True) as b:
+        yield b
+
+
+SCRAM = {**SASL, "DRIFT_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512"}
+
+
+@CLIENTS
+def test_wrong_credentials_exit_1_naming_an_authentication_failure(
+        tansu_scram, tmp_path: Path, client: str) -> None:
+    code, line, took, text = _fatal_line(
+        {**SCRAM, "DRIFT_KAFKA__BOOTSTRAP_SERVERS": tansu_scram.bootstrap,
+         "DRIFT_KAFKA__CLIENT": client}, tmp_path)
+    assert code == 1, text[-3000:]
+    assert line == (f"drift-detector: Kafka at {tansu_scram.bootstrap} refused the "
+                    "credentials (unknown-user): check kafka.sasl_plain_username (drift) and "
+                    "kafka.sasl_plain_password for kafka.sasl_mechanism (SCRAM-SHA-512)"), line
+    assert "not-a-real-secret" not in text and "Traceback" not in text
+    print(f"exit 1 after {took:.1f} s")
+
+
+@CLIENTS
+def test_scram_a_broker_cannot_do_exits_1_naming_it(noida, tmp_path: Path,
+                                                    client: str) -> None:
+    """noida-db accepts the SCRAM handshake, then answers the exchange with nothing."""
+    code, line, _, text = _fatal_line(
+        {**SASL, "DRIFT_KAFKA__SASL_MECHANISM": "SCRAM-SHA-256",
+         "DRIFT_KAFKA__BOOTSTRAP_SERVERS": noida.bootstrap, "DRIFT_KAFKA__CLIENT": client},
+        tmp_path)
+    assert code == 1, text[-3000:]
+    assert line == (f"drift-detector: Kafka at {noida.bootstrap} refused the credentials (it "
+                    "answered b'', no step of SCRAM-SHA-256): check kafka.sasl_plain_username "
+                    "(drift) and kafka.sasl_plain_password for kafka.sasl_mechanism "
+                    "(SCRAM-SHA-256)"), line
+
+
+@CLIENTS
+def test_credentials_the_broker_accepts_are_consumed_with(noida, spawn, client: str) -> None:
+    """noida-db takes any PLAIN credentials: the check lets them through and the service
+    consumes over SASL_PLAINTEXT."""
+    topics = Topics(noida)
+    service = spawn(topics, {"kafka": {"client": client, "security_protocol": "SASL_PLAINTEXT",
+                                       "sasl_mechanism": "PLAIN",
+                                       "sasl_plain_username": "drift",
+                                       "sasl_plain_password": "not-a-real-secret"}})
+    topics.produce(topics.predictions, _events(20))
+    metrics = service.wait_events("prediction", "m", 20)
+    assert sample(metrics, "drift_events_total", kind="prediction", model="m") == 20
+    assert "not-a-real-secret" not in service.logs()
+
+
+@CLIENTS
+def test_sasl_to_no_broker_at_all_is_retried_and_sigterm_exits_at_once(tmp_path: Path,
+                                                                       client: str) -> None:
     nowhere = free_port()                         # nothing listens there
     proc, log_path, port = _run_env(
-        {**SASL, "DRIFT_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{nowhere}"}, tmp_path)
+        {**SASL, "DRIFT_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{nowhere}",
+         "DRIFT_KAFKA__CLIENT": client}, tmp_path)
     try:
         wait_for(lambda: '"source_unavailable"' in log_path.read_text()
                  or proc.poll() is not None, 30, "source_unavailable")
@@ -206,7 +268,7 @@ def test_sasl_to_no_broker_at_all_is_retried_and_sigterm_exits_at_once(tmp_path:
     finally:
         kill(proc)
     assert code == 0, log_path.read_text()
-    assert took < 1.5, f"exit took {took:.2f} s"
+    assert took < 1.0, f"exit took {took:.2f} s"
     print(f"SIGTERM to exit: {took:.2f} s")
 
 

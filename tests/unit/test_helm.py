@@ -1,7 +1,14 @@
 """The Helm chart deploy/helm/drift-detector, rendered by Helm's own engine for the default
 values and each variant; every object validated against the Kubernetes schemas
-(kubernetes-validate, strict) and the prometheus-operator objects against a structural
-schema of their CRDs; Pod Security Standard "restricted" on every Pod spec.
+(kubernetes-validate, strict) and the prometheus-operator objects against the operator's
+own schemas (types, enums, patterns, required fields) and for unknown keys; Pod Security
+Standard "restricted" on every Pod spec.
+
+The operator's schemas come from the npm package @kubernetes-models/prometheus-operator
+(generated from prometheus-operator's API types, kubebuilder validation included), the one
+registry package that ships them: it holds them compiled into validators, so they run in
+node, installed with npm once into ~/.cache/drift-detector (the test installs node and npm
+from Debian if they are missing).
 
 No `helm` executable installs from the registries this project can reach (Debian has none,
 npm's `helm-cli` downloads at install time, PyPI has none for Linux), so the chart is
@@ -14,6 +21,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -99,10 +107,12 @@ def _one(objects: list[dict], kind: str) -> dict:
     return found
 
 
-# --- the prometheus-operator CRDs, structurally ----------------------------------------
-# kubernetes-validate holds the built-in kinds only, and no CRD schema of prometheus-operator
-# installs from a reachable registry: this is the part of monitoring.coreos.com/v1 the chart
-# uses, with additionalProperties false where a misspelt key would be silently dropped.
+# --- the prometheus-operator CRDs ---------------------------------------------------------
+# kubernetes-validate holds the built-in kinds only. The operator's schemas (below, through
+# node) check types, enums, patterns and required fields, but, as a CRD's structural schema
+# does, let unknown keys through (the API server drops them): this is the part of
+# monitoring.coreos.com/v1 the chart uses, with additionalProperties false, so that a
+# misspelt key fails here instead of being silently dropped.
 
 _STR = {"type": "string", "minLength": 1}
 _META = {"type": "object", "required": ["name", "labels"],
@@ -152,6 +162,64 @@ CRD_SCHEMAS = {
 }
 
 
+OPERATOR_MODELS = "@kubernetes-models/prometheus-operator@6.0.0"
+#: reads a JSON list of objects on stdin; prints "Kind/name: valid" or "Kind/name: INVALID
+#: <reasons>" for each, exits 1 if any is invalid
+VALIDATOR = """
+import { readFileSync } from "node:fs";
+const kinds = ["PodMonitor", "ServiceMonitor", "PrometheusRule"];
+const models = {};
+for (const kind of kinds) {
+  models[kind] = (await import(
+    `@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/${kind}`))[kind];
+}
+let bad = 0;
+for (const obj of JSON.parse(readFileSync(0, "utf8"))) {
+  const where = `${obj.kind}/${obj.metadata.name}`;
+  try {
+    new models[obj.kind](obj).validate();
+    console.log(`${where}: valid against the prometheus-operator schema`);
+  } catch (err) {
+    bad += 1;
+    console.log(`${where}: INVALID ${err.message}`);
+  }
+}
+process.exit(bad ? 1 : 0);
+"""
+
+
+@pytest.fixture(scope="module")
+def operator_schemas() -> Callable[[list[dict]], tuple[bool, str]]:
+    """``validate(objects)``: (all valid, the validator's report) for prometheus-operator
+    objects, by the operator's schemas in node."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-qq"],
+                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nodejs",
+                     "npm"]):
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "drift-detector" \
+        / OPERATOR_MODELS.replace("@", "").replace("/", "-")
+    package = cache / "node_modules" / "@kubernetes-models" / "prometheus-operator"
+    if not (package / "package.json").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "package.json").write_text('{"private": true, "type": "module"}\n')
+        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
+                               OPERATOR_MODELS], cwd=cache, capture_output=True, text=True,
+                              check=False, timeout=600)
+        assert done.returncode == 0, f"npm install {OPERATOR_MODELS}:\n{done.stderr[-2000:]}"
+    script = cache / "validate.mjs"      # beside node_modules, where node resolves imports
+    script.write_text(VALIDATOR)
+
+    def validate(objects: list[dict]) -> tuple[bool, str]:
+        done = subprocess.run(["node", str(script)], input=json.dumps(objects),
+                              capture_output=True, text=True, check=False, timeout=120)
+        assert done.returncode in (0, 1), done.stderr[-2000:]
+        return done.returncode == 0, done.stdout
+    return validate
+
+
 # --- tests -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -163,15 +231,21 @@ def test_chart_lints_without_warnings(helm: ModuleType, variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_rendered_object_is_valid(render, kubernetes_validate, variant: str) -> None:
+def test_every_rendered_object_is_valid(render, kubernetes_validate, operator_schemas,
+                                        variant: str) -> None:
     objects = render(VARIANTS[variant])
     assert objects
     checked = []
+    operator = [obj for obj in objects if obj["kind"] in CRD_SCHEMAS]
+    if operator:
+        valid, report = operator_schemas(operator)
+        checked += [f"{variant}: {line}" for line in report.splitlines()]
+        assert valid, report
     for obj in objects:
         where = f"{variant}: {obj['kind']}/{obj['metadata']['name']}"
         if obj["kind"] in CRD_SCHEMAS:
             jsonschema.validate(obj, CRD_SCHEMAS[obj["kind"]])
-            checked.append(f"{where} valid against the {obj['kind']} CRD structure")
+            checked.append(f"{where} has no key outside the {obj['kind']} CRD")
         else:
             version = kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
             checked.append(f"{where} valid against Kubernetes {version} (strict)")
@@ -183,6 +257,25 @@ def test_every_rendered_object_is_valid(render, kubernetes_validate, variant: st
         kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod",
                                       "metadata": {"name": "snippet"}, "spec": spec},
                                      KUBERNETES_VERSION, strict=True)
+
+
+def test_the_operator_schemas_refuse_what_prometheus_operator_refuses(render,
+                                                                       operator_schemas) -> None:
+    """The validator is no rubber stamp: a misspelt duration, a numeric port name and a
+    rule group without a name are refused, each with its reason."""
+    objects = {o["kind"]: o for o in render(VARIANTS["default"])}
+    rule, monitor = objects["PrometheusRule"], objects["PodMonitor"]
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "5 minutes"
+    monitor["spec"]["podMetricsEndpoints"][0]["port"] = 10108
+    nameless = {**rule, "metadata": {**rule["metadata"], "name": "nameless"},
+                "spec": {"groups": [{"rules": rule["spec"]["groups"][0]["rules"]}]}}
+    valid, report = operator_schemas([rule, monitor, nameless])
+    print(report)
+    assert not valid
+    lines = report.splitlines()
+    assert "/rules/0/for must match pattern" in lines[0]
+    assert "/podMetricsEndpoints/0/port must be string" in lines[1]
+    assert "/groups/0 must have required property name" in lines[2]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -133,6 +133,15 @@ class ReferenceCollector(Collector):
                          labels=STREAM)
         missing = counter("drift_feature_missing", "Missing (null) feature values.",
                           labels=["model", "model_version", "feature"])
+        predictions = counter("drift_predictions", "Predictions applied, per model version.",
+                              labels=["model", "model_version"])
+        issues = counter("drift_feature_issues", "Data quality problems of a feature against "
+                         "its reference, by reason (missing, out_of_range, unseen_category, "
+                         "type_mismatch, unannounced).",
+                         labels=["model", "model_version", "feature", "reason"])
+        reference_missing = gauge("drift_feature_reference_missing_ratio", "Share of the "
+                                  "reference's predictions without a value for the feature.",
+                                  labels=["model", "model_version", "feature"])
         reference = ["model", "model_version", "signal", "feature", "method"]
         distance = gauge("drift_feature_distance", "Distance of the latest window from the "
                          "reference (psi, js, ks; 0: the same).", labels=reference)
@@ -223,17 +232,23 @@ class ReferenceCollector(Collector):
 
         # every version's prediction, error and label, then whole features (with their
         # category share streams) while they fit in max_feature_series
+        # (with each feature its data quality; the features only the reference has last)
         model_level, features = [], []
         for monitor in p.monitors():
+            predictions.add_metric([monitor.model, monitor.version], monitor.predictions)
+            judged = monitor.quality.features if monitor.quality is not None else {}
             for stream in monitor.streams():
                 if stream.category:
-                    features[-1].append(stream)
+                    features[-1][2].append(stream)
                 elif stream.signal == "feature":
-                    features.append([stream])
+                    features.append((monitor, judged.get(stream.feature), [stream]))
                 else:
                     model_level.append(stream)
+            features += [(monitor, (name, judged[name]), []) for name in judged
+                         if name not in monitor.features]
         left_out = dict.fromkeys(p.models, 0)
-        for group in [[stream] for stream in model_level] + features:
+        for monitor, judged, group in [(None, None, [stream]) for stream in model_level] + [
+                (m, (g[0].feature, j) if g else j, g) for m, j, g in features]:
             rows = []
             for stream in group:
                 key = [stream.model, stream.version, stream.signal, stream.feature,
@@ -264,11 +279,19 @@ class ReferenceCollector(Collector):
                         rows.append((pvalue if ch.name == "chi2" else distance,
                                      key[:4] + [ch.name], ch.value))
                 rows.append((None, channels, 0))
-            if group[0].signal == "feature":
+            if judged is not None and judged[1] is not None:
+                name, data = judged
+                key = [monitor.model, monitor.version, name]
+                for reason, n in data.issues.items():
+                    rows.append((issues, key + [reason], n if data.announced else 0))
+                if data.expect is not None:
+                    rows.append((reference_missing, key, data.expect.reference_missing))
+                rows.append((None, [data], 0))
+            if monitor is not None:
                 series = sum(family is not None for family, _, _ in rows)
                 if series > room:       # from the first that does not fit on (a feature
                     room = 0            # has at least its missing-values series)
-                    left_out[group[0].model] += 1
+                    left_out[monitor.model] += 1
                     continue
                 room -= series
             for family, labels, value in rows:
@@ -312,10 +335,10 @@ class ReferenceCollector(Collector):
                         labels=["format", "outcome"])
         for (fmt, outcome), n in sorted(self._status.input_pairs.items()):
             pairs.add_metric([fmt, outcome], n)
-        out = [events, rejected, detected, detections, firings, values, missing, distance,
-               pvalue, quality, error, *estimated.values(), quality_threshold,
-               error_threshold, join, pending, newest, lag, checkpoint, build, backpressure,
-               sinks, topic_missing, dropped, ingest, pairs]
+        out = [events, predictions, rejected, detected, detections, firings, values, missing,
+               issues, reference_missing, distance, pvalue, quality, error, *estimated.values(),
+               quality_threshold, error_threshold, join, pending, newest, lag, checkpoint,
+               build, backpressure, sinks, topic_missing, dropped, ingest, pairs]
         return out if per_detector else [f for f in out if f is not firings]
 
 
@@ -503,7 +526,7 @@ def _warm(n_numeric: int, n_categorical: int, **metrics: object) -> Pipeline:
 
 
 @pytest.mark.parametrize("per_detector, numeric, categorical, version", [
-    (True, 20, 37, 102), (False, 7, 24, 75)])
+    (True, 24, 41, 103), (False, 11, 28, 76)])
 def test_series_budget_per_feature_and_version(per_detector: bool, numeric: int,
                                                categorical: int, version: int) -> None:
     """The cardinality budget of the README: series per numeric feature, per categorical
@@ -526,7 +549,7 @@ def test_max_feature_series_keeps_whole_features_in_order_and_counts_the_rest() 
     """With room for two features, the version's own streams and the first two features
     are exported, the third is left out and counted; once it fits, its counters start
     at 0."""
-    pipeline = _warm(3, 0, max_feature_series=2 * 20 + 19)
+    pipeline = _warm(3, 0, max_feature_series=2 * 24 + 23)
     collector = DriftCollector(pipeline, threading.Lock(), RunStatus())
     series = _series(collector.render())
     assert {labels["feature"] for _, labels, _ in series if labels.get("signal") == "feature"} \
@@ -545,7 +568,7 @@ def test_max_feature_series_keeps_whole_features_in_order_and_counts_the_rest() 
 
 
 def test_a_capped_scrape_is_logged_when_it_starts_and_ends(caplog) -> None:
-    pipeline = _warm(3, 0, max_feature_series=20)
+    pipeline = _warm(3, 0, max_feature_series=24)
     collector = DriftCollector(pipeline, threading.Lock(), RunStatus())
     with caplog.at_level(logging.INFO, logger="detector.metrics"):
         collector.render()
