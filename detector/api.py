@@ -36,7 +36,7 @@ from typing import Any
 
 from detector.config import Settings, load_settings, settings_from
 from detector.errors import ConfigError
-from detector.pipeline import Pipeline
+from detector.pipeline import Pipeline, read_profile
 from detector.recorder import Recorder
 from detector.records import Record
 from detector.reference import Profile
@@ -192,7 +192,7 @@ class Monitor:
         self.pipeline = Pipeline(self.settings, tap=self.recorder.tap)
         for profile in profiles:
             if not isinstance(profile, Profile):
-                profile = _read_profile(profile)
+                profile = read_profile(profile)
             if not self.settings.discovers_models and profile.model not in self.settings.models:
                 raise ConfigError(f"the profile is for model {profile.model!r}, which the "
                                   "settings do not declare (models)")
@@ -332,15 +332,6 @@ class Monitor:
         """Write the HTML report; its path."""
         write_report(path, self.snapshot(), title)
         return Path(path)
-
-
-def _read_profile(path: str | os.PathLike[str]) -> Profile:
-    try:
-        return Profile.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the profile {path}: {exc.strerror}") from None
-    except ValueError as exc:  # JSON syntax or content
-        raise ConfigError(f"{path} is not a valid profile: {exc}") from None
 
 
 def cell_value(text: str) -> Any:

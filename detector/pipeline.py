@@ -315,6 +315,18 @@ class Pipeline:
             yield from state.versions.values()
 
 
+def read_profile(path: str | Path, setting: str | None = None) -> Profile:
+    """The profile in the JSON file ``path``; ``ConfigError`` (naming ``setting``, when
+    the path came from one) if it cannot be read or is not a profile."""
+    where = f"{setting}: " if setting else ""
+    try:
+        return Profile.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise ConfigError(f"{where}cannot read the profile {path}: {exc.strerror}") from None
+    except ValueError as exc:  # JSON syntax or content
+        raise ConfigError(f"{where}{path} is not a valid profile: {exc}") from None
+
+
 def load_profiles(settings: Settings) -> dict[tuple[str, str | None], Profile]:
     """Profiles named in the settings, by (model, version or None for every version).
 
@@ -325,12 +337,7 @@ def load_profiles(settings: Settings) -> dict[tuple[str, str | None], Profile]:
         wanted = [(f"models.{model}.profile", None, cfg.profile)] if cfg.profile else []
         wanted += [(f"models.{model}.profiles.{v}", v, p) for v, p in cfg.profiles.items()]
         for key, version, path in wanted:
-            try:
-                profile = Profile.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-            except OSError as exc:
-                raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
-            except ValueError as exc:  # JSON syntax or content
-                raise ConfigError(f"{key}: {path} is not a valid profile: {exc}") from None
+            profile = read_profile(path, key)
             if problem := profile_mismatch(profile, cfg):
                 raise ConfigError(f"{key}: {path}: {problem}")
             out[(model, version)] = profile
