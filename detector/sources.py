@@ -352,7 +352,35 @@ def log_input_topics(before: frozenset[str], now: frozenset[str]) -> None:
             "topics": len(now)}})
 
 
-class KafkaSource:
+class TopicWatch:
+    """What both consumers keep of the cluster's topics: the configured ones missing,
+    those the ``inputs`` patterns match, and the list subscribed to."""
+
+    _settings: KafkaSettings
+    _kinds: dict[str, Kind]
+    _patterns: list[re.Pattern[str]]
+    _missing: frozenset[str]
+    _matched: frozenset[str]
+    _subscribed: list[str]
+    _next_topic_check: float
+
+    def _to_subscribe(self, topics: frozenset[str]) -> list[str] | None:
+        """From the cluster's ``topics``: log and record the configured topics missing
+        (``topic_missing`` once per topic, then ``topic_found``) and the topics the
+        ``inputs`` patterns match; return the topics to subscribe to when that list
+        changed (those that exist), else None."""
+        k = self._settings
+        missing = frozenset(self._kinds) - topics
+        matched = matching(topics, self._patterns, self._kinds)
+        log_topic_changes(k, self._missing, missing)
+        log_input_topics(self._matched, matched)
+        self._missing, self._matched = missing, matched
+        self._next_topic_check = time.monotonic() + k.topic_check_seconds
+        present = [t for t in self._kinds if t not in missing] + sorted(matched)
+        return present if present and present != self._subscribed else None
+
+
+class KafkaSource(TopicWatch):
     """A consumer-group member on the predictions and labels topics, and on the topics
     that the regular expressions ``inputs`` match whole (a model server's request and
     response topics, see ``detector.formats``; their records have kind ``prediction``).
@@ -451,21 +479,12 @@ class KafkaSource:
         return self._missing
 
     def _found(self, topics: Iterable[str]) -> None:
-        """From the cluster's ``topics`` (a metadata request for all topics): record
-        which configured topics are missing (``topic_missing`` once per topic, then
-        ``topic_found`` when it appears) and which topics the ``inputs`` patterns
-        match; subscribe to those that exist."""
-        k, consumer = self._settings, self._consumer
+        """From the cluster's ``topics`` (a metadata request for all topics): subscribe
+        to the configured and matched topics that exist (``TopicWatch``)."""
+        consumer = self._consumer
         assert consumer is not None
-        topics = frozenset(topics)
-        missing = frozenset(self._kinds) - topics
-        matched = matching(topics, self._patterns, self._kinds)
-        log_topic_changes(k, self._missing, missing)
-        log_input_topics(self._matched, matched)
-        self._missing, self._matched = missing, matched
-        self._next_topic_check = time.monotonic() + k.topic_check_seconds
-        present = [t for t in self._kinds if t not in missing] + sorted(matched)
-        if present and present != self._subscribed:
+        present = self._to_subscribe(frozenset(topics))
+        if present is not None:
             if self._subscribed:
                 # kafka-python 3.0.12 sends the JoinGroup of a changed subscription, but
                 # when the broker answers after poll's timeout (Tansu holds it ~1 s) no

@@ -44,12 +44,10 @@ from detector.sources import (
     NotSent,
     SinkOutcome,
     TopicSink,
+    TopicWatch,
     _names,
     check_listener,
     largest_message,
-    log_input_topics,
-    log_topic_changes,
-    matching,
 )
 
 log = logging.getLogger(__name__)
@@ -166,7 +164,7 @@ class _ClientLog(ThrottledLog):
                   {"facility": facility, "message": (fmt % args)[:500]})
 
 
-class ConfluentSource:
+class ConfluentSource(TopicWatch):
     """A consumer-group member on the predictions and labels topics, on librdkafka.
 
     Behaves as ``sources.KafkaSource``: see there for ``inputs``, ``resume_from``,
@@ -247,18 +245,12 @@ class ConfluentSource:
         return frozenset(consumer.list_topics(timeout=timeout).topics)
 
     def _found(self, topics: frozenset[str]) -> None:
-        """As ``KafkaSource._found``: from the cluster's ``topics``, record the missing
-        configured topics and the matched ``inputs`` topics; subscribe to those that exist."""
-        k, consumer = self._settings, self._consumer
+        """As ``KafkaSource._found``: subscribe to the configured and matched topics that
+        exist (``TopicWatch``)."""
+        consumer = self._consumer
         assert consumer is not None
-        missing = frozenset(self._kinds) - topics
-        matched = matching(topics, self._patterns, self._kinds)
-        log_topic_changes(k, self._missing, missing)
-        log_input_topics(self._matched, matched)
-        self._missing, self._matched = missing, matched
-        self._next_topic_check = time.monotonic() + k.topic_check_seconds
-        present = [t for t in self._kinds if t not in missing] + sorted(matched)
-        if present and present != self._subscribed:
+        present = self._to_subscribe(topics)
+        if present is not None:
             consumer.subscribe(present, on_assign=self._on_assign,
                                on_revoke=self._on_revoke, on_lost=self._on_lost)
             self._subscribed = present
