@@ -345,16 +345,15 @@ def _run(settings: Settings, stop: threading.Event) -> int:
     if stop.is_set():
         return 0
     from detector.service import Service
-    from detector.sources import KafkaCheckpointStore
+    from detector.stores import FileStore, KafkaStore
 
     if stop.is_set():
         return 0
     sink = dead = store = None
     ck = settings.checkpoint
-    if ck.topic is not None:
-        import socket
-        name = ck.name or f"{settings.kafka.group_id}:{socket.gethostname()}"
-        store = KafkaCheckpointStore(settings.kafka, ck.topic, name)
+    if ck.enabled:
+        store = FileStore(ck.path) if ck.path is not None else KafkaStore(
+            settings.kafka, ck.topic_for(settings.kafka.group_id), ck.replication_factor)
     # the sinks connect in Service.run, after the source (none of this touches the network)
     sink_type = _sink_type(settings.kafka)
     if settings.drift_events.enabled:

@@ -276,14 +276,20 @@ class DetectionSettings(_Section):
 
 
 class CheckpointSettings(_Section):
-    """Periodic checkpoints of the whole state and its Kafka positions (off without a path)."""
+    """The monitors' state, kept per source partition with the positions it covers, so
+    that a restart or a rebalance neither loses nor double counts an event (on by
+    default: on a compacted Kafka topic named after the consumer group)."""
 
-    path: Path | None = None
-    topic: str | None = Field(None, description="a compacted Kafka topic instead of a file")
-    name: str | None = Field(None, description="this instance's key on the topic "
-                             "(default: group id and host name)")
-    key: SecretStr | None = Field(None, description="HMAC key that signs checkpoints")
-    interval_seconds: float = Field(30.0, gt=0)
+    enabled: bool = Field(True, description="keep state; false: a restart starts afresh from "
+                          "the group's committed offsets, committed after every batch")
+    path: Path | None = Field(None, description="a directory (a volume) instead of the topic")
+    topic: str | None = Field(None, description="the compacted state topic (default: "
+                              "<kafka.group_id>-state, created if missing)")
+    replication_factor: int | None = Field(None, ge=1, description="of the state topic "
+                                           "when it is created (default: the broker's)")
+    key: SecretStr | None = Field(None, description="optional HMAC key: state is then signed, "
+                                  "and unsigned or wrongly signed state is refused")
+    interval_seconds: float = Field(10.0, gt=0)
     interval_events: int = Field(100_000, ge=1)
     on_invalid: Literal["fresh", "refuse"] = "fresh"
 
@@ -291,15 +297,17 @@ class CheckpointSettings(_Section):
     def _check(self) -> CheckpointSettings:
         if self.path is not None and self.topic is not None:
             raise ValueError("set checkpoint.path or checkpoint.topic, not both")
-        if self.enabled and (self.key is None or len(self.key.get_secret_value()) < 16):
-            raise ValueError("checkpoint.key (16+ characters) is required with checkpoint.path "
-                             "or checkpoint.topic: checkpoints are signed and unsigned ones "
-                             "are refused")
+        if self.key is not None and len(self.key.get_secret_value()) < 16:
+            raise ValueError("checkpoint.key must have 16 or more characters")
         return self
 
-    @property
-    def enabled(self) -> bool:
-        return self.path is not None or self.topic is not None
+    def topic_for(self, group_id: str) -> str:
+        """The state topic of a consumer group.
+
+        >>> CheckpointSettings().topic_for("drift-detector")
+        'drift-detector-state'
+        """
+        return self.topic or f"{group_id}-state"
 
 
 class DriftEventSettings(_Section):

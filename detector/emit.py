@@ -1,7 +1,8 @@
 """A small producer of our events for model servers that log nothing themselves
 (BentoML, Ray Serve, MLflow, FastAPI): ``Emitter.log_prediction`` and
 ``Emitter.log_label`` write the JSON events of the README ("Events") to the
-predictions and labels topics, keyed by ``prediction_id``.
+predictions and labels topics, keyed by model (the partitioning contract: a model's
+predictions and labels share a partition, and its state moves with it).
 
 They never block and never raise into the serving path. A call only encodes the event
 (a few microseconds) and puts it on a bounded in-memory queue; a background thread
@@ -159,7 +160,7 @@ class Emitter:
             value = json.dumps(event, default=_plain, allow_nan=False).encode()
         except (TypeError, ValueError, AttributeError, RecursionError) as exc:
             return self._drop("invalid", 1, repr(exc)[:200])
-        return self._put(self.predictions_topic, prediction_id, value)
+        return self._put(self.predictions_topic, model, value)
 
     def log_label(self, model: str, prediction_id: str | int, label: Any, *,
                   timestamp: float | None = None) -> bool:
@@ -173,7 +174,7 @@ class Emitter:
             value = json.dumps(event, default=_plain, allow_nan=False).encode()
         except (TypeError, ValueError, AttributeError, RecursionError) as exc:
             return self._drop("invalid", 1, repr(exc)[:200])
-        return self._put(self.labels_topic, prediction_id, value)
+        return self._put(self.labels_topic, model, value)
 
     def stats(self) -> dict[str, int]:
         """Events ``queued`` (accepted by a call), ``sent`` (acknowledged by Kafka), and

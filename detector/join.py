@@ -31,9 +31,12 @@ source which topic to hold back until the other catches up.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection
 from typing import Any, Literal, NamedTuple
 
 Key = tuple[str, str]
+#: waiting entries (key, (deadline, payload or label, source partition)) of both sides
+Entries = tuple[list[tuple[Key, tuple[float, Any, int]]], list[tuple[Key, tuple[float, Any, int]]]]
 
 
 class Dropped(NamedTuple):
@@ -185,6 +188,53 @@ class JoinBuffer:
             self._count(1, partition, -1)
             dropped.orphan.append(key)
         return dropped
+
+    def take(self, partitions: Collection[int], remove: bool = True) -> Entries:
+        """The entries read from source ``partitions`` (for a checkpoint of those
+        partitions), removed unless ``remove`` is False (before they move to another
+        instance, they are).
+
+        >>> j = JoinBuffer(ttl=60, capacity=10)
+        >>> _ = j.add_prediction("m", "a", 0.0, "pa", 0), j.add_label("m", "b", 0.0, 1, 1)
+        >>> moved = j.take([1]); (j.waiting_predictions, j.waiting_labels)
+        (1, 0)
+        >>> j.put(moved); j.add_prediction("m", "b", 1.0, "pb", 1)
+        ('pb', 1)
+        """
+        wanted = set(partitions)
+        out: Entries = ([], [])
+        for side, entries in enumerate((self._predictions, self._labels)):
+            moved = [(k, e) for k, e in entries.items() if e[2] in wanted]
+            for key, entry in moved if remove else ():
+                del entries[key]
+                self._count(side, entry[2], -1)
+                if side == 0:
+                    self._forget(key[0])
+            out[side].extend(moved)
+        return out
+
+    def put(self, entries: Entries) -> None:
+        """Add the entries of ``take`` (from a checkpoint) to those waiting, in deadline
+        order; over ``capacity``, the oldest are evicted as usual."""
+        for side, (current, moved) in enumerate(zip((self._predictions, self._labels),
+                                                    entries, strict=True)):
+            if not moved:
+                continue
+            merged = sorted([*current.items(), *moved], key=lambda item: item[1][0])
+            current.clear()
+            current.update(merged)
+            for key, entry in moved:
+                self._count(side, entry[2], 1)
+                if side == 0:
+                    self._pending[key[0]] = self._pending.get(key[0], 0) + 1
+            while len(current) > self.capacity:
+                old, entry = current.popitem(last=False)
+                self._count(side, entry[2], -1)
+                if side == 0:
+                    self._forget(old[0])
+                    self._dropped.prediction_evicted.append(old)
+                else:
+                    self._dropped.label_evicted.append(old)
 
     def _forget(self, model: str) -> None:
         left = self._pending[model] - 1

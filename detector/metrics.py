@@ -89,6 +89,10 @@ class RunStatus:
         self.detections: deque[Detection] = deque(maxlen=keep_detections)
         self.stopping = False
         self.checkpoint_at: float | None = None
+        #: why state cannot be saved, while it cannot (not ready until a save succeeds)
+        self.checkpoint_error: str | None = None
+        #: state reads, writes and restores that failed, by (operation, reason)
+        self.checkpoint_failures: dict[tuple[str, str], int] = {}
         #: messages each enabled sink (``dead_letter``, ``drift_events``) handled, by outcome
         #: (written or why not); every series exists from start-up (``enable_sink``)
         self.sink_messages: dict[tuple[str, str], int] = {}
@@ -121,6 +125,8 @@ class RunStatus:
             return False, f"topic{'s' * (len(missing) > 1)} {', '.join(missing)} {verb} not exist"
         if now - self.last_poll > self.stale_after:
             return False, f"no poll for {now - self.last_poll:.0f} s"
+        if self.checkpoint_error is not None:
+            return False, self.checkpoint_error
         return True, "consuming"
 
     def enable_sink(self, sink: str, outcomes: Iterable[str]) -> None:
@@ -216,6 +222,9 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      ("topic", "partition")),
     ("drift_checkpoint_timestamp_seconds", "gauge",
      "When the last checkpoint was saved or restored.", ()),
+    ("drift_checkpoint_failures", "counter",
+     ("State that could not be read, written or restored, by operation and reason "
+      "(offsets stay uncommitted while writes fail)."), ("operation", "reason")),
     ("drift_build_info", "gauge", "drift-detector build.", ("version",)),
     ("drift_join_backpressure", "gauge",
      ("Partitions of the topic of this kind held back so that the other topic's catch up "
@@ -644,6 +653,8 @@ class DriftCollector(Collector):
             ((topic, str(partition)), n) for (topic, partition), n in sorted(status.lag.items())]
         if status.checkpoint_at is not None:
             series["drift_checkpoint_timestamp_seconds"] = [((), status.checkpoint_at)]
+        series["drift_checkpoint_failures"] = [(key, n) for key, n
+                                               in sorted(status.checkpoint_failures.items())]
         series["drift_build_info"] = [((__version__,), 1)]
         series["drift_join_backpressure"] = [((kind,), held) for kind, held
                                              in status.join_backpressure.items()]

@@ -65,10 +65,13 @@ class BatchResult:
 class ModelState:
     """Everything kept for one model: its versions' monitors and its counters."""
 
-    __slots__ = ("name", "versions", "events", "join", "newest_event_time", "seq")
+    __slots__ = ("name", "versions", "events", "join", "newest_event_time", "seq", "partition")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, partition: int | None = None) -> None:
         self.name = name
+        #: the source partition its events come from: its state is kept, and moves to
+        #: another instance, with that partition's (None until its first event)
+        self.partition = partition
         self.versions: OrderedDict[str, ModelMonitor] = OrderedDict()
         self.events = dict.fromkeys(KINDS, 0)
         self.join = dict.fromkeys(JOIN_OUTCOMES, 0)
@@ -93,6 +96,11 @@ class Pipeline:
         )
         self.join = JoinBuffer(settings.join.ttl_seconds, settings.join.capacity)
         self.evicted_versions = 0
+        #: ``rejected`` by the source partition of what was rejected (see ``take``)
+        self.rejected_in: dict[int, Counter[tuple[str, str]]] = {}
+        #: models whose events came from more than one partition (logged once each)
+        self.spread: set[str] = set()
+        self._partition = -1           # the source partition of the record being read
         self.profiles = load_profiles(settings)
         #: monitors with values queued in this batch (a dict: flushed in a fixed order)
         self._touched: dict[ModelMonitor, None] = {}
@@ -114,6 +122,7 @@ class Pipeline:
         scanning, models = self.engine == "kernel", self.models
         self._latest = now + s.max_clock_skew_seconds
         for at, record in enumerate(records):
+            self._partition = record.partition
             try:
                 event = None
                 if scanning:     # the River engine decodes everything: the reference
@@ -143,6 +152,9 @@ class Pipeline:
             detections: list[Detection] = []
             origins: list[int] = []
             for monitor in self._touched:
+                owner = models.get(monitor.model)
+                self._partition = -1 if owner is None or owner.partition is None \
+                    else owner.partition
                 monitor.flush(now, detections, origins, self.tap)
                 for rejection in monitor.take_invalid():
                     self._reject(rejection, result)
@@ -161,6 +173,8 @@ class Pipeline:
         if when > self._latest:
             when = self._future(when, now, result)
         state.seq += 1
+        if state.partition != record.partition:
+            self._owner(state, record.partition)
         prediction = type(event) is Prediction
         if prediction:
             monitor = self._monitor(state, event.version, now)
@@ -188,17 +202,38 @@ class Pipeline:
         self._reject(Rejection("timestamp", "future_timestamp",
                                f"{when - now:.0f} s ahead of the service clock"), result)
 
+    def _owner(self, state: ModelState, partition: int) -> None:
+        """The first event of a model makes its partition the owner of its state; events
+        from another partition break the partitioning contract (README, "State"): they
+        still count, in the owner's state, and the model is logged once."""
+        if state.partition is None:
+            state.partition = partition
+        elif state.name not in self.spread:
+            self.spread.add(state.name)
+            log.warning("partition_contract_broken", extra={"fields": {
+                "model": state.name, "partition": state.partition, "also_from": partition,
+                "effect": "its state moves with the first partition only"}})
+
     def _reject(self, rejection: Rejection, result: BatchResult,
                 record: Record | None = None) -> None:
-        self.rejected[(rejection.kind, rejection.reason)] += 1
+        self.count_rejection(rejection.kind, rejection.reason, self._partition)
         result.rejections.append(rejection)
         if record is not None:
             result.dead.append((rejection, record))
 
+    def count_rejection(self, kind: str, reason: str, partition: int) -> None:
+        """Count one rejection of a message read from source ``partition``."""
+        key = (kind, reason)
+        self.rejected[key] += 1
+        by = self.rejected_in.get(partition)
+        if by is None:
+            by = self.rejected_in[partition] = Counter()
+        by[key] += 1
+
     def _model(self, name: str) -> ModelState | None:
         state = self.models.get(name)
         if state is None and self.settings.discovers_models and len(self.models) < self.settings.max_models:
-            state = self.models[name] = ModelState(name)
+            state = self.models[name] = ModelState(name, self._partition)
         return state
 
     def _monitor(self, state: ModelState, version: str, now: float) -> ModelMonitor | None:
@@ -309,6 +344,43 @@ class Pipeline:
         self.evicted_versions = state["evicted_versions"]
         for name in self.settings.models:
             self.models.setdefault(name, ModelState(name))
+
+    def take(self, partition: int, remove: bool = False) -> dict:
+        """The state of everything read from source ``partition`` (a checkpoint's part):
+        the models it owns, its rejection counts and its entries waiting in the join;
+        with ``remove``, they leave this pipeline (the partition moves elsewhere)."""
+        models = {name: st for name, st in self.models.items() if st.partition == partition}
+        rejected = self.rejected_in.get(partition, Counter())
+        out = {"models": models, "rejected": dict(rejected),
+               "join": self.join.take([partition], remove)}
+        if remove:
+            for name in models:
+                del self.models[name]
+                if name in self.settings.models:
+                    self.models[name] = ModelState(name)
+            self.rejected.subtract(self.rejected_in.pop(partition, {}))
+            self.spread -= models.keys()
+        return out
+
+    def put(self, partition: int, state: dict) -> None:
+        """Take over the state of source ``partition`` (from ``take``, through a
+        checkpoint). A model this pipeline already has events of keeps the state with
+        more events (the partitioning contract was broken: logged)."""
+        for name, st in state["models"].items():
+            here = self.models.get(name)
+            if here is not None and here.partition is not None:
+                keep = sum(st.events.values()) > sum(here.events.values())
+                log.warning("partition_state_conflict", extra={"fields": {
+                    "model": name, "partition": partition, "kept": "restored" if keep
+                    else "current", "current_partition": here.partition}})
+                if not keep:
+                    continue
+            st.partition = partition
+            self.models[name] = st
+        counts = Counter(state["rejected"])
+        self.rejected.update(counts)
+        self.rejected_in.setdefault(partition, Counter()).update(counts)
+        self.join.put(state["join"])
 
     def monitors(self) -> Iterable[ModelMonitor]:
         for state in self.models.values():

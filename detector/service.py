@@ -21,16 +21,17 @@ from contextlib import ExitStack
 from typing import Protocol
 from urllib.parse import quote
 
-from detector import kernels, state
+from detector import kernels
 from detector.config import Settings
 from detector.detections import detection_fields
 from detector.errors import SourceUnavailable
 from detector.events import Rejection
-from detector.ingest import Ingest
 from detector.formats import KIND as PAYLOAD
 from detector.formats import REASONS as PAYLOAD_REASONS
 from detector.formats import Inputs
+from detector.ingest import Ingest
 from detector.join import JoinGate
+from detector.keeper import Keeper
 from detector.kernels import _jit
 from detector.metrics import Exporter, MetricsServer, RunStatus
 from detector.monitor import Detection
@@ -38,6 +39,7 @@ from detector.pipeline import BatchResult, Pipeline
 from detector.recorder import Recorder
 from detector.records import Message, Record, Sink
 from detector.report import render
+from detector.stores import Store
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +52,14 @@ _RESUMED = {"prediction": "predictions_resumed", "label": "labels_resumed"}
 class Source(Protocol):
     def open(self) -> None: ...
     def poll(self) -> list[Record]: ...
-    def commit(self) -> bool: ...
+    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> bool: ...
     def lag(self) -> dict[tuple[str, int], int]: ...
     def connected(self) -> bool: ...
     def missing_topics(self) -> frozenset[str]: ...
-    def positions(self) -> dict[tuple[str, int], int]: ...
-    def resume_from(self, offsets: dict[tuple[str, int], int]) -> None: ...
+    def keep_state(self, keeper: Keeper) -> None: ...
+    def applied(self) -> dict[tuple[str, int], int]: ...
     def partition_lags(self, topic: str) -> dict[int, int | None]: ...
     def hold(self, partitions: set[tuple[str, int]]) -> None: ...
-    def close(self) -> None: ...
-
-
-class Store(Protocol):
-    def read(self) -> bytes | None: ...
-    def write(self, blob: bytes) -> int: ...
     def close(self) -> None: ...
 
 
@@ -203,8 +199,7 @@ class Service:
         self.source = source
         self.sink = sink
         self.dead_letters = dead_letters
-        cfg = settings.checkpoint
-        self.store = store or (state.FileStore(cfg.path) if cfg.path is not None else None)
+        self.store = store
         self.clock = clock
         r = settings.report
         #: samples each batch for ``/report`` (``report.enabled``)
@@ -229,8 +224,11 @@ class Service:
             RejectionLog(event="ingest_refused"))
         self.server: MetricsServer | None = None
         self._rejections = RejectionLog()
-        self._fingerprint = state.fingerprint(settings.state_shape())
-        self._events = 0                 # messages applied, restored from a checkpoint
+        #: keeps the state per source partition with the offsets it covers (``store``)
+        self.keeper = None if store is None else Keeper(
+            settings, self.pipeline, store, self.lock, self.status, clock=clock,
+            extra=None if self.inputs is None else (self.inputs.take, self.inputs.put))
+        self._events = 0                 # messages applied
         self._saved_events = 0
         self._saved_at = clock()
 
@@ -263,14 +261,15 @@ class Service:
             if self.server is None:
                 self.start_http()
             stack.callback(self._stop_http)
-            if (not _unless_stopped(_warm_up, stop) or not _unless_stopped(self._restore, stop)
-                    or not self._open(stop, stack)):
+            if self.keeper is not None:
+                self.source.keep_state(self.keeper)
+                stack.callback(self.store.close)        # after the source's last revocation
+            if not _unless_stopped(_warm_up, stop) or not self._open(stop, stack):
                 return
             tune_gc()
             stack.callback(self._mark_stopping)
-            if self.store is not None:
-                stack.callback(self.store.close)
-                stack.callback(self._save_if_applied)   # runs before the source closes
+            if self.keeper is not None:
+                stack.callback(self._save)              # runs before the source closes
             self._loop(stop)
 
     def _stop_http(self) -> None:
@@ -281,63 +280,13 @@ class Service:
     def _mark_stopping(self) -> None:
         self.status.stopping = True
 
-    def _key(self) -> bytes:
-        return self.settings.checkpoint.key.get_secret_value().encode()
-
-    def _restore(self) -> None:
-        """Load the newest valid checkpoint, if any; raises ``CheckpointError`` when it is
-        unusable and ``checkpoint.on_invalid`` is ``refuse``."""
-        cfg, store = self.settings.checkpoint, self.store
-        if store is None:
-            return
-        try:
-            raw = store.read()
-            if raw is None:
-                log.info("checkpoint_none", extra={"fields": {"store": str(store)}})
-                return
-            ckpt = state.unseal(raw, self._key(), self._fingerprint, str(store))
-        except state.CheckpointError as exc:
-            if cfg.on_invalid == "refuse":
-                raise
-            log.error("checkpoint_invalid", extra={"fields": {"error": str(exc),
-                                                              "action": "starting fresh"}})
-            return
-        self.pipeline.restore(ckpt.state)
-        if self.inputs is not None:
-            self.inputs.restore(ckpt.state)
-            self._count_payload_rejections()
-        self.source.resume_from(ckpt.offsets)
-        self._events = self._saved_events = ckpt.events
-        self.status.checkpoint_at = ckpt.created
-        log.info("checkpoint_restored", extra={"fields": {
-            "store": str(store), "events": ckpt.events,
-            "age_s": round(self.clock() - ckpt.created, 1),
-            "offsets": ",".join(f"{t}/{p}@{o}" for (t, p), o in sorted(ckpt.offsets.items()))}})
-
     def _save(self) -> None:
-        """Checkpoint the state with the positions it corresponds to (between batches)."""
-        started = time.perf_counter()
-        offsets = self.source.positions()
-        with self.lock:
-            snapshot = self.pipeline.snapshot()
-            if self.inputs is not None:
-                snapshot.update(self.inputs.snapshot())
-            payload = state.encode(snapshot, offsets, self._fingerprint, self._events)
-        size = self.store.write(state.seal(self._key(), payload))
+        """Write the state of every held partition that applied messages since its last
+        save, then commit the offsets that state covers (never more)."""
+        covered = self.keeper.save(self.source.applied())
         self._saved_events, self._saved_at = self._events, self.clock()
-        self.status.checkpoint_at = self._saved_at
-        log.info("checkpoint_saved", extra={"fields": {
-            "events": self._events, "bytes": size,
-            "seconds": round(time.perf_counter() - started, 3)}})
-
-    def _save_if_applied(self) -> None:
-        """The last checkpoint, on the way out, if anything was applied since the one
-        before. A stop before the first batch (during the group join, say) keeps the
-        restored checkpoint: saving then would pair its state with no positions (nothing
-        is assigned yet), and the next start would resume from the group's commits, past
-        events that state never saw."""
-        if self._events != self._saved_events:
-            self._save()
+        if covered:
+            self.source.commit(covered)
 
     def _open(self, stop: threading.Event, stack: ExitStack) -> bool:
         """Connect the source, then each sink, retrying while no broker answers; each
@@ -380,6 +329,7 @@ class Service:
         source, pipeline, status, clock = self.source, self.pipeline, self.status, self.clock
         gates: dict[int, JoinGate] = {}
         next_health = 0.0
+        ck = self.settings.checkpoint
         while not stop.is_set():
             records = source.poll()
             now = clock()
@@ -397,19 +347,19 @@ class Service:
                 if self.dead_letters is not None and result.dead:
                     status.count_sink(self.dead_letters.name, self.dead_letters.publish(
                         dead_letter(r, rec) for r, rec in result.dead))
-                source.commit()
+                if self.keeper is None:
+                    source.commit()
                 self._report(result, now)
                 self._events += len(records)
-                ck = self.settings.checkpoint
-                if self.store is not None and (
-                        self._events - self._saved_events >= ck.interval_events
-                        or now - self._saved_at >= ck.interval_seconds):
-                    self._save()
             else:
                 with self.lock:
                     pipeline.expire(now)
                     if self.inputs is not None:
                         self.inputs.expire(now)
+            if self.keeper is not None and (
+                    self._events - self._saved_events >= ck.interval_events
+                    or now - self._saved_at >= ck.interval_seconds):
+                self._save()
             self._balance_join(gates)
             status.last_poll = now
             if now >= next_health:
@@ -439,7 +389,7 @@ class Service:
         converted = self.inputs.convert(records, now)
         result = self.pipeline.process(converted.records, now)
         for rejection, record in converted.rejected:
-            self.pipeline.rejected[(rejection.kind, rejection.reason)] += 1
+            self.pipeline.count_rejection(rejection.kind, rejection.reason, record.partition)
             result.rejections.append(rejection)
             result.dead.append((rejection, record))
         return result

@@ -7,8 +7,6 @@ calls ``commit()``, so a crash replays at most the uncommitted batch.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 import socket
@@ -16,16 +14,17 @@ import ssl
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from itertools import islice, repeat
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from kafka import (
     ConsumerRebalanceListener,
     KafkaAdminClient,
     KafkaConsumer,
     KafkaProducer,
+    OffsetAndMetadata,
     TopicPartition,
 )
 from kafka.admin import NewTopic
@@ -46,7 +45,6 @@ from detector.config import KafkaSettings
 from detector.errors import SourceError, SourceUnavailable
 from detector.events import Kind
 from detector.records import Record
-from detector.state import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -396,8 +394,10 @@ class KafkaSource(TopicWatch):
         self._matched: frozenset[str] = frozenset()
         self._subscribed: list[str] = []
         self._consumer: KafkaConsumer | None = None
-        #: positions from a checkpoint, applied when those partitions are first assigned
-        self._resume: dict[tuple[str, int], int] = {}
+        #: keeps the state per partition (``keep_state``); None: nothing is kept
+        self._keeper: PartitionKeeper | None = None
+        #: what the keeper raised while partitions came (the next poll raises it)
+        self._fatal: Exception | None = None
         #: next offset this process has handed out per partition: a message below it was
         #: already applied, and comes again only because its commit failed (a rebalance,
         #: an outage); it is skipped, so nothing is counted twice
@@ -410,22 +410,16 @@ class KafkaSource(TopicWatch):
         self._missing: frozenset[str] = frozenset()
         self._next_topic_check = 0.0
 
-    def resume_from(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Start these partitions at these offsets (a checkpoint's), not at the group's."""
-        self._resume = dict(offsets)
-        self._applied.clear()
+    def keep_state(self, keeper: PartitionKeeper) -> None:
+        """Hand partitions to ``keeper`` as they come and go (before ``open``): it
+        restores their state and says where to start them, and saves it when they
+        leave."""
+        self._keeper = keeper
 
-    def positions(self) -> dict[tuple[str, int], int]:
-        """The next offset to read of every assigned partition."""
-        c = self._consumer
-        out = {}
-        if c is not None:
-            for tp in c.assignment():
-                try:
-                    out[(tp.topic, tp.partition)] = c.position(tp, timeout_ms=5000)
-                except KafkaError:
-                    continue
-        return out
+    def applied(self) -> dict[tuple[str, int], int]:
+        """The next offset after the last message handed out, per assigned partition
+        that handed out any (or was started at a kept state's position)."""
+        return {(tp[0], tp[1]): o for tp, o in self._applied.items()}
 
     def open(self) -> None:
         """Connect and subscribe to the configured topics that exist. Raises
@@ -491,7 +485,7 @@ class KafkaSource(TopicWatch):
                 # later poll collects the answer: the member stays without partitions.
                 # Leaving the group first makes the new subscription a fresh join.
                 consumer.unsubscribe()
-            consumer.subscribe(present, listener=_Resume(self, consumer))
+            consumer.subscribe(present, listener=_Listener(self, consumer))
             self._subscribed = present
 
     def poll(self) -> list[Record]:
@@ -511,6 +505,8 @@ class KafkaSource(TopicWatch):
             batches = self._consumer.poll(timeout_ms=self._settings.poll_timeout_ms)
         except _FATAL as exc:
             raise SourceError(f"Kafka consumer failed: {exc}") from exc
+        if self._fatal is not None:
+            raise SourceError(f"cannot take over partitions: {self._fatal}") from self._fatal
         kinds, applied, held = self._kinds, self._applied, self._held
         full = sum(len(m) for m in batches.values()) >= self._settings.max_poll_records
         self._mid_chunk = set(batches) if full else set()
@@ -544,12 +540,20 @@ class KafkaSource(TopicWatch):
         if held:
             consumer.pause(*held)
 
-    def commit(self) -> bool:
-        """Commit the positions of everything polled so far. False if a rebalance
-        took the partitions away first (their new owner re-reads the batch)."""
+    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> bool:
+        """Commit the positions of everything polled so far, or these ``offsets`` (of
+        the partitions still assigned). False if a rebalance took the partitions away
+        first (their new owner re-reads the batch)."""
         assert self._consumer is not None
         try:
-            self._consumer.commit()
+            if offsets is None:
+                self._consumer.commit()
+            else:
+                assigned = self._consumer.assignment()
+                chosen = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                          for (t, p), o in offsets.items() if (t, p) in assigned}
+                if chosen:
+                    self._consumer.commit(chosen)
             return True
         except CommitFailedError as exc:
             log.warning("commit_failed", extra={"fields": {"error": str(exc)}})
@@ -617,23 +621,61 @@ class KafkaSource(TopicWatch):
             self._consumer = None
 
 
-class _Resume(ConsumerRebalanceListener):
-    """Seeks newly assigned partitions to the checkpoint's positions (once) and keeps
-    the partitions of a paused topic paused."""
+class PartitionKeeper(Protocol):
+    """What a source tells about partitions coming and going (``keeper.Keeper``)."""
+
+    def assigned(self, partitions: Collection[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        ...
+
+    def revoked(self, partitions: Collection[tuple[str, int]],
+                applied: Mapping[tuple[str, int], int], lost: bool = False) -> None: ...
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Keeps the partitions of a paused topic paused, and hands partitions coming and
+    going to the source's keeper: it saves the state of those leaving (their new owner
+    starts from it) and restores those arriving, which start at its positions.
+
+    kafka-python calls it on its I/O thread while ``poll`` waits for it on the
+    service's thread, between batches: the state is at rest. Only calls that do not
+    wait on this consumer's I/O are made here (``seek``, ``pause``; the keeper's store
+    has clients of its own)."""
 
     def __init__(self, source: KafkaSource, consumer: KafkaConsumer) -> None:
         self._source, self._consumer = source, consumer
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        pass
+        self._release(revoked, lost=False)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self._release(lost, lost=True)
+
+    def _release(self, partitions: Any, lost: bool) -> None:
+        source = self._source
+        if source._keeper is None or not partitions:
+            return
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        source._keeper.revoked(keys, {k: o for k, o in source.applied().items() if k in keys},
+                               lost)
+        for tp in partitions:       # their state left: nothing here is applied any more
+            source._applied.pop(tp, None)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         # new partitions start unpaused: hold back those of a paused topic
-        self._source._pause_held(self._consumer, assigned)
+        source = self._source
+        source._pause_held(self._consumer, assigned)
+        if source._keeper is None or not assigned:
+            return
+        try:
+            start = source._keeper.assigned([(tp.topic, tp.partition) for tp in assigned])
+        except Exception as exc:  # noqa: BLE001 (kafka-python would only log it: stop instead)
+            source._fatal = exc
+            return
         for tp in assigned:
-            offset = self._source._resume.pop((tp.topic, tp.partition), None)
+            offset = start.get((tp.topic, tp.partition))
             if offset is not None:
                 self._consumer.seek(tp, offset)
+                source._applied[tp] = offset
                 log.info("resumed_from_checkpoint", extra={"fields": {
                     "topic": tp.topic, "partition": tp.partition, "offset": offset}})
 
@@ -982,105 +1024,3 @@ def _delivery(future: Any, waited: float) -> tuple[SinkOutcome, str]:
     if isinstance(exc, KafkaTimeoutError):
         return "timeout", repr(exc)
     return "refused", repr(exc)
-
-
-class KafkaCheckpointStore:
-    """A checkpoint kept on a compacted Kafka topic instead of a volume.
-
-    The sealed checkpoint is cut into parts of ``PART`` bytes under keys
-    ``NAME/GENERATION/i``; a manifest under ``NAME`` (generation, part count, SHA-256)
-    is written only after every part is acknowledged, so a crash mid-write leaves the
-    previous checkpoint whole. The previous generation's parts are then deleted with
-    tombstones, so compaction keeps one checkpoint per name.
-    """
-
-    PART = 512 * 1024
-
-    def __init__(self, kafka: KafkaSettings, topic: str, name: str, timeout: float = 60.0) -> None:
-        self._kafka, self.topic, self.name, self._timeout = kafka, topic, name, timeout
-        self._previous: tuple[int, int] | None = None
-        self._producer: KafkaProducer | None = None
-
-    def __str__(self) -> str:
-        return f"topic {self.topic} key {self.name}"
-
-    def _ensure_topic(self) -> None:
-        admin = KafkaAdminClient(**client_options(self._kafka))
-        try:
-            if self.topic not in admin.list_topics():
-                try:
-                    admin.create_topics([NewTopic(self.topic, num_partitions=1,
-                                                  replication_factor=1,
-                                                  topic_configs={"cleanup.policy": "compact"})])
-                except TopicAlreadyExistsError:
-                    pass
-        finally:
-            admin.close()
-
-    def read(self) -> bytes | None:
-        self._ensure_topic()
-        consumer = KafkaConsumer(**client_options(self._kafka), enable_auto_commit=False,
-                                 group_id=None)
-        latest: dict[str, bytes] = {}
-        try:
-            partitions = consumer.partitions_for_topic(self.topic) or {0}
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            end = consumer.end_offsets(tps)
-            deadline = time.monotonic() + self._timeout
-            while any(consumer.position(tp) < end[tp] for tp in tps):
-                if time.monotonic() > deadline:
-                    raise CheckpointError(f"checkpoint {self}: could not read the topic to its "
-                                          f"end in {self._timeout:.0f} s")
-                for messages in consumer.poll(timeout_ms=500).values():
-                    for m in messages:
-                        key = m.key.decode(errors="replace") if m.key else ""
-                        if key == self.name or key.startswith(self.name + "/"):
-                            if m.value is None:
-                                latest.pop(key, None)
-                            else:
-                                latest[key] = m.value
-        finally:
-            consumer.close()
-        if self.name not in latest:
-            return None
-        manifest = json.loads(latest[self.name])
-        generation, count = int(manifest["generation"]), int(manifest["parts"])
-        parts = [latest.get(f"{self.name}/{generation}/{i}") for i in range(count)]
-        if any(p is None for p in parts):
-            raise CheckpointError(f"checkpoint {self}: incomplete, parts are missing")
-        blob = b"".join(parts)
-        if hashlib.sha256(blob).hexdigest() != manifest["sha256"]:
-            raise CheckpointError(f"checkpoint {self}: parts do not match the manifest")
-        self._previous = (generation, count)
-        return blob
-
-    def write(self, blob: bytes) -> int:
-        if self._producer is None:
-            self._ensure_topic()
-            self._producer = KafkaProducer(**client_options(self._kafka), acks="all",
-                                           linger_ms=5, max_request_size=self.PART + 65_536)
-        prod = self._producer
-        generation = time.time_ns()
-        parts = [blob[i:i + self.PART] for i in range(0, len(blob), self.PART)] or [b""]
-        for i, part in enumerate(parts):
-            prod.send(self.topic, key=f"{self.name}/{generation}/{i}".encode(), value=part)
-        prod.flush(timeout=self._timeout)
-        manifest = {"generation": generation, "parts": len(parts),
-                    "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
-        prod.send(self.topic, key=self.name.encode(), value=json.dumps(manifest).encode())
-        prod.flush(timeout=self._timeout)
-        if self._previous is not None:
-            old_generation, old_count = self._previous
-            for i in range(old_count):
-                prod.send(self.topic, key=f"{self.name}/{old_generation}/{i}".encode(),
-                          value=None)
-            prod.flush(timeout=self._timeout)
-        self._previous = (generation, len(parts))
-        return len(blob)
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=5)
-            self._producer = None

@@ -42,6 +42,7 @@ from detector.records import Record
 from detector.sources import (
     BOOTSTRAP_TIMEOUT_MS,
     NotSent,
+    PartitionKeeper,
     SinkOutcome,
     TopicSink,
     TopicWatch,
@@ -178,8 +179,8 @@ class ConfluentSource(TopicWatch):
         self._matched: frozenset[str] = frozenset()
         self._consumer: Consumer | None = None
         self._client_log = _ClientLog()
-        #: positions from a checkpoint, applied when those partitions are first assigned
-        self._resume: dict[tuple[str, int], int] = {}
+        #: keeps the state per partition (``keep_state``); None: nothing is kept
+        self._keeper: PartitionKeeper | None = None
         #: next offset this process has handed out per partition: a message below it was
         #: already applied, and comes again only because its commit failed; it is skipped
         self._applied: dict[tuple[str, int], int] = {}
@@ -195,18 +196,19 @@ class ConfluentSource(TopicWatch):
         self._next_topic_check = 0.0
         self._connected = False
         self._fatal: KafkaError | None = None
+        #: what the keeper raised while partitions came (the next poll raises it)
+        self._fatal_keeper: Exception | None = None
         #: True only inside ``poll``: a revocation there may commit what was handed out
         #: before (all applied by then); one during ``close`` must not
         self._polling = False
 
-    def resume_from(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Start these partitions at these offsets (a checkpoint's), not at the group's."""
-        self._resume = dict(offsets)
-        self._applied.clear()
+    def keep_state(self, keeper: PartitionKeeper) -> None:
+        """As ``KafkaSource.keep_state``."""
+        self._keeper = keeper
 
-    def positions(self) -> dict[tuple[str, int], int]:
-        """The next offset to read of every assigned partition (where it is known)."""
-        return {key: pos for key, pos in self._positions().items() if pos is not None}
+    def applied(self) -> dict[tuple[str, int], int]:
+        """As ``KafkaSource.applied``."""
+        return {key: o for key, o in self._applied.items() if key in self._assigned}
 
     def open(self) -> None:
         """Connect and subscribe to the configured topics that exist; raises as
@@ -280,6 +282,9 @@ class ConfluentSource(TopicWatch):
             self._polling = False
         if self._fatal is not None:
             raise SourceError(f"Kafka consumer failed: {self._fatal.str()}")
+        if self._fatal_keeper is not None:
+            raise SourceError(f"cannot take over partitions: {self._fatal_keeper}") \
+                from self._fatal_keeper
         kinds, applied, assigned = self._kinds, self._applied, self._assigned
         records: list[Record] = []
         append = records.append
@@ -326,12 +331,16 @@ class ConfluentSource(TopicWatch):
             "error": err.name(), "detail": err.str()[:300], "topic": m.topic() or "",
             "partition": m.partition() if m.partition() is not None else -1})
 
-    def commit(self) -> bool:
+    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> bool:
         """Commit, synchronously, the offsets handed out since the last commit on the
-        partitions still assigned. False if the broker refused (a rebalance took the
-        partitions away first: their new owner re-reads the batch); what was not
-        committed is tried again with the next commit."""
+        partitions still assigned, or these ``offsets`` (of partitions still assigned).
+        False if the broker refused (a rebalance took the partitions away first: their
+        new owner re-reads the batch); what was not committed is tried again with the
+        next commit."""
         assert self._consumer is not None
+        if offsets is not None:
+            self._pending.update({k: o for k, o in offsets.items() if k in self._assigned})
+            return self._commit(set(offsets) & set(self._assigned))
         return self._commit(set(self._pending) & set(self._assigned))
 
     def _commit(self, keys: set[tuple[str, int]]) -> bool:
@@ -436,11 +445,17 @@ class ConfluentSource(TopicWatch):
         for tp in committed:
             if tp.error is None and tp.offset >= 0:
                 self._start[(tp.topic, tp.partition)] = tp.offset
+        start: dict[tuple[str, int], int] = {}
+        if self._keeper is not None:
+            try:
+                start = self._keeper.assigned(keys)
+            except Exception as exc:  # noqa: BLE001 (librdkafka would only log it: stop)
+                self._fatal_keeper = exc
         for tp, key in zip(partitions, keys, strict=True):
-            offset = self._resume.pop(key, None)
+            offset = start.get(key)
             if offset is not None:
                 tp.offset = offset
-                self._start[key] = offset
+                self._start[key] = self._applied[key] = offset
                 log.info("resumed_from_checkpoint", extra={"fields": {
                     "topic": tp.topic, "partition": tp.partition, "offset": offset}})
         consumer.assign(partitions)
@@ -455,7 +470,9 @@ class ConfluentSource(TopicWatch):
         """Commit what was handed out from these partitions and not committed yet (all
         of it applied: ``poll`` is called again only after the batch), then let go."""
         keys = {(tp.topic, tp.partition) for tp in partitions}
-        if self._polling:
+        if self._keeper is not None:
+            self._keeper.revoked(keys, {k: o for k, o in self.applied().items() if k in keys})
+        elif self._polling:
             self._commit(keys & set(self._pending))
         self._forget(keys)
         log.info("partitions_revoked", extra={"fields": {
@@ -465,12 +482,16 @@ class ConfluentSource(TopicWatch):
         """Partitions taken away without a revocation (session timed out): they may
         already have a new owner, so nothing is committed for them."""
         keys = {(tp.topic, tp.partition) for tp in partitions}
+        if self._keeper is not None:
+            self._keeper.revoked(keys, {}, lost=True)
         self._forget(keys)
         log.warning("partitions_lost", extra={"fields": {
             "partitions": ",".join(f"{t}/{p}" for t, p in sorted(keys))}})
 
     def _forget(self, keys: set[tuple[str, int]]) -> None:
         for key in keys:
+            if self._keeper is not None:    # their state left: nothing here is applied
+                self._applied.pop(key, None)
             self._assigned.pop(key, None)
             self._start.pop(key, None)
             self._pending.pop(key, None)

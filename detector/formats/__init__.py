@@ -117,11 +117,15 @@ class Inputs:
         self.join = JoinBuffer(j.ttl_seconds, j.capacity)
         #: (input, request id) of the pairs made lately -> until when a half with that id
         #: is a repeat; oldest first, at most ``input_join.capacity``
-        self.paired: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.paired: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
         formats = sorted({cfg.format for cfg in settings.inputs})
         #: ``drift_input_pairs_total`` by (format, outcome); every series from the start
         self.pairs: Counter[tuple[str, str]] = Counter(
             {(f, o): 0 for f in formats for o in PAIR_OUTCOMES})
+        #: ``pairs`` by the source partition of the half that decided the outcome, and
+        #: the source partition of each half waiting (state moves with its partition)
+        self.pairs_in: dict[int, Counter[tuple[str, str]]] = {}
+        self._from: dict[tuple[str, str], int] = {}
 
     def route(self, topic: str) -> Route | None:
         """The route of ``topic``: the first pattern that matches it whole (None: a
@@ -151,14 +155,17 @@ class Inputs:
                 key, half = self._read(route, record)
                 done = (str(route.index), key)
                 if done in self.paired:
-                    self.pairs[(route.input.format, "duplicate")] += 1
+                    self._count(route.input.format, "duplicate", record.partition)
                     continue
                 pair = (self.join.add_prediction if half.side == "request"
                         else self.join.add_label)(done[0], key, now, (half, record),
                                                   record.partition)
-                if pair is not None:
-                    self.pairs[(route.input.format, "matched")] += 1
-                    self._remember(done, now)
+                if pair is None:
+                    self._from[done] = record.partition
+                else:
+                    self._from.pop(done, None)
+                    self._count(route.input.format, "matched", record.partition)
+                    self._remember(done, now, record.partition)
                     out.records += self._events(route, key, pair[0], pair[1])
             except Invalid as exc:
                 rejection = Rejection(KIND, exc.reason, exc.detail)  # type: ignore[arg-type]
@@ -166,9 +173,17 @@ class Inputs:
         self.expire(now)
         return out
 
-    def _remember(self, done: tuple[str, str], now: float) -> None:
+    def _count(self, fmt: str, outcome: str, partition: int) -> None:
+        key = (fmt, outcome)
+        self.pairs[key] += 1
+        by = self.pairs_in.get(partition)
+        if by is None:
+            by = self.pairs_in[partition] = Counter()
+        by[key] += 1
+
+    def _remember(self, done: tuple[str, str], now: float, partition: int) -> None:
         paired, j = self.paired, self.settings.input_join
-        paired[done] = now + j.ttl_seconds
+        paired[done] = (now + j.ttl_seconds, partition)
         if len(paired) > j.capacity:
             paired.popitem(last=False)
 
@@ -177,13 +192,13 @@ class Inputs:
         those replaced or evicted since the last call (call it when idle too); forget
         pairs older than the TTL."""
         paired = self.paired
-        while paired and next(iter(paired.values())) <= now:
+        while paired and next(iter(paired.values()))[0] <= now:
             paired.popitem(last=False)
         dropped = self.join.expire(now)
-        formats = self.settings.inputs
+        formats, waiting = self.settings.inputs, self._from
         for name, keys in zip(dropped._fields, dropped, strict=True):
-            for index, _ in keys:
-                self.pairs[(formats[int(index)].format, _DROPPED[name])] += 1
+            for key in keys:
+                self._count(formats[int(key[0])].format, _DROPPED[name], waiting.pop(key, -1))
 
     def _read(self, route: Route, record: Record) -> tuple[str, Half]:
         """The join key (request id) and the decoded half of one message."""
@@ -243,19 +258,35 @@ class Inputs:
                                            headers=None))
         return out
 
-    def snapshot(self) -> dict[str, Any]:
-        """What a checkpoint must hold: the halves waiting and the pair counts."""
-        return {"input_join": self.join, "input_pairs": dict(self.pairs),
-                "input_paired": self.paired}
+    def take(self, partition: int, remove: bool = False) -> dict[str, Any]:
+        """What a checkpoint of source ``partition`` holds of the inputs: its halves
+        waiting, its pair counts and its recent pairs; with ``remove`` they leave (the
+        partition moves to another instance)."""
+        entries = self.join.take([partition], remove)
+        paired = [(done, v) for done, v in self.paired.items() if v[1] == partition]
+        waiting = {done: partition for side in entries for done, _ in side}
+        counts = self.pairs_in.get(partition, Counter())
+        if remove:
+            self.pairs.subtract(self.pairs_in.pop(partition, {}))
+            for done, _ in paired:
+                del self.paired[done]
+            for done in waiting:
+                self._from.pop(done, None)
+        return {"input_join": entries, "input_pairs": dict(counts), "input_paired": paired}
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Take the join and the counts of a checkpoint's ``snapshot`` (in place: the
-        metrics read ``pairs``); a checkpoint from before any input leaves them be."""
-        if "input_join" in state:
-            self.join = state["input_join"]
-            for key, n in state["input_pairs"].items():
-                self.pairs[key] = n
-            self.paired = state.get("input_paired", self.paired)
+    def put(self, partition: int, state: dict[str, Any]) -> None:
+        """Take over the inputs' part of a checkpoint of source ``partition`` (in place:
+        the metrics read ``pairs``); a checkpoint without inputs leaves them be."""
+        if "input_join" not in state:
+            return
+        entries = state["input_join"]
+        self.join.put(entries)
+        self._from.update({done: partition for side in entries for done, _ in side})
+        counts = Counter(state["input_pairs"])
+        self.pairs.update(counts)
+        self.pairs_in.setdefault(partition, Counter()).update(counts)
+        merged = sorted([*self.paired.items(), *state["input_paired"]], key=lambda i: i[1][0])
+        self.paired = OrderedDict(merged)
 
 
 def _bounded(rid: str) -> str:

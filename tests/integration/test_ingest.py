@@ -240,65 +240,74 @@ def test_kafka_down_is_503_never_2xx(tmp_path: Path, client: str) -> None:
 @CLIENTS
 def test_kill_9_while_posting_loses_no_acknowledged_event(tansu: Tansu, tmp_path: Path,
                                                           client: str) -> None:
-    """Four clients post events with unique ids; the service is killed with SIGKILL in
-    the middle and restarted; the clients retry what was not acknowledged (as a
-    retrying logger does). Every acknowledged id is in the topic; an id appears twice
-    only if a post of it went unanswered, and dropping repeats by id leaves each id
-    exactly once."""
+    """Four clients post request and response events with unique ids into a service that
+    also reads them back (``inputs``); it is killed with SIGKILL in the middle and
+    restarted; the clients retry what was not acknowledged (as a retrying logger does).
+    Every acknowledged id is in the topic; an id appears twice only if a post of it went
+    unanswered; and the monitor counts every pair exactly once: its state (the halves
+    waiting, the pairs made) is kept with the offsets it covers."""
     topics = Topics(tansu)
     topic = ingest_topic(topics)
-    d = DetectorProcess(topics, tmp_path, {"kafka": {"client": client},
-                                           "ingest": {"enabled": True, "topic": topic}})
+    d = DetectorProcess(topics, tmp_path, {
+        "kafka": {"client": client}, "ingest": {"enabled": True, "topic": topic},
+        "checkpoint": {"interval_events": 100},
+        "inputs": [{"format": "cloudevents", "topics": topic, "version": "1",
+                    "feature_names": ["a", "b", "c", "d"]}]})
     d.start()
     url = f"http://127.0.0.1:{d.port}/ingest"
-    acked: Counter[str] = Counter()
-    unanswered: Counter[str] = Counter()    # posts without a 2xx (killed mid-way, 503)
+    acked: Counter[tuple[str, str]] = Counter()
+    unanswered: Counter[tuple[str, str]] = Counter()   # posts without a 2xx (killed, 503)
     lock = threading.Lock()
     stop = threading.Event()
-    killed = threading.Event()
 
     def client(n: int) -> None:
         for i in range(n):
             event_id = f"{uuid.uuid4()}"
-            msg = ce_http.to_binary_event(kserve_event(event_id))
-            while not stop.is_set():
-                try:
-                    code = post(url, msg.body, msg.headers, auth=None, timeout=10)[0]
-                except (OSError, http.client.HTTPException):
-                    code = 0          # refused, reset, or cut off mid-answer: not answered
-                with lock:
-                    if 200 <= code < 300:
-                        acked[event_id] += 1
-                        break
-                    unanswered[event_id] += 1
-                stop.wait(0.05)       # back off while the service restarts
+            for kind, data in (("request", {"instances": [[i % 7, 1.0, 2.0, 3.0]]}),
+                               ("response", {"predictions": [i % 2]})):
+                msg = ce_http.to_binary_event(kserve_event(event_id, kind, data))
+                while not stop.is_set():
+                    try:
+                        code = post(url, msg.body, msg.headers, auth=None, timeout=10)[0]
+                    except (OSError, http.client.HTTPException):
+                        code = 0      # refused, reset, or cut off mid-answer: not answered
+                    with lock:
+                        if 200 <= code < 300:
+                            acked[(event_id, kind)] += 1
+                            break
+                        unanswered[(event_id, kind)] += 1
+                    stop.wait(0.05)   # back off while the service restarts
 
     clients = [threading.Thread(target=client, args=(150,)) for _ in range(4)]
     try:
         for c in clients:
             c.start()
-        wait_for(lambda: sum(acked.values()) >= 150, 60, "150 acknowledged posts")
-        d.proc.kill()                 # SIGKILL: no shutdown, nothing flushed
+        wait_for(lambda: sum(acked.values()) >= 300, 60, "300 acknowledged posts")
+        d.proc.kill()                 # SIGKILL: no shutdown, nothing flushed or saved
         d.proc.wait()
         with lock:
             acked_at_kill = set(acked)
-        killed.set()
         d.start()
         for c in clients:
             c.join(120)
         assert not any(c.is_alive() for c in clients)
+        m = wait_for(lambda: (lambda s: s if sample(s, "drift_events_total", kind="prediction",
+                                                    model="sklearn-iris") == 600 else None)(
+            scrape(d.port)), 60, "600 pairs counted")
+        assert sample(m, "drift_input_pairs_total", format="cloudevents",
+                      outcome="matched") == 600
     finally:
         stop.set()
         d.kill()
-    ids = Counter(r.key.decode() for r in read_topic(tansu.bootstrap, topic))
-    assert len(acked) == 600 and set(acked) <= set(ids)
-    assert acked_at_kill <= set(ids), "an event acknowledged before the kill is lost"
-    repeated = {i for i, n in ids.items() if n > 1}
-    assert repeated <= set(unanswered), "a repeat of an id that was never retried"
-    assert set(ids) == set(acked)     # deduplicated by id: each event exactly once
+    written = Counter(r.key.decode() for r in read_topic(tansu.bootstrap, topic))
+    ids = {i for i, _ in acked}
+    assert len(acked) == 1200 and ids == set(written)
+    assert {i for i, _ in acked_at_kill} <= set(written), "an acknowledged event is lost"
+    repeated = {i for i, n in written.items() if n > 2}
+    assert repeated <= {i for i, _ in unanswered}, "a repeat of an id that was never retried"
     print(f"acknowledged {len(acked)} (before the kill {len(acked_at_kill)}), posts without "
-          f"an answer {sum(unanswered.values())} of {len(unanswered)} ids, repeats in the "
-          f"topic {sum(ids[i] - 1 for i in repeated)}")
+          f"an answer {sum(unanswered.values())}, repeats in the topic "
+          f"{sum(written[i] - 2 for i in repeated)}; 600 pairs counted once each")
 
 
 def test_both_clients_put_an_id_on_the_same_partition(tansu: Tansu) -> None:

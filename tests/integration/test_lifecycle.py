@@ -36,6 +36,7 @@ def test_sigterm_exits_zero_quickly_and_commits(topics, detector, client: str) -
 @CLIENTS
 def test_restart_in_the_same_group_skips_nothing_and_repeats_nothing(topics, detector,
                                                                      client: str) -> None:
+    """The state saved at the SIGTERM is restored: the counts go on from it."""
     topics.produce(topics.predictions, _events(0, 3000))
     first = detector({"kafka": {"client": client}})
     first.wait_events("prediction", "m", 3000)
@@ -47,18 +48,21 @@ def test_restart_in_the_same_group_skips_nothing_and_repeats_nothing(topics, det
     m = wait_for(lambda: (lambda s: s if sample(s, "drift_consumer_lag_messages",
                                                  topic=topics.predictions, partition="0") == 0
                           else None)(second.metrics()), 20, "lag 0")
-    assert sample(m, "drift_events_total", kind="prediction", model="m") == 2000
+    assert sample(m, "drift_events_total", kind="prediction", model="m") == 5000
 
 
 @CLIENTS
 def test_after_kill_9_the_restart_resumes_from_the_last_commit(tansu, spawn, client: str) -> None:
+    """Without state (``checkpoint.enabled: false``) offsets are committed after every
+    batch: a restart after SIGKILL starts fresh from the last commit."""
     # On Tansu only: noida-db keeps a SIGKILLed member's partitions until the group's
     # rebalance timeout (300 s), where Kafka frees them after the session timeout.
     topics = Topics(tansu)
 
     def detector(config=None):
         config = config or {}
-        return spawn(topics, {**config, "kafka": {**config.get("kafka", {}), "client": client}})
+        return spawn(topics, {**config, "kafka": {**config.get("kafka", {}), "client": client},
+                              "checkpoint": {"enabled": False}})
 
     total = 60_000
     topics.produce(topics.predictions, _events(0, total))

@@ -235,7 +235,8 @@ def test_requests_waiting_at_a_restart_meet_their_responses_after_it(
     create_topics(topics.kafka, [requests, responses])
     records = oip_json(inferences(20))
     config = {"kafka": {"fetch_max_wait_ms": 10},
-              "checkpoint": {"path": str(tmp_path / "state.ckpt"), "key": "k" * 16},
+              "checkpoint": {"path": str(tmp_path / "state"), "key": "k" * 16,
+                             "interval_seconds": 1},
               "inputs": [{"format": "oip", "requests": requests, "responses": responses,
                           "score_output": "predict_proba"}]}
 

@@ -1,76 +1,130 @@
-"""Two replicas in one consumer group on co-partitioned 4-partition topics: partitions
-split, their counters sum to a single instance's, and when one leaves the other takes
-its partitions over from the committed offsets without counting anything twice."""
+"""Replicas in one consumer group on co-partitioned topics keyed by model (the
+partitioning contract): partitions split, the state of each partition moves with it
+when a replica dies (SIGKILL) or comes back, and the sum over the replicas of every
+exported counter, and every detection, equal a single instance's on the same stream."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from kafka import KafkaProducer
 
-from tests.conftest import DetectorProcess, Topics, sample, wait_for
+from tests.conftest import DetectorProcess, Topics, wait_for
 
-MODEL = "m"
+MODELS = [f"m{i}" for i in range(6)]
+PER_MODEL = 3000
+COUNTERS = ("drift_events_total", "drift_label_join_total", "drift_stream_values_total",
+            "drift_detections_total", "drift_detector_firings_total", "drift_predictions_total",
+            "drift_feature_missing_total", "drift_events_rejected_total")
 
 
-def _produce_keyed(topics: Topics, start: int, n: int) -> None:
-    """Predictions and their labels keyed by prediction_id (the partitioning contract)."""
+def _stream(seed: int) -> list[tuple[str, dict, dict]]:
+    """(model, prediction, label) per event, models interleaved; each model's ``x``
+    shifts by 2 sd two thirds of the way through, and its accuracy drops."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(PER_MODEL):
+        for k, model in enumerate(MODELS):
+            shifted = i >= PER_MODEL * 2 // 3
+            pred = int(rng.random() < 0.5)
+            right = rng.random() < (0.6 if shifted else 0.9)
+            pid = f"{model}-{i}"
+            out.append((model, {"model": model, "model_version": "1", "prediction_id": pid,
+                                "features": {"x": float(rng.normal(2.0 * shifted, 1.0)),
+                                             "y": float(rng.normal(10 * k, 3.0)),
+                                             "c": str(rng.choice(["a", "b"]))},
+                                "prediction": pred},
+                        {"model": model, "prediction_id": pid,
+                         "label": pred if right else 1 - pred}))
+    return out
+
+
+def _produce(topics: Topics, events: list[tuple[str, dict, dict]]) -> None:
+    """Both topics keyed by model: a model's predictions and labels share a partition."""
     prod = KafkaProducer(bootstrap_servers=topics.bootstrap, linger_ms=20)
-    for i in range(start, start + n):
-        pid = f"id-{i}"
-        prod.send(topics.predictions, key=pid.encode(), value=json.dumps({
-            "model": MODEL, "prediction_id": pid, "features": {"x": float(i % 17)},
-            "prediction": i % 2}).encode())
-        prod.send(topics.labels, key=pid.encode(), value=json.dumps({
-            "model": MODEL, "prediction_id": pid, "label": (i // 3) % 2}).encode())
+    for model, prediction, label in events:
+        prod.send(topics.predictions, key=model.encode(), value=json.dumps(prediction).encode())
+        prod.send(topics.labels, key=model.encode(), value=json.dumps(label).encode())
     prod.flush()
     prod.close()
 
 
-def _count(proc: DetectorProcess, name: str, **labels: str) -> float:
-    return sample(proc.metrics(), name, **labels) or 0.0
+def _counters(procs: list[DetectorProcess]) -> dict:
+    """Every exported counter, summed over ``procs``."""
+    total: dict = {}
+    for p in procs:
+        p.metrics()                          # every series announced once (see metrics.py)
+        for key, value in p.metrics().items():
+            if key[0] in COUNTERS and value:
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def _events(procs: list[DetectorProcess]) -> float:
+    return sum(v for k, v in _counters(procs).items() if k[0] == "drift_events_total")
+
+
+def _detections(procs: list[DetectorProcess]) -> set[tuple]:
+    return {(r["model"], r["model_version"], r["signal"], r["feature"], r["detector"], r["index"])
+            for p in procs for r in p.log_records() if r.get("event") == "drift_detected"}
 
 
 def _assigned(proc: DetectorProcess, topics: Topics) -> set[int]:
-    m = proc.metrics()
-    return {int(dict(k[1])["partition"]) for k in m if k[0] == "drift_consumer_lag_messages"
-            and dict(k[1])["topic"] == topics.predictions}
+    return {int(dict(k[1])["partition"]) for k in proc.metrics()
+            if k[0] == "drift_consumer_lag_messages" and dict(k[1])["topic"] == topics.predictions}
+
+
+def _settled(procs: list[DetectorProcess], topics: Topics, events: int) -> None:
+    """Wait until ``procs`` share all six partitions and have applied ``events``."""
+    def done() -> bool:
+        owned = [_assigned(p, topics) for p in procs]
+        every = set().union(*owned)
+        return (every == set(range(6)) and sum(map(len, owned)) == 6
+                and _events(procs) == events)
+    wait_for(done, 120, f"{len(procs)} replicas to share the partitions and apply {events}",
+             every=0.5)
 
 
 @pytest.mark.parametrize("client", ["kafka-python", "confluent"])
-def test_two_replicas_split_the_work_and_hand_it_over(tansu, spawn, client: str) -> None:
-    topics = Topics(tansu, partitions=4)
-    _produce_keyed(topics, 0, 4000)
-    a = spawn(topics, {"kafka": {"client": client}})
-    b = spawn(topics, {"kafka": {"client": client}})
+def test_three_replicas_hand_state_over_exactly(tansu, spawn, client: str) -> None:
+    topics = Topics(tansu, partitions=6)
+    stream = _stream(seed=31)
+    third = len(stream) // 3
+    total = 2 * len(stream)
+    _produce(topics, stream)
+    single = spawn(topics, {"kafka": {"client": client}, "checkpoint": {"enabled": False}})
+    wait_for(lambda: _events([single]) == total, 120, "the single instance", every=0.5)
+    expected, expected_detections = _counters([single]), _detections([single])
+    single.terminate()
+    assert len(expected_detections) >= len(MODELS)      # each model's shift is found
 
-    def settled() -> bool:
-        events = sum(_count(p, "drift_events_total", kind="prediction", model=MODEL)
-                     for p in (a, b))
-        pa, pb = _assigned(a, topics), _assigned(b, topics)
-        return events == 4000 and pa and pb and not pa & pb and pa | pb == {0, 1, 2, 3}
-    wait_for(settled, 90, "both replicas to share the 4 partitions and process everything",
-             every=0.5)
+    topics = Topics(tansu, partitions=6)                  # the same stream, in three parts
+    config = {"kafka": {"client": client, "max_poll_records": 300},
+              "checkpoint": {"interval_events": 2000}}
+    _produce(topics, stream[:third])
+    replicas = [spawn(topics, config) for _ in range(3)]
+    _settled(replicas, topics, 2 * third)
 
-    # summed across replicas, the counters equal one instance's view of the stream
-    for kind in ("prediction", "label"):
-        assert sum(_count(p, "drift_events_total", kind=kind, model=MODEL) for p in (a, b)) == 4000
-    matched = sum(_count(p, "drift_label_join_total", model=MODEL, outcome="matched")
-                  for p in (a, b))
-    assert matched == 4000        # co-partitioned: every label met its prediction on one replica
+    victim = max(replicas, key=lambda p: len(_assigned(p, topics)))
+    victim.kill()                                         # SIGKILL: no goodbye, no save
+    survivors = [p for p in replicas if p is not victim]
+    _produce(topics, stream[third:2 * third])
+    # the victim's last state moves to the survivors, which re-read what it had not saved
+    _settled(survivors, topics, 4 * third)
 
-    # b leaves (SIGTERM commits); a takes its partitions over from b's committed offsets
-    b_final = _count(b, "drift_events_total", kind="prediction", model=MODEL)
-    b_matched = _count(b, "drift_label_join_total", model=MODEL, outcome="matched")
-    assert b.terminate() == 0
-    _produce_keyed(topics, 4000, 2000)
-    wait_for(lambda: _assigned(a, topics) == {0, 1, 2, 3}, 60, "a to own every partition")
-    wait_for(lambda: _count(a, "drift_events_total", kind="prediction", model=MODEL)
-             + b_final >= 6000, 90, "the rest of the stream", every=0.5)
-    a_final = _count(a, "drift_events_total", kind="prediction", model=MODEL)
-    assert a_final + b_final == 6000          # nothing lost, nothing counted twice
-    wait_for(lambda: _count(a, "drift_label_join_total", model=MODEL, outcome="matched")
-             + b_matched >= 6000, 60, "the labels of the rest")
-    assert _count(a, "drift_label_join_total", model=MODEL, outcome="matched") + b_matched == 6000
-    a.terminate()
+    back = spawn(topics, config)                          # scale back to three
+    _produce(topics, stream[2 * third:])
+    live = [*survivors, back]
+    _settled(live, topics, total)
+
+    got = _counters(live)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == value, key
+    assert _detections([*replicas, back]) == expected_detections
+    restored = [r for p in live for r in p.log_records() if r.get("event") == "checkpoint_restored"]
+    assert restored                                       # state did move
+    for p in live:
+        assert p.terminate() == 0

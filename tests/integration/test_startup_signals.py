@@ -64,7 +64,7 @@ def test_sigterm_at_any_moment_of_start_up_exits_zero_and_loses_nothing(
         topics, tmp_path, spawn) -> None:
     total = 3000
     topics.produce(topics.predictions, _events(0, total))
-    config = {"checkpoint": {"path": str(tmp_path / "state"), "key": KEY},
+    config = {"checkpoint": {"path": str(tmp_path / "state"), "key": KEY},   # signed
               "dead_letter": {"enabled": True, "topic": f"{topics.predictions}-dlq"},
               "drift_events": {"enabled": True, "topic": f"{topics.predictions}-drift"}}
     early = []
@@ -127,28 +127,28 @@ def test_sigterm_while_no_broker_answers_exits_zero_within_2_s(tmp_path: Path) -
     assert "source_open" not in log_path.read_text()
 
 
-def test_a_stop_during_the_group_join_keeps_the_restored_checkpoint(
-        tansu, tmp_path, spawn) -> None:
+def test_a_stop_during_the_group_join_keeps_the_saved_state(tansu, tmp_path, spawn) -> None:
     # On Tansu only: it holds a first JoinGroup for half the session timeout (1 s here),
     # so a stop right after the connection lands before the first batch every time;
     # noida-db completes the join within the first poll.
     topics = Topics(tansu)
     first, more = 2000, 1000
-    config = {"checkpoint": {"path": str(tmp_path / "state"), "key": KEY}}
+    config = {"checkpoint": {"path": str(tmp_path / "state")}}
     topics.produce(topics.predictions, _events(0, first))
     a = spawn(topics, config)
     a.wait_events("prediction", "m", first)
-    assert a.terminate() == 0                        # checkpoint: the state after `first`
-    # a run without checkpoints moves the group's commits on past that checkpoint
+    assert a.terminate() == 0                        # saved: the state after `first`
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "state").iterdir()}
+    # a run that keeps no state moves the group's commits on past that state
     topics.produce(topics.predictions, _events(first, more))
-    b = spawn(topics)
+    b = spawn(topics, {"checkpoint": {"enabled": False}})
     b.wait_events("prediction", "m", more)
     _caught_up(b, topics)
     assert b.terminate() == 0
     assert topics.committed() == first + more
 
-    # stopped after the connection, before its first batch (the group join takes a
-    # while): the checkpoint it restored must stay, offsets and all
+    # stopped after the connection, before its partitions came (the group join takes a
+    # while): it has restored nothing, so it saves nothing, and the state stays as it was
     c = DetectorProcess(topics, tmp_path, config)
     proc = c.launch()
     try:
@@ -159,10 +159,11 @@ def test_a_stop_during_the_group_join_keeps_the_restored_checkpoint(
         kill(proc)
     assert code == 0, c.logs()
     events = [r.get("event") for r in c.log_records()]
-    assert "checkpoint_restored" in events and "checkpoint_saved" not in events, events
+    assert "checkpoint_saved" not in events, events
+    assert {p.name: p.read_bytes() for p in (tmp_path / "state").iterdir()} == saved
 
-    # so the next run resumes at the checkpoint's offset (a run that started at the
-    # beginning would count `first` events twice)
+    # so the next run resumes at the state's offset, not the group's commits (a run that
+    # started at the beginning would count `first` events twice)
     d = spawn(topics, {**config, "kafka": {"group_id": f"{topics.group}-verify"}})
     d.wait_events("prediction", "m", first + more)
     assert f"{topics.predictions}/0@{first}" in _restored(d)["offsets"]

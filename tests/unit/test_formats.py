@@ -5,7 +5,6 @@ rejected with a reason and cost nothing else of their batch."""
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import struct
 import threading
@@ -285,9 +284,11 @@ def test_waiting_halves_and_counts_survive_a_checkpoint() -> None:
     before = Inputs(s)
     records = oip_json(inferences(2))
     before.convert(records[:3], NOW)            # one pair, and the second request waits
-    saved = pickle.loads(pickle.dumps(before.snapshot()))
+    moved = {p: before.take(p, remove=True) for p in {r.partition for r in records}}
+    assert not before.join.waiting_predictions and not before.pairs[("oip", "matched")]
     after = Inputs(s)
-    after.restore(saved)
+    for partition, saved in moved.items():
+        after.put(partition, saved)
     out = after.convert(records[3:], NOW)
     assert [json.loads(r.value)["prediction_id"] for r in out.records] == [
         f"req-1/{i}" for i in range(4)]
