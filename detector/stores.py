@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka import errors as kafka_errors
 from kafka.errors import (
     KafkaConnectionError,
@@ -410,28 +411,41 @@ class KafkaStore:
         except (KafkaError, OSError) as exc:
             raise StoreError("io", f"{self}: {doing}: {exc!r}") from exc
 
-    def _ensure_topic(self) -> None:
+    def _ensure_topic(self, deadline: float) -> None:
+        """Create the topic if it is missing; warn if it exists without compaction."""
         if self._topic_ready:
             return
         try:
             ensure_valid_topic_name(self.topic)
         except ValueError as exc:
             raise StoreError("topic_refused", f"{self}: {exc}") from None
-        deadline = time.monotonic() + self.timeout_s
         with self._errors("checking the topic"):
             admin = KafkaAdminClient(**self._options())
             try:
-                if self.topic not in admin.list_topics():
+                if self.topic in admin.list_topics():
+                    self._check_policy(admin)
+                else:
                     self._create(admin)
                 while self.topic not in admin.list_topics():
                     if time.monotonic() > deadline:
                         raise StoreError("topic_missing", f"{self}: created, but not in the "
-                                                          f"broker's metadata after "
-                                                          f"{self.timeout_s:g} s")
+                                                          "broker's metadata in time")
                     time.sleep(0.05)
             finally:
                 admin.close()
         self._topic_ready = True
+
+    def _check_policy(self, admin: KafkaAdminClient) -> None:
+        """A topic someone else created: without compaction the broker's retention
+        deletes the checkpoints of partitions that are not written for a while."""
+        resource = ConfigResource(ConfigResourceType.TOPIC, self.topic)
+        answer = admin.describe_configs([resource])["topic"].get(self.topic, {})
+        policy = answer.get("cleanup.policy", {}).get("value")   # Tansu tells nothing
+        if policy is not None and "compact" not in policy:
+            log.warning("store_topic_not_compacted", extra={"fields": {
+                "topic": self.topic, "cleanup_policy": policy,
+                "action": "checkpoints of idle partitions expire with the topic's "
+                          "retention; set cleanup.policy=compact on it"}})
 
     def _create(self, admin: KafkaAdminClient) -> None:
         spec = {"num_partitions": 1, "replication_factor": self.replication_factor or -1,
@@ -456,7 +470,7 @@ class KafkaStore:
             return {}
         started = time.monotonic()
         deadline = started + self.timeout_s
-        self._ensure_topic()
+        self._ensure_topic(deadline)
         with self._errors("reading"):
             # a fresh consumer each time: its high watermark must come from this read
             consumer = KafkaConsumer(
@@ -587,7 +601,7 @@ class KafkaStore:
         if not blobs:
             return 0
         deadline = time.monotonic() + self.timeout_s
-        self._ensure_topic()
+        self._ensure_topic(deadline)
         plans: dict[str, tuple[Manifest, list[str]]] = {}
         try:
             with self._errors("writing"):

@@ -209,6 +209,21 @@ def test_noida_creates_a_compacted_topic_and_refuses_an_impossible_one(noida) ->
         assert "InvalidReplicationFactor" in err.value.detail
 
 
+def test_noida_an_existing_topic_without_compaction_is_reported(noida, caplog) -> None:
+    topic = new_topic()
+    admin = KafkaAdminClient(bootstrap_servers=noida.bootstrap)
+    try:
+        admin.create_topics({topic: {"num_partitions": 1,
+                                     "configs": {"cleanup.policy": "delete"}}})
+    finally:
+        admin.close()
+    with caplog.at_level("WARNING", logger="detector.stores"):
+        store_at(noida.bootstrap, topic).write({"0": b"kept, for now"})
+    warned = [r for r in caplog.records if r.msg == "store_topic_not_compacted"]
+    assert warned and warned[0].fields["cleanup_policy"] == "delete"
+    assert store_at(noida.bootstrap, topic).read(["0"]) == {"0": b"kept, for now"}
+
+
 def test_a_topic_name_kafka_does_not_allow_is_refused(broker) -> None:
     with pytest.raises(StoreError) as err:
         store_at(broker.bootstrap, "no spaces allowed").write({"0": b"x"})
