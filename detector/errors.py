@@ -6,7 +6,8 @@ The tree::
     ├── ConfigError             invalid settings; the CLI exits 2 naming the key
     ├── BrokerError             the bundled test/demo broker could not start
     ├── SourceError             a fatal Kafka error; the service exits non-zero
-    └── SourceUnavailable       no broker answers yet; the service retries
+    ├── SourceUnavailable       no broker answers yet; the service retries
+    └── stores.StoreError       a state store cannot read or write (``reason``, ``detail``)
 
 A malformed *event* is never an exception: ``events.decode`` returns a
 ``Rejection`` that is counted and skipped.

@@ -1,0 +1,262 @@
+"""KafkaStore against the real brokers (Tansu and the persisting noida-db): round trips,
+multi-part blobs, a crash between parts and manifest, hostile manifests, the cost of the
+backward scan, a broker that refuses the topic, and a broker that is stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import statistics
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from detector.broker import Noida
+from detector.config import KafkaSettings
+from detector.sources import producer
+from detector.stores import MANIFEST_FORMAT, KafkaStore, StoreError
+from tests.conftest import read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def new_topic() -> str:
+    return f"state-{uuid.uuid4().hex[:8]}"
+
+
+def store_at(bootstrap: str, topic: str, **kw: object) -> KafkaStore:
+    return KafkaStore(KafkaSettings(bootstrap_servers=bootstrap), topic, None,
+                      **{"timeout_s": 15.0, **kw})
+
+
+def produce_raw(bootstrap: str, topic: str, records: list[tuple[str, bytes | None]]) -> None:
+    """Records written as a foreign or crashing writer would, acknowledged by the broker."""
+    prod = producer(KafkaSettings(bootstrap_servers=bootstrap), acks="all")
+    for key, value in records:
+        prod.send(topic, key=key.encode(), value=value, partition=0).get(timeout=15)
+    prod.close()
+
+
+def test_round_trip_of_several_keys_with_multi_part_blobs(broker) -> None:
+    topic = new_topic()
+    store = store_at(broker.bootstrap, topic)
+    assert store.read(["0", "1"]) == {}                     # creates the topic; nothing yet
+    first = {"0": os.urandom(1_300_000), "1": b"", "2": b"partition two"}
+    assert store.write(first) == 1_300_013
+    assert store.write({"0": b"zero, newer"}) == 11
+    store.close()
+
+    fresh = store_at(broker.bootstrap, topic)
+    assert fresh.read(["0", "1", "2", "3"]) == {"0": b"zero, newer", "1": b"",
+                                                "2": b"partition two"}
+    fresh.close()
+    records = read_topic(broker.bootstrap, topic)
+    tombstones = sorted(m.key.decode() for m in records if m.value is None)
+    assert len(tombstones) == 3 and all(k.startswith("0/") for k in tombstones)  # 3 old parts
+    assert max(len(m.value or b"") for m in records) <= KafkaStore.PART
+
+
+def test_a_blob_over_max_bytes_is_refused_before_anything_is_written(broker) -> None:
+    topic = new_topic()
+    store = store_at(broker.bootstrap, topic, max_bytes=1000)
+    store.write({"0": b"fits"})
+    with pytest.raises(StoreError) as err:
+        store.write({"0": b"x" * 1001, "1": b"small"})
+    assert err.value.reason == "too_large"
+    assert store_at(broker.bootstrap, topic).read(["0", "1"]) == {"0": b"fits"}
+
+
+def test_crash_between_parts_and_manifest_reads_the_previous_generation(broker) -> None:
+    topic = new_topic()
+    store = store_at(broker.bootstrap, topic)
+    store.write({"0": b"complete generation", "1": b"other key"})
+    store.close()
+    # a writer killed after its parts were acknowledged, before its manifest
+    orphans = [(f"0/{time.time_ns()}/{i}", os.urandom(KafkaStore.PART)) for i in range(2)]
+    produce_raw(broker.bootstrap, topic, orphans)
+
+    restarted = store_at(broker.bootstrap, topic)
+    assert restarted.read(["0", "1"]) == {"0": b"complete generation", "1": b"other key"}
+    restarted.write({"0": b"next generation"})       # and its next write deletes the orphans
+    assert store_at(broker.bootstrap, topic).read(["0"]) == {"0": b"next generation"}
+    tombstones = {m.key.decode() for m in read_topic(broker.bootstrap, topic) if m.value is None}
+    assert {name for name, _ in orphans} <= tombstones
+
+
+def manifest(**fields: object) -> bytes:
+    good = {"format": MANIFEST_FORMAT, "generation": 1, "parts": 1, "bytes": 10,
+            "sha256": hashlib.sha256(b"0123456789").hexdigest()}
+    return json.dumps({**good, **fields}).encode()
+
+
+hostile_json = st.fixed_dictionaries(
+    {"format": st.sampled_from([MANIFEST_FORMAT, "other/1", None, 1])},
+    optional={name: st.one_of(st.integers(-2**70, 2**70), st.floats(), st.text(max_size=5),
+                              st.none(), st.booleans(), st.lists(st.integers(), max_size=3))
+              for name in ("generation", "parts", "bytes", "sha256")},
+).map(lambda d: json.dumps(d).encode())
+
+
+def test_hostile_manifests_are_malformed_per_key_and_the_next_write_supersedes_them(
+        broker) -> None:
+    topic = new_topic()
+    writer = store_at(broker.bootstrap, topic)
+    writer.write({"ok": b"a good blob", "bad": b"will be shadowed"})
+
+    @settings(max_examples=40, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.one_of(st.binary(max_size=300), hostile_json))
+    @example(b"garbage")
+    @example(b'{"foo":1}')
+    @example(manifest(parts=50_000_000))
+    @example(manifest(parts=-1, bytes=-5))
+    @example(manifest(bytes=2**40, parts=2**21))                 # over max_bytes
+    @example(manifest(generation=1.5))
+    @example(manifest())                                          # its part never existed
+    @example(b"[" * 5000)
+    def check(raw: bytes) -> None:
+        produce_raw(broker.bootstrap, topic, [("bad", raw)])
+        found = store_at(broker.bootstrap, topic).read(["ok", "bad"])
+        assert found["ok"] == b"a good blob"
+        assert isinstance(found["bad"], StoreError) and found["bad"].reason == "malformed"
+
+    check()
+    writer.write({"bad": b"superseded"})
+    assert store_at(broker.bootstrap, topic).read(["ok", "bad"]) == {
+        "ok": b"a good blob", "bad": b"superseded"}
+
+
+def test_a_manifest_announcing_50_million_parts_costs_no_memory(broker) -> None:
+    topic = new_topic()
+    store_at(broker.bootstrap, topic).write({"ok": b"fine"})
+    produce_raw(broker.bootstrap, topic, [("0", manifest(parts=50_000_000,
+                                                         bytes=50_000_000 * KafkaStore.PART))])
+    store = store_at(broker.bootstrap, topic)
+    tracemalloc.start()
+    started = time.monotonic()
+    found = store.read(["0", "ok"])
+    elapsed = time.monotonic() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert found["ok"] == b"fine" and found["0"].reason == "malformed"
+    assert peak < 8 * 2**20 and elapsed < 2, (peak, elapsed)
+    print(f"\n'parts': 50000000 refused in {elapsed * 1000:.0f} ms, peak {peak / 2**20:.1f} MiB")
+
+
+def timed_read(bootstrap: str, topic: str, keys: list[str]) -> tuple[float, int]:
+    """Median seconds of three reads by fresh stores (a restart each), records scanned."""
+    times, scanned = [], 0
+    for _ in range(3):
+        store = store_at(bootstrap, topic)
+        store.read(keys)    # the topic exists: only the scan is timed below
+        started = time.monotonic()
+        found = store.read(keys)
+        times.append(time.monotonic() - started)
+        scanned = store.scanned
+        assert sorted(found) == sorted(keys)
+    return statistics.median(times), scanned
+
+
+def test_reading_1000_old_checkpoints_costs_what_reading_one_does(broker) -> None:
+    keys = [str(p) for p in range(6)]
+    one, many = new_topic(), new_topic()
+    store_at(broker.bootstrap, one).write({k: os.urandom(2000) for k in keys})
+    writer = store_at(broker.bootstrap, many)
+    for _ in range(1000):
+        writer.write({k: os.urandom(2000) for k in keys})
+    records = len(read_topic(broker.bootstrap, many))
+
+    t_one, scanned_one = timed_read(broker.bootstrap, one, keys)
+    t_many, scanned_many = timed_read(broker.bootstrap, many, keys)
+    full = store_at(broker.bootstrap, many)
+    started = time.monotonic()
+    full.read(["never-written"])                      # has to reach the beginning
+    t_full = time.monotonic() - started
+    print(f"\n{type(broker).__name__}: 1 checkpoint: {t_one * 1000:.1f} ms "
+          f"({scanned_one} records); 1,000 checkpoints ({records} records): "
+          f"{t_many * 1000:.1f} ms ({scanned_many} records); whole topic: "
+          f"{t_full * 1000:.0f} ms ({full.scanned} records)")
+    assert scanned_many <= 2 * KafkaStore.CHUNK
+    assert t_many < 3 * t_one + 0.05
+    assert full.scanned >= records - 1 and t_full > t_many
+
+
+def test_noida_creates_a_compacted_topic_and_refuses_an_impossible_one(noida) -> None:
+    topic = new_topic()
+    store_at(noida.bootstrap, topic).write({"0": b"x"})
+    admin = KafkaAdminClient(bootstrap_servers=noida.bootstrap)
+    try:
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        admin.close()
+    assert configs["topic"][topic]["cleanup.policy"]["value"] == "compact"
+
+    refused = KafkaStore(KafkaSettings(bootstrap_servers=noida.bootstrap), new_topic(),
+                         replication_factor=3, timeout_s=10)   # one broker: cannot be met
+    for attempt in (lambda: refused.write({"0": b"x"}), lambda: refused.read(["0"])):
+        with pytest.raises(StoreError) as err:
+            attempt()
+        assert err.value.reason == "topic_refused"
+        assert "InvalidReplicationFactor" in err.value.detail
+
+
+def test_noida_an_existing_topic_without_compaction_is_reported(noida, caplog) -> None:
+    topic = new_topic()
+    admin = KafkaAdminClient(bootstrap_servers=noida.bootstrap)
+    try:
+        admin.create_topics({topic: {"num_partitions": 1,
+                                     "configs": {"cleanup.policy": "delete"}}})
+    finally:
+        admin.close()
+    with caplog.at_level("WARNING", logger="detector.stores"):
+        store_at(noida.bootstrap, topic).write({"0": b"kept, for now"})
+    warned = [r for r in caplog.records if r.msg == "store_topic_not_compacted"]
+    assert warned and warned[0].fields["cleanup_policy"] == "delete"
+    assert store_at(noida.bootstrap, topic).read(["0"]) == {"0": b"kept, for now"}
+
+
+def test_a_topic_name_kafka_does_not_allow_is_refused(broker) -> None:
+    with pytest.raises(StoreError) as err:
+        store_at(broker.bootstrap, "no spaces allowed").write({"0": b"x"})
+    assert err.value.reason == "topic_refused"
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_a_stopped_broker_is_a_timely_store_error_and_the_store_recovers(
+        tmp_path: Path) -> None:
+    with Noida(tmp_path / "noida-data") as broker:
+        topic = new_topic()
+        store = store_at(broker.bootstrap, topic, timeout_s=3.0)
+        store.write({"0": b"before the outage"})
+        broker.stop()
+        # stop() returns when noida-db's launcher exits; its server closes a moment later
+        wait_for(lambda: not port_open(broker.port), 10, "noida-db to close its port")
+        for attempt in (lambda: store.write({"0": b"during"}), lambda: store.read(["0"]),
+                        lambda: store_at(broker.bootstrap, topic, timeout_s=3.0).read(["0"])):
+            started = time.monotonic()
+            with pytest.raises(StoreError) as err:
+                attempt()
+            took = time.monotonic() - started
+            assert err.value.reason in ("timeout", "unavailable"), err.value
+            assert took < 3.0 + 5, took             # the store's bound, plus closing
+            print(f"\n{err.value.reason} after {took:.1f} s: {err.value.detail[:120]}")
+        broker.start()
+        assert store.read(["0"]) == {"0": b"before the outage"}
+        store.write({"0": b"after the outage"})
+        assert store_at(broker.bootstrap, topic).read(["0"]) == {"0": b"after the outage"}

@@ -1,0 +1,107 @@
+"""FileStore on real volumes: round trips, crash leftovers, and a volume that is
+read-only or full (real tmpfs mounts, not mocks)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.stores import FileStore, StoreError
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``tmpfs("size=64k")`` mounts a real tmpfs under ``tmp_path`` with those options;
+    every mount is removed when the test ends. Mounting needs CAP_SYS_ADMIN: a
+    container without it fails here, loudly."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        point = tmp_path / f"volume-{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              check=False, capture_output=True, text=True)
+        assert done.returncode == 0, f"cannot mount a tmpfs here: {done.stderr}"
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_round_trip_of_several_keys_and_overwrites(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "state")            # created at the first write
+    assert store.read(["0", "1"]) == {}
+    assert store.write({"0": b"a" * 1000, "1": b"", "2": b"two"}) == 1003
+    assert store.write({"0": b"newer"}) == 5
+    assert FileStore(tmp_path / "state").read(["0", "1", "2", "3"]) == {
+        "0": b"newer", "1": b"", "2": b"two"}
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["0", "1", "2"]
+
+
+def test_read_removes_what_a_crash_left_and_keeps_the_old_blob(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.write({"4": b"complete"})
+    (tmp_path / ".4.k3j2h1.tmp").write_bytes(b"half of a newer bl")   # killed mid-write
+    assert store.read(["4"]) == {"4": b"complete"}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_one_unreadable_key_does_not_block_the_others(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.write({"0": b"zero"})
+    (tmp_path / "1").mkdir()                         # not a file: cannot be read
+    found = store.read(["0", "1"])
+    assert found["0"] == b"zero"
+    assert isinstance(found["1"], StoreError) and found["1"].reason == "io"
+    assert str(tmp_path / "1") in found["1"].detail
+
+
+def test_read_only_volume_is_a_store_error_naming_the_path(tmpfs) -> None:
+    volume = tmpfs("size=1m")
+    FileStore(volume).write({"0": b"before"})
+    subprocess.run(["mount", "-o", "remount,ro", str(volume)], check=True)
+    store = FileStore(volume)
+    assert store.read(["0"]) == {"0": b"before"}     # reading still works
+    with pytest.raises(StoreError) as err:
+        store.write({"0": b"after"})
+    assert err.value.reason == "read_only" and str(volume) in err.value.detail
+    assert store.read(["0"]) == {"0": b"before"}
+    with pytest.raises(StoreError) as err:          # a directory it would have to create
+        FileStore(volume / "sub").write({"0": b"x"})
+    assert err.value.reason == "read_only"
+
+
+def test_full_volume_is_a_store_error_and_keeps_the_previous_blob(tmpfs) -> None:
+    volume = tmpfs("size=64k")
+    store = FileStore(volume)
+    store.write({"0": b"old state"})
+    with pytest.raises(StoreError) as err:
+        store.write({"0": os.urandom(256 * 1024)})
+    assert err.value.reason == "full" and str(volume) in err.value.detail
+    assert store.read(["0"]) == {"0": b"old state"}
+    assert not list(volume.glob(".*.tmp"))           # the half-written file is gone
+    assert store.write({"0": b"fits again"}) == 10   # and the volume is usable
+
+
+@pytest.mark.parametrize("key", ["", "a/b", "..", ".hidden", "x" * 201, "nul\0"])
+def test_keys_that_are_not_plain_names_are_refused(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ValueError, match="store key"):
+        FileStore(tmp_path).write({key: b"x"})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.dictionaries(st.from_regex(r"[0-9a-z_-]{1,12}", fullmatch=True),
+                       st.binary(max_size=3000), max_size=6))
+def test_any_blobs_round_trip(tmp_path_factory: pytest.TempPathFactory,
+                              blobs: dict[str, bytes]) -> None:
+    directory = tmp_path_factory.mktemp("any")
+    FileStore(directory).write(blobs)
+    assert FileStore(directory).read([*blobs, "never"]) == blobs
