@@ -351,9 +351,11 @@ class Estimator:
         self.positive_label = positive_label
         self.window, self.warmup = window, warmup
         self.model: Calibrator | LossTable | None = None
-        #: queued since the last flush: (prediction, score) and (label, prediction, score)
+        #: queued since the last flush: (prediction, score), and (label, prediction, score,
+        #: outputs queued before it): the order of both, so that the warm-up ends at the
+        #: same event whatever the batches
         self.outputs: list[tuple[Target, float | None]] = []
-        self.pairs: list[tuple[Target, Target, float | None]] = []
+        self.pairs: list[tuple[Target, Target, float | None, int]] = []
         #: distinct classes seen (up to 3): accuracy is estimated for two at most
         self.classes: set[Target] = set()
         self._warm: list[tuple[Target, Target, float | None]] = []
@@ -389,11 +391,18 @@ class Estimator:
         pairs, self.pairs = self.pairs, []
         if not self.enabled:
             return
+        if self.model is None and pairs:
+            # the pair that completes the warm-up fits the model: the predictions after
+            # it are the first estimated, as in any other split of the stream in batches
+            used = self._warm_up([(y, q, math.nan if s is None else s) for y, q, s, _ in pairs])
+            if self.model is None:
+                return
+            outputs, pairs = outputs[pairs[used - 1][3]:], pairs[used:]
         if outputs:
             predictions, scores = zip(*outputs)
             self.observe(_classes(predictions), _scores(scores))
         if pairs:
-            labels, predictions, scores = zip(*pairs)
+            labels, predictions, scores, _ = zip(*pairs)
             self.label(_classes(labels), _classes(predictions), _scores(scores))
 
     def observe(self, predictions: Sequence[Target] | np.ndarray, scores: np.ndarray) -> None:
@@ -417,8 +426,11 @@ class Estimator:
               scores: np.ndarray) -> None:
         """A batch of joined pairs (those the realised metrics counted)."""
         if self.model is None:
-            self._warm_up(labels, predictions, scores)
-            return
+            used = self._warm_up(list(zip(_listed(labels), _listed(predictions),
+                                          scores.tolist())))
+            if self.model is None:
+                return
+            labels, predictions, scores = labels[used:], predictions[used:], scores[used:]
         model = self.model
         if isinstance(model, Calibrator):
             scored = np.isfinite(scores)
@@ -436,17 +448,22 @@ class Estimator:
             e = y - q
             self.labelled.add(model.bins(q), np.stack([np.ones_like(e), np.abs(e), e * e], axis=1))
 
-    def _warm_up(self, labels: Sequence[Target], predictions: Sequence[Target],
-                 scores: np.ndarray) -> None:
+    def _warm_up(self, rows: Sequence[tuple[Target, Target, float]]) -> int:
+        """Learn from ``rows`` (label, prediction, score; NaN: none) until ``warmup`` of
+        them are kept, then fit the model on exactly those; return how many rows were
+        read (the rest are the first the model judges)."""
         task = self.task
-        labels, predictions = _listed(labels), _listed(predictions)
-        for y, q, s in zip(labels, predictions, scores.tolist()):
+        used = 0
+        for y, q, s in rows:
+            used += 1
             if task is None:
                 task = self.task = infer_task(q, None if math.isnan(s) else s)
             if task == "regression" or not math.isnan(s):
                 self._warm.append((y, q, s))
+                if len(self._warm) >= self.warmup:
+                    break
         if len(self._warm) < self.warmup:
-            return
+            return used
         warm, self._warm = self._warm, []
         labels, predictions, scores = zip(*warm)
         if task == "classification":
@@ -455,6 +472,7 @@ class Estimator:
         else:
             self._use(fit_loss_table(np.asarray(predictions, dtype=np.float64),
                                      np.asarray(labels, dtype=np.float64)))
+        return used
 
     def _positive(self, values: Sequence[Target] | np.ndarray) -> np.ndarray:
         """Whether each value is the positive class (a numeric string read as a number,

@@ -754,7 +754,8 @@ class ModelMonitor:
         if error is None:
             return "class_cap"
         self._pairs.append(at)
-        self.estimation.pairs.append((y_true, y_pred, score))
+        est = self.estimation
+        est.pairs.append((y_true, y_pred, score, len(est.outputs)))
         self.error.pending.append(error)
         self.label.push(y_true if isinstance(y_true, str) else float(y_true))
         return None

@@ -60,11 +60,20 @@ def _feed(p: Pipeline, records: list[Record], size: int = 700) -> dict:
     return applied
 
 
-def _text(p: Pipeline) -> str:
-    """What /metrics shows of the pipeline (the second scrape: every series announced)."""
+def _text(p: Pipeline) -> list[str]:
+    """What /metrics shows of the pipeline (the second scrape: every series announced),
+    line by line in sorted order (models come in the order an instance met them), values
+    to 10 significant digits (the performance estimates sum floats a batch at a time, so
+    other batches round their last bits differently)."""
     collector = DriftCollector(p, threading.Lock(), RunStatus())
     collector.render()
-    return collector.render()
+    lines = []
+    for line in collector.render().splitlines():
+        if not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            line = f"{series} {float(value):.10g}"
+        lines.append(line)
+    return sorted(lines)
 
 
 def _assigned(*partitions: int) -> list[tuple[str, int]]:
@@ -125,7 +134,7 @@ def test_a_store_that_cannot_be_written_is_reported_and_commits_nothing(tmp_path
     status.connected, status.last_poll = True, 0.0
     ready, why = status.readiness(0.0)
     assert not ready and why.startswith("state cannot be saved"), why
-    assert [op for op, _ in status.checkpoint_failures] == ["write"]
+    assert any(op == "write" for op, _ in status.checkpoint_failures)
     blocker.unlink()                                         # the volume is back
     assert keeper.save(applied) == {tp: o for tp, o in applied.items() if tp[1] == 0}
     assert status.readiness(0.0) == (True, "consuming")
