@@ -83,6 +83,9 @@ class RunStatus:
 
     def __init__(self, stale_after: float = 30.0, keep_detections: int = 1000) -> None:
         self.stale_after = stale_after
+        #: whether the consumer holds a live broker connection (the run loop checks every
+        #: second) and when the loop last polled: ``readiness`` and the gauges
+        #: ``drift_kafka_connected`` and ``drift_last_poll_timestamp_seconds``
         self.connected = False
         self.last_poll = float("-inf")
         self.lag: dict[tuple[str, int], int] = {}
@@ -235,6 +238,12 @@ FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("drift_topic_missing", "gauge",
      "1 while a configured topic does not exist (nothing is read from it), else 0.",
      ("topic",)),
+    ("drift_kafka_connected", "gauge",
+     ("1 while the consumer holds a live broker connection, else 0 (also before the first "
+      "one): Kafka's health without /readyz."), ()),
+    ("drift_last_poll_timestamp_seconds", "gauge",
+     ("When the run loop last polled Kafka, whatever the poll returned (no series before "
+      "the first poll): an old one means the loop is stuck."), ()),
     ("drift_features_dropped", "gauge",
      "Features of this model whose series this scrape left out (metrics.max_feature_series).",
      ("model",)),
@@ -662,6 +671,9 @@ class DriftCollector(Collector):
                                          in sorted(status.sink_messages.items())]
         series["drift_topic_missing"] = [((topic,), 1.0 if gone else 0.0) for topic, gone
                                          in sorted(status.topic_missing.items())]
+        series["drift_kafka_connected"] = [((), 1.0 if status.connected else 0.0)]
+        if status.last_poll > float("-inf"):
+            series["drift_last_poll_timestamp_seconds"] = [((), status.last_poll)]
         series["drift_ingest_rejected"] = [((reason,), n) for reason, n
                                            in status.ingest_rejected.items()]
         series["drift_input_pairs"] = [(key, n) for key, n in sorted(status.input_pairs.items())]

@@ -19,6 +19,7 @@ import yaml
 from detector.config import MetricsSettings, Settings, load_settings
 from detector.metrics import FAMILIES, Exporter, MetricsServer, RunStatus
 from detector.pipeline import Pipeline
+from tests.conftest import http_status
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PORT = MetricsSettings().port
@@ -67,14 +68,35 @@ def test_detector_containers_agree_with_the_code() -> None:
     for name, c in containers:
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports == {"metrics": PORT}, name
-        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        for probe in ("livenessProbe", "startupProbe"):
+            assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, name
+        ready = "/healthz" if name == "sidecar.yaml" else "/readyz"
+        assert c["readinessProbe"]["httpGet"] == {"path": ready, "port": "metrics"}, name
         assert c["args"][0] == "run"
         assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
         mount = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}["drift-detector-config"]
         assert c["args"][c["args"].index("--config") + 1].startswith(mount + "/")
     standalone = _docs(DEPLOY / "k8s" / "deployment.yaml")[0]
     assert standalone["spec"]["replicas"] == 2
+
+
+def test_a_kafka_outage_unreadies_the_standalone_pod_and_never_the_sidecars() -> None:
+    """A Pod is Ready only while every container is: the sidecar's readiness probe must
+    not be ``/readyz``, which answers 503 while Kafka is unreachable. Each manifest's
+    probe paths are asked of a real server that has never reached Kafka."""
+    probes = {name: {kind: c[kind]["httpGet"]["path"]
+                     for kind in ("livenessProbe", "readinessProbe", "startupProbe")}
+              for name, c in _containers()}
+    assert "/readyz" not in probes["sidecar.yaml"].values()
+    server = _metrics_server()
+    try:
+        answers = {name: {kind: http_status(server.port, path) for kind, path in paths.items()}
+                   for name, paths in probes.items()}
+    finally:
+        server.stop()
+    assert answers == {
+        "sidecar.yaml": {"livenessProbe": 200, "readinessProbe": 200, "startupProbe": 200},
+        "deployment.yaml": {"livenessProbe": 200, "readinessProbe": 503, "startupProbe": 200}}
 
 
 def test_service_and_monitors_point_at_the_metrics_port() -> None:

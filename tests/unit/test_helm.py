@@ -418,6 +418,24 @@ def test_config_map_is_a_valid_config_and_sets_ports_groups_and_schemes(
     assert plain["containers"][0]["livenessProbe"]["httpGet"]["scheme"] == "HTTP"
 
 
+@pytest.mark.parametrize("variant, ready", [("default", "/readyz"), ("tls", "/readyz"),
+                                            ("sidecar", "/healthz"),
+                                            ("sidecar-example", "/healthz")])
+def test_only_the_standalone_readiness_probe_depends_on_kafka(render, variant: str,
+                                                              ready: str) -> None:
+    """Standalone, ready means consuming (``/readyz``); in a sidecar the container's
+    readiness is the process serving (``/healthz``), since a Pod is Ready only while every
+    container is and a Kafka outage must not take the model server out of service."""
+    detectors = [(where, c) for where, spec in _pod_specs(render(VARIANTS[variant]))
+                 for c in spec["containers"] if c["name"] == "drift-detector"]
+    assert detectors
+    for where, c in detectors:       # the example Deployment's and the snippet's
+        probes = {kind: c[kind]["httpGet"]["path"]
+                  for kind in ("livenessProbe", "readinessProbe", "startupProbe")}
+        assert probes == {"livenessProbe": "/healthz", "readinessProbe": ready,
+                          "startupProbe": "/healthz"}, where
+
+
 def test_disruption_budget_covers_the_standalone_pods_only(render) -> None:
     objects = render({})
     pdb, deployment = _one(objects, "PodDisruptionBudget"), _one(objects, "Deployment")

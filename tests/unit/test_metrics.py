@@ -90,6 +90,24 @@ def test_http_endpoints_on_a_real_server() -> None:
         server.stop()
 
 
+def test_kafka_health_gauges_follow_the_run_status_while_readyz_fails() -> None:
+    """``drift_kafka_connected`` and ``drift_last_poll_timestamp_seconds`` say what
+    ``/readyz`` says, as numbers an alert can read: 0 and no poll before the first
+    connection, then 1 and the poll time, then 0 again while the poll time stays."""
+    status = RunStatus()
+    reg = Exporter(Pipeline(Settings()), threading.Lock(), status).registry
+    assert reg.get_sample_value("drift_kafka_connected") == 0.0
+    assert reg.get_sample_value("drift_last_poll_timestamp_seconds") is None
+    status.connected, status.last_poll = True, 1_790_000_000.5
+    assert status.readiness(1_790_000_001.0) == (True, "consuming")
+    assert reg.get_sample_value("drift_kafka_connected") == 1.0
+    assert reg.get_sample_value("drift_last_poll_timestamp_seconds") == 1_790_000_000.5
+    status.connected = False
+    assert status.readiness(1_790_000_001.0) == (False, "not connected to Kafka")
+    assert reg.get_sample_value("drift_kafka_connected") == 0.0
+    assert reg.get_sample_value("drift_last_poll_timestamp_seconds") == 1_790_000_000.5
+
+
 # --- render: the same exposition as prometheus_client from the collector before issue 11 ---
 
 STREAM = ["model", "model_version", "signal", "feature", "category"]
@@ -322,6 +340,15 @@ class ReferenceCollector(Collector):
                               "(nothing is read from it), else 0.", labels=["topic"])
         for topic, gone in sorted(self._status.topic_missing.items()):
             topic_missing.add_metric([topic], 1.0 if gone else 0.0)
+        connected = gauge("drift_kafka_connected", "1 while the consumer holds a live broker "
+                          "connection, else 0 (also before the first one): Kafka's health "
+                          "without /readyz.")
+        connected.add_metric([], 1.0 if self._status.connected else 0.0)
+        polled = gauge("drift_last_poll_timestamp_seconds", "When the run loop last polled "
+                       "Kafka, whatever the poll returned (no series before the first poll): "
+                       "an old one means the loop is stuck.")
+        if self._status.last_poll > float("-inf"):
+            polled.add_metric([], self._status.last_poll)
         ingest = counter("drift_ingest_rejected", "HTTP ingest requests refused, by reason "
                          "(unauthorized, length_required, too_large, unsupported_media_type, "
                          "invalid_json, invalid_event, rate_limited, unavailable).",
@@ -338,7 +365,8 @@ class ReferenceCollector(Collector):
         out = [events, predictions, rejected, detected, detections, firings, values, missing,
                issues, reference_missing, distance, pvalue, quality, error, *estimated.values(),
                quality_threshold, error_threshold, join, pending, newest, lag, checkpoint,
-               build, backpressure, sinks, topic_missing, dropped, ingest, pairs]
+               build, backpressure, sinks, topic_missing, connected, polled, dropped, ingest,
+               pairs]
         return out if per_detector else [f for f in out if f is not firings]
 
 
@@ -395,6 +423,7 @@ def _rich_pipeline(**metrics: object) -> tuple[Pipeline, RunStatus]:
     status = RunStatus()
     status.lag = {("predictions", 1): 12, ("labels", 0): 0}
     status.checkpoint_at = 1_790_000_000.25
+    status.connected, status.last_poll = True, CLOCK - 0.5
     status.enable_sink("dead_letter", ("written", "too_large"))
     status.count_sink("dead_letter", {"written": 3})
     status.topic_missing = {"labels": False, "predictions": True}

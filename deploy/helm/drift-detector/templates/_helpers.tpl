@@ -51,7 +51,11 @@ drift-detector/scrape: {{ include "drift-detector.fullname" . | quote }}
 {{- if (.Values.config.metrics | default dict).tls_certfile -}}HTTPS{{- else -}}HTTP{{- end -}}
 {{- end -}}
 
-{{/* The detector container, the same in the standalone Deployment and the sidecar. */}}
+{{/* The detector container, the same in the standalone Deployment and the sidecar but for
+the readiness probe: /readyz (consuming: connected to Kafka, polling, every topic there)
+standalone; /healthz (the process serves HTTP) in a sidecar, since a Pod is Ready only while
+every container is and a Kafka outage must not take the model server out of its Service
+(Kafka's health is drift_kafka_connected and the KafkaDisconnected alert). */}}
 {{- define "drift-detector.container" -}}
 - name: drift-detector
   image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
@@ -72,7 +76,7 @@ drift-detector/scrape: {{ include "drift-detector.fullname" . | quote }}
     periodSeconds: 10
     failureThreshold: 3
   readinessProbe:
-    httpGet: {path: /readyz, port: metrics, scheme: {{ include "drift-detector.scheme" . }}}
+    httpGet: {path: {{ if eq .Values.mode "sidecar" }}/healthz{{ else }}/readyz{{ end }}, port: metrics, scheme: {{ include "drift-detector.scheme" . }}}
     periodSeconds: 5
     failureThreshold: 3
   startupProbe:
