@@ -188,6 +188,11 @@ class ReferenceCollector(Collector):
                            "When the last checkpoint was saved or restored.")
         if self._status.checkpoint_at is not None:
             checkpoint.add_metric([], self._status.checkpoint_at)
+        failures = counter("drift_checkpoint_failures", "State that could not be read, "
+                           "written or restored, by operation and reason (offsets stay "
+                           "uncommitted while writes fail).", labels=["operation", "reason"])
+        for (operation, reason), n in sorted(self._status.checkpoint_failures.items()):
+            failures.add_metric([operation, reason], n)
         build = gauge("drift_build_info", "drift-detector build.", labels=["version"])
         build.add_metric([__version__], 1)
         dropped = gauge("drift_features_dropped", "Features of this model whose series this "
@@ -365,7 +370,7 @@ class ReferenceCollector(Collector):
         out = [events, predictions, rejected, detected, detections, firings, values, missing,
                issues, reference_missing, distance, pvalue, quality, error, *estimated.values(),
                quality_threshold, error_threshold, join, pending, newest, lag, checkpoint,
-               build, backpressure, sinks, topic_missing, connected, polled, dropped, ingest,
+               failures, build, backpressure, sinks, topic_missing, connected, polled, dropped, ingest,
                pairs]
         return out if per_detector else [f for f in out if f is not firings]
 
@@ -423,6 +428,7 @@ def _rich_pipeline(**metrics: object) -> tuple[Pipeline, RunStatus]:
     status = RunStatus()
     status.lag = {("predictions", 1): 12, ("labels", 0): 0}
     status.checkpoint_at = 1_790_000_000.25
+    status.checkpoint_failures = {("write", "read_only"): 3, ("restore", "checksum"): 1}
     status.connected, status.last_poll = True, CLOCK - 0.5
     status.enable_sink("dead_letter", ("written", "too_large"))
     status.count_sink("dead_letter", {"written": 3})
