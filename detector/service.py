@@ -281,8 +281,9 @@ class Service:
     def _mark_stopping(self) -> None:
         self.status.stopping = True
 
-    def _key(self) -> bytes:
-        return self.settings.checkpoint.key.get_secret_value().encode()
+    def _key(self) -> bytes | None:
+        key = self.settings.checkpoint.key
+        return None if key is None else key.get_secret_value().encode()
 
     def _restore(self) -> None:
         """Load the newest valid checkpoint, if any; raises ``CheckpointError`` when it is
@@ -295,11 +296,12 @@ class Service:
             if raw is None:
                 log.info("checkpoint_none", extra={"fields": {"store": str(store)}})
                 return
-            ckpt = state.unseal(raw, self._key(), self._fingerprint, str(store))
+            ckpt = state.decode(raw, self._fingerprint, self._key(), str(store))
         except state.CheckpointError as exc:
             if cfg.on_invalid == "refuse":
                 raise
-            log.error("checkpoint_invalid", extra={"fields": {"error": str(exc),
+            log.error("checkpoint_invalid", extra={"fields": {"reason": exc.reason,
+                                                              "error": str(exc),
                                                               "action": "starting fresh"}})
             return
         self.pipeline.restore(ckpt.state)
@@ -322,8 +324,8 @@ class Service:
             snapshot = self.pipeline.snapshot()
             if self.inputs is not None:
                 snapshot.update(self.inputs.snapshot())
-            payload = state.encode(snapshot, offsets, self._fingerprint, self._events)
-        size = self.store.write(state.seal(self._key(), payload))
+            blob = state.encode(snapshot, offsets, self._fingerprint, self._events, self._key())
+        size = self.store.write(blob)
         self._saved_events, self._saved_at = self._events, self.clock()
         self.status.checkpoint_at = self._saved_at
         log.info("checkpoint_saved", extra={"fields": {

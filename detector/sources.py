@@ -1031,8 +1031,8 @@ class KafkaCheckpointStore:
             deadline = time.monotonic() + self._timeout
             while any(consumer.position(tp) < end[tp] for tp in tps):
                 if time.monotonic() > deadline:
-                    raise CheckpointError(f"checkpoint {self}: could not read the topic to its "
-                                          f"end in {self._timeout:.0f} s")
+                    raise CheckpointError("unreadable", "could not read the topic to its "
+                                          f"end in {self._timeout:.0f} s", str(self))
                 for messages in consumer.poll(timeout_ms=500).values():
                     for m in messages:
                         key = m.key.decode(errors="replace") if m.key else ""
@@ -1049,10 +1049,10 @@ class KafkaCheckpointStore:
         generation, count = int(manifest["generation"]), int(manifest["parts"])
         parts = [latest.get(f"{self.name}/{generation}/{i}") for i in range(count)]
         if any(p is None for p in parts):
-            raise CheckpointError(f"checkpoint {self}: incomplete, parts are missing")
+            raise CheckpointError("truncated", "incomplete, parts are missing", str(self))
         blob = b"".join(parts)
         if hashlib.sha256(blob).hexdigest() != manifest["sha256"]:
-            raise CheckpointError(f"checkpoint {self}: parts do not match the manifest")
+            raise CheckpointError("checksum", "parts do not match the manifest", str(self))
         self._previous = (generation, count)
         return blob
 

@@ -72,8 +72,19 @@ from river._river_rust.stats import RsEWMean
 from river.drift import binary
 from river.drift.binary.hddm_w import SampleInfo
 
-from detector import __version__, calibrate_scores, config, data_quality, estimation, join
-from detector import monitor, performance, pipeline, records, reference
+from detector import (
+    __version__,
+    calibrate_scores,
+    config,
+    data_quality,
+    estimation,
+    join,
+    monitor,
+    performance,
+    pipeline,
+    records,
+    reference,
+)
 from detector.detectors import CUSUM, Standardizer
 from detector.errors import DriftDetectorError
 from detector.formats.bodies import Half
@@ -346,7 +357,7 @@ class _Writer:
             self.table.append([_NAMES[cls], list(fields)])
         return index
 
-    def value(self, o: Any, path: str) -> Any:  # noqa: C901 (one dispatch on the type)
+    def value(self, o: Any, path: str) -> Any:
         t = type(o)
         if t in _PLAIN:
             return o
@@ -490,7 +501,7 @@ class _Reader:
         self.numbered.append(o)
         return o
 
-    def value(self, node: Any, depth: int) -> Any:  # noqa: C901 (one dispatch on the tag)
+    def value(self, node: Any, depth: int) -> Any:
         t = type(node)
         if t in _PLAIN or t is int:
             return node
@@ -543,7 +554,7 @@ class _Reader:
             raise _Refused("unknown_type", f"tag {tag!r}") from None
         return self.tagged(tag, body, depth)
 
-    def tagged(self, tag: Tag, body: Any, depth: int) -> Any:  # noqa: C901
+    def tagged(self, tag: Tag, body: Any, depth: int) -> Any:
         if tag in (Tag.TUPLE, Tag.NAMEDTUPLE):
             at = len(self.numbered)
             self.numbered.append(_PENDING)

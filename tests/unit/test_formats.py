@@ -5,7 +5,6 @@ rejected with a reason and cost nothing else of their batch."""
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import struct
 import threading
@@ -16,6 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from detector import state as checkpoints
 from detector.config import Settings
 from detector.formats import REASONS, Inputs
 from detector.formats.oip_pb import ModelInferRequest, ModelInferResponse
@@ -285,7 +285,7 @@ def test_waiting_halves_and_counts_survive_a_checkpoint() -> None:
     before = Inputs(s)
     records = oip_json(inferences(2))
     before.convert(records[:3], NOW)            # one pair, and the second request waits
-    saved = pickle.loads(pickle.dumps(before.snapshot()))
+    saved = checkpoints.decode(checkpoints.encode(before.snapshot(), {}, "fp"), "fp").state
     after = Inputs(s)
     after.restore(saved)
     out = after.convert(records[3:], NOW)
