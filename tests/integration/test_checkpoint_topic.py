@@ -26,3 +26,24 @@ def test_service_restores_from_the_topic_and_counts_exactly(topics, spawn, clien
     assert sample(m, "drift_events_total", kind="prediction", model="m") == 4000
     restored = [r for r in second.log_records() if r.get("event") == "checkpoint_restored"]
     assert restored and restored[0]["events"] == 3000 and topic in restored[0]["store"]
+
+
+def test_unusable_state_with_on_invalid_refuse_exits_1_naming_the_reason(
+        tansu, tmp_path) -> None:
+    from detector.stores import FileStore
+    from tests.conftest import DetectorProcess, Topics, kill, wait_for
+
+    topics = Topics(tansu)
+    topics.produce(topics.predictions, [{"model": "m", "prediction_id": "1",
+                                         "features": {"x": 1.0}, "prediction": 1}])
+    FileStore(tmp_path / "state").write({"0": b"not a checkpoint at all"})
+    d = DetectorProcess(topics, tmp_path, {"checkpoint": {"path": str(tmp_path / "state"),
+                                                          "on_invalid": "refuse"}})
+    proc = d.launch()
+    try:
+        wait_for(lambda: proc.poll() is not None, 60, "the service to refuse and exit")
+    finally:
+        kill(proc)
+    assert proc.returncode == 1, d.logs()
+    refused = [r for r in d.log_records() if r.get("event") == "checkpoint_invalid"]
+    assert refused and refused[0]["reason"] == "not_a_checkpoint", d.logs()

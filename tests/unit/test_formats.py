@@ -15,6 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from detector import state as checkpoints
 from detector.config import Settings
 from detector.formats import REASONS, Inputs
 from detector.formats.oip_pb import ModelInferRequest, ModelInferResponse
@@ -284,7 +285,9 @@ def test_waiting_halves_and_counts_survive_a_checkpoint() -> None:
     before = Inputs(s)
     records = oip_json(inferences(2))
     before.convert(records[:3], NOW)            # one pair, and the second request waits
-    moved = {p: before.take(p, remove=True) for p in {r.partition for r in records}}
+    moved = {p: checkpoints.decode(checkpoints.encode(before.take(p, remove=True), {}, "fp"),
+                                   "fp").state
+             for p in {r.partition for r in records}}
     assert not before.join.waiting_predictions and not before.pairs[("oip", "matched")]
     after = Inputs(s)
     for partition, saved in moved.items():

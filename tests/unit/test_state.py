@@ -1,4 +1,5 @@
-"""Checkpoints: signed, atomic, refused when unsigned, altered or for other settings."""
+"""Checkpoints: atomic files, refused with a reason when damaged, foreign or for other
+settings; the service's handling of an unusable one."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def _pipeline() -> Pipeline:
 def test_round_trip_restores_the_whole_state(tmp_path: Path) -> None:
     p = _pipeline()
     fp = state.fingerprint(p.settings.state_shape())
-    state.save(tmp_path / "c", KEY, p.snapshot(), {("predictions", 0): 1500}, fp, 1500)
+    store = state.FileStore(tmp_path / "c")
+    store.write(state.encode(p.snapshot(), {("predictions", 0): 1500}, fp, 1500, KEY))
     q = Pipeline(Settings())
-    q.restore(state.load(tmp_path / "c", KEY, fp).state)
+    q.restore(state.decode(store.read(), fp, KEY, str(store)).state)
     more = [Record("prediction", json.dumps({"model": "m", "prediction_id": "x",
                                              "features": {"x": 50.0}, "prediction": 0}).encode())]
     a, b = p.process(more, now=1.0), q.process(more, now=1.0)
@@ -43,28 +45,35 @@ def test_round_trip_restores_the_whole_state(tmp_path: Path) -> None:
     assert pa == pb
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda raw: raw[:-10], "signature does not match"),                      # truncated
-    (lambda raw: raw[:40] + bytes([raw[40] ^ 1]) + raw[41:], "signature does not match"),
-    (lambda raw: pickle.dumps({"evil": True}), "unsigned or truncated"),       # plain pickle
-    (lambda raw: b"", "unsigned or truncated"),
+@pytest.mark.parametrize("damage, reason", [
+    (lambda raw: raw[:-10], "truncated"),
+    (lambda raw: raw[:-40] + bytes([raw[-40] ^ 1]) + raw[-39:], "checksum"),
+    (lambda raw: pickle.dumps({"evil": True}), "not_a_checkpoint"),       # plain pickle
+    (lambda raw: b"", "truncated"),
 ])
-def test_damaged_or_unsigned_files_are_refused_before_unpickling(tmp_path, damage, message):
-    path = tmp_path / "c"
-    state.save(path, KEY, {"x": 1}, {}, "fp")
-    path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(state.CheckpointError, match=message):
-        state.load(path, KEY, "fp")
+def test_damaged_files_are_refused_with_a_reason(tmp_path, damage, reason):
+    store = state.FileStore(tmp_path / "c")
+    store.write(state.encode({"x": 1}, {}, "fp", key=KEY))
+    store.path.write_bytes(damage(store.read()))
+    with pytest.raises(state.CheckpointError) as info:
+        state.decode(store.read(), "fp", KEY, str(store))
+    assert info.value.reason == reason and str(info.value).startswith(f"checkpoint {store}: ")
 
 
-def test_other_settings_or_key_are_incompatible(tmp_path: Path) -> None:
-    path = tmp_path / "c"
-    state.save(path, KEY, {"x": 1}, {}, state.fingerprint(Settings().state_shape()))
+def test_other_settings_or_key_are_incompatible() -> None:
+    blob = state.encode({"x": 1}, {}, state.fingerprint(Settings().state_shape()), key=KEY)
     other = state.fingerprint(Settings(detectors={"feature": ["adwin"]}).state_shape())
     with pytest.raises(state.CheckpointError, match="other settings"):
-        state.load(path, KEY, other)
+        state.decode(blob, other, KEY)
     with pytest.raises(state.CheckpointError, match="another key"):
-        state.load(path, b"x" * 32, state.fingerprint(Settings().state_shape()))
+        state.decode(blob, state.fingerprint(Settings().state_shape()), b"x" * 32)
+
+
+def test_an_unreadable_file_is_a_reason_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()          # a directory where the file should be
+    with pytest.raises(state.CheckpointError) as info:
+        state.FileStore(tmp_path / "c").read()
+    assert info.value.reason == "unreadable"
 
 
 def _run(config: Path, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -73,18 +82,8 @@ def _run(config: Path, timeout: float = 60) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_refuse_mode_exits_non_zero_with_a_clear_message(tmp_path: Path) -> None:
-    ckpt = tmp_path / "state"
-    ckpt.write_bytes(b"not a checkpoint at all")
+def test_a_short_key_is_a_config_error(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"metrics: {{port: 0}}\ncheckpoint: {{path: {ckpt}, key: '{'k' * 20}', "
-                   "on_invalid: refuse}\n")
-    done = _run(cfg)
-    assert done.returncode == 1 and "not a drift-detector checkpoint" in done.stderr
-
-
-def test_a_checkpoint_path_without_a_key_is_a_config_error(tmp_path: Path) -> None:
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"checkpoint: {{path: {tmp_path / 'state'}}}\n")
+    cfg.write_text(f"checkpoint: {{path: {tmp_path / 'state'}, key: short}}\n")
     done = _run(cfg)
     assert done.returncode == 2 and "checkpoint.key" in done.stderr
