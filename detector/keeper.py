@@ -147,7 +147,9 @@ class Keeper:
                 before = self.owned[n]
                 offsets = dict(before or {})
                 offsets.update({tp: o for tp, o in applied.items() if tp[1] == n})
-                if offsets == before or (before is None and not offsets):
+                if offsets == before:
+                    # (a partition never saved is written once even when it has had no
+                    # message: a store read for it then stops at its state)
                     continue
                 snapshot = self.pipeline.take(n)
                 if self.extra is not None:
