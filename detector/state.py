@@ -47,6 +47,7 @@ from __future__ import annotations
 import array
 import enum
 import functools
+import gc
 import hashlib
 import hmac
 import json
@@ -58,7 +59,8 @@ import tempfile
 import time
 import types
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,7 +171,22 @@ def encode(state: Any, offsets: Offsets, fingerprint: str, events: int = 0,
 
     Raises ``TypeError`` naming the path to a value of a class the format does not
     hold (a new class in the state must be added to ``ALLOWED``)."""
-    return seal(_Writer().payload(state), offsets, fingerprint, events, key)
+    with _gc_paused():
+        payload = _Writer().payload(state)
+    return seal(payload, offsets, fingerprint, events, key)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic collection while a state's objects are written or built: each would
+    scan every container made so far, for nothing (none of them is garbage)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def seal(payload: bytes, offsets: Offsets, fingerprint: str, events: int = 0,
@@ -236,7 +253,8 @@ def decode(blob: bytes, fingerprint: str, key: bytes | None = None,
         raise fail("settings", "written for other settings or another version "
                                "(detectors, detection, reference, join, models)")
     try:
-        state = _Reader().state(payload)
+        with _gc_paused():
+            state = _Reader().state(payload)
     except _Refused as exc:
         raise fail(exc.reason, exc.detail) from None
     return Checkpoint(state, {(t, p): o for t, p, o in header.offsets}, header.created,
