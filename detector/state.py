@@ -68,17 +68,13 @@ from typing import Any
 import msgspec
 import numpy as np
 import pydantic
-from river import drift, stats
-from river._river_rust.drift import AdaptiveWindowing
-from river._river_rust.stats import RsEWMean
-from river.drift import binary
-from river.drift.binary.hddm_w import SampleInfo
 
 from detector import (
     __version__,
     calibrate_scores,
     config,
     data_quality,
+    detectors,
     estimation,
     join,
     monitor,
@@ -309,21 +305,18 @@ ALLOWED: dict[str, type] = {f"{c.__module__}.{c.__qualname__}": c for c in (
     monitor.KernelChannel, monitor.ReferenceStream, monitor.DistanceChannel, monitor.Schema,
     CUSUM, Standardizer, stream_kernel.StreamState, adwin.AdwinState, cusum.CusumState,
     page_hinkley.PageHinkleyState, standardize.StandardizerState,
-    reference.NumericReference, reference.CategoricalReference, reference._Lookup,
+    reference.NumericReference, reference.CategoricalReference,
     reference.Profile, performance.Performance,
     estimation.Estimator, estimation.Windows, calibrate_scores.Calibrator,
     calibrate_scores.LossTable, data_quality.VersionQuality, data_quality.FeatureQuality,
     data_quality.Expectation, join.JoinBuffer, join.Dropped, records.Record, Half,
     config.DetectorSpec, config.DetectorSets, config.DetectionSettings,
     config.ReferenceSettings,
-    drift.ADWIN, drift.PageHinkley, drift.KSWIN, binary.DDM, binary.EDDM, binary.HDDMA,
-    binary.HDDMW, SampleInfo, binary.FHDDM, stats.Mean, stats.Var, stats.EWMean,
-    AdaptiveWindowing, RsEWMean, random.Random)}
+    *detectors.STATE_CLASSES, random.Random)}
 _NAMES = {c: name for name, c in ALLOWED.items()}
-_NATIVE = (AdaptiveWindowing, RsEWMean)
+_NATIVE = detectors.COMPILED_STATE
 #: bound methods objects keep of themselves or of their owner
-_METHODS = {drift.PageHinkley: {"_test_increase", "_test_decrease", "_test_both"},
-            monitor.ModelMonitor: {"_stream"}}
+_METHODS = {**detectors.STATE_METHODS, monitor.ModelMonitor: frozenset({"_stream"})}
 #: checks of a rebuilt object the compiled code trusts (it does not check bounds)
 _CHECKS: dict[type, Callable[[Any], Any]] = {
     stream_kernel.StreamState: lambda s: stream_kernel.from_arrays(stream_kernel.to_arrays(s))}

@@ -183,7 +183,8 @@ def _classes(obj: Any) -> set[type]:
         elif t.__module__.startswith(("pydantic", "detector.config")):
             continue
         else:
-            stack += list(getattr(o, "__dict__", {}).values())
+            stack += [v for k, v in getattr(o, "__dict__", {}).items()
+                      if k not in state._CACHED.get(t, ())]      # as written
             stack += [getattr(o, n) for n in state._slots(t) if hasattr(o, n)]
     return found
 
