@@ -6,7 +6,9 @@ The tree::
     ├── ConfigError             invalid settings; the CLI exits 2 naming the key
     ├── BrokerError             the bundled test/demo broker could not start
     ├── SourceError             a fatal Kafka error; the service exits non-zero
-    └── SourceUnavailable       no broker answers yet; the service retries
+    ├── SourceUnavailable       no broker answers yet; the service retries
+    └── CheckpointError         (detector.state) a checkpoint cannot be used; ``reason``
+                                says why (``detector.state.REASONS``)
 
 A malformed *event* is never an exception: ``events.decode`` returns a
 ``Rejection`` that is counted and skipped.

@@ -103,7 +103,7 @@ REASONS = (
     "malformed",         # the header or payload does not decode to a valid state
     "unsigned",          # a key is configured but the checkpoint is not signed
     "signature",         # signed, but not with this key (or altered)
-    "checksum",          # the payload does not match the SHA-256 of the header
+    "checksum",          # the header or the payload does not match its SHA-256
     "settings",          # written for other settings or another build (fingerprint)
     "unknown_type",      # names a class this build does not load
 )
@@ -121,8 +121,8 @@ Offsets = dict[tuple[str, int], int]
 
 
 class CheckpointError(DriftDetectorError):
-    """A checkpoint cannot be used; ``reason`` (one of ``REASONS``) says why, ``detail``
-    how, ``str()`` says both with where the checkpoint was."""
+    """A checkpoint cannot be used: ``reason`` (one of ``REASONS``) says why, ``detail``
+    how; ``str()`` is the detail with where the checkpoint was."""
 
     def __init__(self, reason: str, detail: str, where: str = "") -> None:
         if reason not in REASONS:
@@ -133,6 +133,10 @@ class CheckpointError(DriftDetectorError):
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """A checkpoint read back: the state, the positions it corresponds to (the next
+    offset to read of each topic partition), when it was written and how many messages
+    the service had applied."""
+
     state: Any
     offsets: Offsets
     created: float
@@ -187,7 +191,8 @@ def _gc_paused() -> Iterator[None]:
 
 def seal(payload: bytes, offsets: Offsets, fingerprint: str, events: int = 0,
          key: bytes | None = None) -> bytes:
-    """The envelope around an encoded ``payload``: magic, header, checksum, signature."""
+    """The envelope around an encoded ``payload``: magic, header, signature (with a
+    ``key``), checksum."""
     header = msgspec.msgpack.encode(_Header(
         fingerprint=fingerprint, created=time.time(), events=events,
         offsets=[(t, p, o) for (t, p), o in sorted(offsets.items())],
@@ -265,9 +270,9 @@ def _refuse_magic(blob: bytes, fail: Callable[[str, str], CheckpointError]) -> N
     version = blob[len(_FAMILY):end]
     if blob.startswith(_FAMILY) and end > 0 and version.isdigit():
         if int(version) == 1:
-            raise fail("version", "format 1 (a pickle, written before 0.2): it is never "
+            raise fail("version", "format 1 (the pickle of drift-detector 0.1): never "
                                   "unpickled; ignored (the service starts fresh, or exits "
-                                  "with on_invalid: refuse)")
+                                  "with checkpoint.on_invalid: refuse)")
         raise fail("version", f"format {int(version)}; this build reads format "
                               f"{FORMAT_VERSION} only")
     raise fail("not_a_checkpoint", "not a drift-detector checkpoint")
