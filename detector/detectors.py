@@ -18,9 +18,12 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, get_args
 
-from river import drift
+from river import drift, stats
+from river._river_rust.drift import AdaptiveWindowing
+from river._river_rust.stats import RsEWMean
 from river.base import BinaryDriftDetector, DriftDetector
 from river.drift import binary
+from river.drift.binary.hddm_w import SampleInfo
 from scipy.special import ndtri, stdtr
 
 DetectorType = Literal["adwin", "page_hinkley", "kswin", "cusum", "ddm", "eddm", "hddm_a",
@@ -86,6 +89,18 @@ _CLASSES: dict[str, type] = {
     "fhddm": binary.FHDDM,
 }
 assert set(_CLASSES) == set(get_args(DetectorType))
+
+#: Every River class a detector's state holds besides the detectors themselves (what a
+#: checkpoint may hold: ``detector.state.ALLOWED``): ADWIN's and EWMean's compiled
+#: helpers, HDDM-W's samples, the statistics DDM, EDDM, HDDM and KSWIN keep.
+STATE_CLASSES: tuple[type, ...] = (
+    *(c for c in _CLASSES.values() if c is not CUSUM), SampleInfo, stats.Mean, stats.Var,
+    stats.EWMean, AdaptiveWindowing, RsEWMean)
+#: those of them written by River's own serialisation (compiled, no ``__dict__``)
+COMPILED_STATE: tuple[type, ...] = (AdaptiveWindowing, RsEWMean)
+#: methods River's detectors keep bound to themselves (Page-Hinkley's test of its mode)
+STATE_METHODS: dict[type, frozenset[str]] = {
+    drift.PageHinkley: frozenset({"_test_increase", "_test_decrease", "_test_both"})}
 
 #: Parameters added when the user gives none, so that runs are reproducible.
 _DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"kswin": {"seed": 0}}

@@ -7,6 +7,8 @@ The tree::
     ├── BrokerError             the bundled test/demo broker could not start
     ├── SourceError             a fatal Kafka error; the service exits non-zero
     ├── SourceUnavailable       no broker answers yet; the service retries
+    ├── CheckpointError         (detector.state) a checkpoint cannot be used; ``reason``
+    │                           says why (``detector.state.REASONS``)
     └── stores.StoreError       a state store cannot read or write (``reason``, ``detail``)
 
 A malformed *event* is never an exception: ``events.decode`` returns a

@@ -51,7 +51,8 @@ from collections.abc import Callable, Collection, Mapping
 from detector import state
 from detector.config import Settings
 from detector.metrics import RunStatus
-from detector.pipeline import Pipeline
+from detector.monitor import ModelMonitor
+from detector.pipeline import ModelState, Pipeline
 from detector.stores import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,15 @@ class Keeper:
                     "action": "refusing to start" if self.refuse else "starting it fresh"}})
                 if self.refuse:
                     raise StateRefused(str(exc)) from None
+                continue
+            problem = _misshapen(ckpt.state)
+            if problem is not None:
+                self._count("restore", "malformed")
+                log.error("checkpoint_invalid", extra={"fields": {
+                    "partition": n, "reason": "malformed", "error": problem,
+                    "action": "refusing to start" if self.refuse else "starting it fresh"}})
+                if self.refuse:
+                    raise StateRefused(f"{self.store} key {n}: {problem}")
                 continue
             with self.lock:
                 self.pipeline.put(n, ckpt.state)
@@ -222,3 +232,51 @@ class Keeper:
         key = (operation, reason)
         failures = self.status.checkpoint_failures
         failures[key] = failures.get(key, 0) + 1
+
+
+def _misshapen(data: object) -> str | None:
+    """What is wrong with the parts of a restored state that ``Pipeline.put`` and
+    ``Inputs.put`` read (a blob may pass every checksum and still hold something else
+    when no key signs it), or None.
+
+    >>> _misshapen({"models": 5, "rejected": {}, "join": ([], [])})
+    'models is not a map of model states'
+    """
+    if not isinstance(data, dict):
+        return "not a map"
+    models = data.get("models")
+    if not isinstance(models, dict) or not all(
+            isinstance(k, str) and isinstance(v, ModelState) for k, v in models.items()):
+        return "models is not a map of model states"
+    for name, st in models.items():
+        versions = getattr(st, "versions", None)
+        if not (isinstance(getattr(st, "name", None), str)
+                and isinstance(versions, dict)
+                and all(isinstance(m, ModelMonitor) for m in versions.values())
+                and all(isinstance(getattr(st, f, None), dict) for f in ("events", "join"))
+                and isinstance(getattr(st, "seq", None), int)):
+            return f"model {name[:60]!r} is not a whole model state"
+    rejected = data.get("rejected")
+    if not isinstance(rejected, dict) or not all(
+            isinstance(k, tuple) and len(k) == 2 and isinstance(v, int)
+            for k, v in rejected.items()):
+        return "rejected is not a map of counts"
+    for part in ("join", "input_join"):
+        if part == "input_join" and part not in data:
+            continue
+        if not _entries(data.get(part)):
+            return f"{part} is not two lists of waiting entries"
+    if "input_join" in data and not (isinstance(data.get("input_pairs"), dict)
+                                     and isinstance(data.get("input_paired"), list)):
+        return "the inputs' counts are missing"
+    return None
+
+
+def _entries(entries: object) -> bool:
+    """Whether ``entries`` has the shape of ``JoinBuffer.take``'s result."""
+    return (isinstance(entries, tuple | list) and len(entries) == 2 and all(
+        isinstance(side, list) and all(
+            isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], tuple)
+            and isinstance(e[1], tuple) and len(e[1]) == 3
+            and isinstance(e[1][0], float) and isinstance(e[1][2], int) for e in side)
+        for side in entries))

@@ -47,6 +47,7 @@ from __future__ import annotations
 import array
 import enum
 import functools
+import gc
 import hashlib
 import hmac
 import json
@@ -58,7 +59,8 @@ import tempfile
 import time
 import types
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,17 +68,13 @@ from typing import Any
 import msgspec
 import numpy as np
 import pydantic
-from river import drift, stats
-from river._river_rust.drift import AdaptiveWindowing
-from river._river_rust.stats import RsEWMean
-from river.drift import binary
-from river.drift.binary.hddm_w import SampleInfo
 
 from detector import (
     __version__,
     calibrate_scores,
     config,
     data_quality,
+    detectors,
     estimation,
     join,
     monitor,
@@ -105,7 +103,7 @@ REASONS = (
     "malformed",         # the header or payload does not decode to a valid state
     "unsigned",          # a key is configured but the checkpoint is not signed
     "signature",         # signed, but not with this key (or altered)
-    "checksum",          # the payload does not match the SHA-256 of the header
+    "checksum",          # the header or the payload does not match its SHA-256
     "settings",          # written for other settings or another build (fingerprint)
     "unknown_type",      # names a class this build does not load
 )
@@ -123,8 +121,8 @@ Offsets = dict[tuple[str, int], int]
 
 
 class CheckpointError(DriftDetectorError):
-    """A checkpoint cannot be used; ``reason`` (one of ``REASONS``) says why, ``detail``
-    how, ``str()`` says both with where the checkpoint was."""
+    """A checkpoint cannot be used: ``reason`` (one of ``REASONS``) says why, ``detail``
+    how; ``str()`` is the detail with where the checkpoint was."""
 
     def __init__(self, reason: str, detail: str, where: str = "") -> None:
         if reason not in REASONS:
@@ -135,6 +133,10 @@ class CheckpointError(DriftDetectorError):
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """A checkpoint read back: the state, the positions it corresponds to (the next
+    offset to read of each topic partition), when it was written and how many messages
+    the service had applied."""
+
     state: Any
     offsets: Offsets
     created: float
@@ -169,12 +171,28 @@ def encode(state: Any, offsets: Offsets, fingerprint: str, events: int = 0,
 
     Raises ``TypeError`` naming the path to a value of a class the format does not
     hold (a new class in the state must be added to ``ALLOWED``)."""
-    return seal(_Writer().payload(state), offsets, fingerprint, events, key)
+    with _gc_paused():
+        payload = _Writer().payload(state)
+    return seal(payload, offsets, fingerprint, events, key)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic collection while a state's objects are written or built: each would
+    scan every container made so far, for nothing (none of them is garbage)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def seal(payload: bytes, offsets: Offsets, fingerprint: str, events: int = 0,
          key: bytes | None = None) -> bytes:
-    """The envelope around an encoded ``payload``: magic, header, checksum, signature."""
+    """The envelope around an encoded ``payload``: magic, header, signature (with a
+    ``key``), checksum."""
     header = msgspec.msgpack.encode(_Header(
         fingerprint=fingerprint, created=time.time(), events=events,
         offsets=[(t, p, o) for (t, p), o in sorted(offsets.items())],
@@ -236,7 +254,8 @@ def decode(blob: bytes, fingerprint: str, key: bytes | None = None,
         raise fail("settings", "written for other settings or another version "
                                "(detectors, detection, reference, join, models)")
     try:
-        state = _Reader().state(payload)
+        with _gc_paused():
+            state = _Reader().state(payload)
     except _Refused as exc:
         raise fail(exc.reason, exc.detail) from None
     return Checkpoint(state, {(t, p): o for t, p, o in header.offsets}, header.created,
@@ -251,9 +270,9 @@ def _refuse_magic(blob: bytes, fail: Callable[[str, str], CheckpointError]) -> N
     version = blob[len(_FAMILY):end]
     if blob.startswith(_FAMILY) and end > 0 and version.isdigit():
         if int(version) == 1:
-            raise fail("version", "format 1 (a pickle, written before 0.2): it is never "
+            raise fail("version", "format 1 (the pickle of drift-detector 0.1): never "
                                   "unpickled; ignored (the service starts fresh, or exits "
-                                  "with on_invalid: refuse)")
+                                  "with checkpoint.on_invalid: refuse)")
         raise fail("version", f"format {int(version)}; this build reads format "
                               f"{FORMAT_VERSION} only")
     raise fail("not_a_checkpoint", "not a drift-detector checkpoint")
@@ -291,21 +310,18 @@ ALLOWED: dict[str, type] = {f"{c.__module__}.{c.__qualname__}": c for c in (
     monitor.KernelChannel, monitor.ReferenceStream, monitor.DistanceChannel, monitor.Schema,
     CUSUM, Standardizer, stream_kernel.StreamState, adwin.AdwinState, cusum.CusumState,
     page_hinkley.PageHinkleyState, standardize.StandardizerState,
-    reference.NumericReference, reference.CategoricalReference, reference._Lookup,
+    reference.NumericReference, reference.CategoricalReference,
     reference.Profile, performance.Performance,
     estimation.Estimator, estimation.Windows, calibrate_scores.Calibrator,
     calibrate_scores.LossTable, data_quality.VersionQuality, data_quality.FeatureQuality,
     data_quality.Expectation, join.JoinBuffer, join.Dropped, records.Record, Half,
     config.DetectorSpec, config.DetectorSets, config.DetectionSettings,
     config.ReferenceSettings,
-    drift.ADWIN, drift.PageHinkley, drift.KSWIN, binary.DDM, binary.EDDM, binary.HDDMA,
-    binary.HDDMW, SampleInfo, binary.FHDDM, stats.Mean, stats.Var, stats.EWMean,
-    AdaptiveWindowing, RsEWMean, random.Random)}
+    *detectors.STATE_CLASSES, random.Random)}
 _NAMES = {c: name for name, c in ALLOWED.items()}
-_NATIVE = (AdaptiveWindowing, RsEWMean)
+_NATIVE = detectors.COMPILED_STATE
 #: bound methods objects keep of themselves or of their owner
-_METHODS = {drift.PageHinkley: {"_test_increase", "_test_decrease", "_test_both"},
-            monitor.ModelMonitor: {"_stream"}}
+_METHODS = {**detectors.STATE_METHODS, monitor.ModelMonitor: frozenset({"_stream"})}
 #: checks of a rebuilt object the compiled code trusts (it does not check bounds)
 _CHECKS: dict[type, Callable[[Any], Any]] = {
     stream_kernel.StreamState: lambda s: stream_kernel.from_arrays(stream_kernel.to_arrays(s))}
@@ -445,11 +461,23 @@ _PENDING = object()   # the number of a tuple being read (a reference to it is r
 
 
 class _Reader:
-    """Rebuilds a state from a payload; raises ``_Refused`` with the reason it cannot."""
+    """Rebuilds a state from a payload; raises ``_Refused`` with the reason it cannot.
+
+    Each tag has its reader, ``(body, depth) -> value``; containers are numbered in
+    the order they are met, as the writer numbered them."""
 
     def __init__(self) -> None:
         self.numbered: list[Any] = []
         self.table: list[tuple[type, tuple[str, ...]]] = []
+        self.readers: dict[int, Callable[[Any, int], Any]] = {
+            Tag.REF: self.ref, Tag.TUPLE: self.tuple, Tag.SET: self.set,
+            Tag.FROZENSET: self.frozenset, Tag.DICT: self.mapping(dict),
+            Tag.COUNTER: self.mapping(Counter), Tag.ORDERED: self.mapping(OrderedDict),
+            Tag.DEQUE: self.deque, Tag.BIGINT: self.bigint, Tag.BYTEARRAY: self.bytearray,
+            Tag.NDARRAY: self.ndarray, Tag.SCALAR: self.scalar,
+            Tag.NAMEDTUPLE: self.namedtuple, Tag.OBJECT: self.object,
+            Tag.SETTINGS: self.settings, Tag.METHOD: self.method, Tag.RANDOM: self.random,
+            Tag.NATIVE: self.native, Tag.ARRAY: self.array}
 
     def state(self, payload: memoryview) -> Any:
         try:
@@ -523,135 +551,149 @@ class _Reader:
                     node[k] = self.value(v, depth)
             return node
         ((tag, body),) = node.items()
-        if type(tag) is not int:
-            raise _bad("a map with a key that is not a string")
-        if tag == Tag.REF:
-            if type(body) is not int or not 0 <= body < len(self.numbered):
-                raise _bad(f"reference {body!r} to nothing written before it")
-            target = self.numbered[body]
-            if target is _PENDING:
-                raise _bad("reference to a tuple from inside itself")
-            return target
-        if tag == Tag.BIGINT:
-            if type(body) is not str or len(body) > 100:
-                raise _bad("big integer is not a short decimal string")
-            return int(body)
-        if tag == Tag.SCALAR:
-            dtype, raw = self.parts(body, 2, "numpy scalar")
-            return np.frombuffer(self.raw(raw), dtype=self.dtype(dtype), count=1)[0]
-        if tag == Tag.METHOD:
-            index, name, owner = self.parts(body, 3, "method")
-            cls, _ = self.klass(index, lambda c: c in _METHODS, "method's class")
-            if name not in _METHODS[cls]:
-                raise _Refused("unknown_type", f"method {str(name)[:60]!r} of {_NAMES[cls]}")
-            obj = self.value(owner, depth)
-            if type(obj) is not cls:
-                raise _bad(f"method of {_NAMES[cls]} bound to a {type(obj).__name__}")
-            return types.MethodType(cls.__dict__[name], obj)
-        try:
-            tag = Tag(tag)
-        except ValueError:
-            raise _Refused("unknown_type", f"tag {tag!r}") from None
-        return self.tagged(tag, body, depth)
+        reader = self.readers.get(tag) if type(tag) is int else None
+        if reader is None:
+            raise _Refused("unknown_type", f"tag {str(tag)[:20]!r}")
+        return reader(body, depth)
 
-    def tagged(self, tag: Tag, body: Any, depth: int) -> Any:
-        if tag in (Tag.TUPLE, Tag.NAMEDTUPLE):
-            at = len(self.numbered)
-            self.numbered.append(_PENDING)
-            if tag == Tag.TUPLE:
-                out = tuple(self.items(body, depth))
-            else:
-                index, items = self.parts(body, 2, "named tuple")
-                cls, _ = self.klass(index, lambda c: issubclass(c, tuple), "named tuple")
-                values = self.items(items, depth)
-                if len(values) != len(cls._fields):
-                    raise _bad(f"{_NAMES[cls]} has {len(cls._fields)} fields, not "
-                               f"{len(values)}")
-                out = tuple.__new__(cls, values)
-                if cls in _CHECKS:
-                    _CHECKS[cls](out)
-            self.numbered[at] = out
+    def items(self, body: Any, depth: int) -> list[Any]:
+        if type(body) is not list:
+            raise _bad("a sequence is not a list")
+        return [x if type(x) in _PLAIN else self.value(x, depth) for x in body]
+
+    def ref(self, body: Any, depth: int) -> Any:
+        if type(body) is not int or not 0 <= body < len(self.numbered):
+            raise _bad(f"reference {body!r} to nothing written before it")
+        target = self.numbered[body]
+        if target is _PENDING:
+            raise _bad("reference to a tuple from inside itself")
+        return target
+
+    def immutable(self, build: Callable[[], Any]) -> Any:
+        """A tuple or frozenset: numbered before its items are read, built after."""
+        at = len(self.numbered)
+        self.numbered.append(_PENDING)
+        self.numbered[at] = out = build()
+        return out
+
+    def tuple(self, body: Any, depth: int) -> tuple:
+        return self.immutable(lambda: tuple(self.items(body, depth)))
+
+    def frozenset(self, body: Any, depth: int) -> frozenset:
+        return self.immutable(lambda: frozenset(self.items(body, depth)))
+
+    def namedtuple(self, body: Any, depth: int) -> tuple:
+        index, items = self.parts(body, 2, "named tuple")
+        cls, _ = self.klass(index, lambda c: issubclass(c, tuple), "named tuple")
+
+        def build() -> tuple:
+            values = self.items(items, depth)
+            if len(values) != len(cls._fields):
+                raise _bad(f"{_NAMES[cls]} has {len(cls._fields)} fields, not {len(values)}")
+            out = tuple.__new__(cls, values)
+            if cls in _CHECKS:
+                _CHECKS[cls](out)
             return out
-        if tag in (Tag.DICT, Tag.COUNTER, Tag.ORDERED):
-            out = self.number({Tag.DICT: dict, Tag.COUNTER: Counter,
-                               Tag.ORDERED: OrderedDict}[tag]())
+        return self.immutable(build)
+
+    def set(self, body: Any, depth: int) -> set:
+        out = self.number(set())
+        out.update(self.items(body, depth))
+        return out
+
+    def mapping(self, kind: type[dict]) -> Callable[[Any, int], dict]:
+        def read(body: Any, depth: int) -> dict:
+            out = self.number(kind())
             flat = self.items(body, depth)
             if len(flat) % 2:
                 raise _bad("a map with an odd number of keys and values")
             for i in range(0, len(flat), 2):
                 out[flat[i]] = flat[i + 1]
             return out
-        if tag in (Tag.SET, Tag.FROZENSET):
-            if tag == Tag.SET:
-                out = self.number(set())
-                out.update(self.items(body, depth))
-                return out
-            at = len(self.numbered)
-            self.numbered.append(_PENDING)
-            self.numbered[at] = out = frozenset(self.items(body, depth))
-            return out
-        if tag == Tag.DEQUE:
-            maxlen, items = self.parts(body, 2, "deque")
-            if maxlen is not None and (type(maxlen) is not int or maxlen < 0):
-                raise _bad("deque maxlen is not a count")
-            out = self.number(deque(maxlen=maxlen))
-            values = self.items(items, depth)
-            if maxlen is not None and len(values) > maxlen:
-                raise _bad("deque longer than its maxlen")
-            out.extend(values)
-            return out
-        if tag == Tag.BYTEARRAY:
-            return self.number(bytearray(self.raw(body)))
-        if tag == Tag.ARRAY:
-            typecode, raw = self.parts(body, 2, "array.array")
-            if typecode not in _TYPECODES:
-                raise _Refused("unknown_type", f"array.array typecode {str(typecode)[:8]!r}")
-            out = self.number(array.array(typecode))
-            out.frombytes(self.raw(raw))
-            return out
-        if tag == Tag.NDARRAY:
-            dtype, shape, raw = self.parts(body, 3, "array")
-            dtype, raw = self.dtype(dtype), self.raw(raw)
-            if (type(shape) is not list or len(shape) > MAX_NDIM
-                    or any(type(n) is not int or n < 0 for n in shape)
-                    or math.prod(shape) * dtype.itemsize != len(raw)):
-                raise _bad("array shape does not match its bytes")
-            return self.number(np.frombuffer(raw, dtype=dtype).reshape(shape).copy())
-        if tag == Tag.RANDOM:
-            version, words, gauss = self.parts(body, 3, "random state")
-            if (type(words) is not list or len(words) != 625
-                    or any(type(w) is not int for w in words)
-                    or gauss is not None and type(gauss) is not float):
-                raise _bad("random state is not a Mersenne Twister state")
-            out = self.number(random.Random.__new__(random.Random))
-            out.setstate((version, tuple(words), gauss))
-            return out
-        if tag == Tag.SETTINGS:
-            index, values = self.parts(body, 2, "settings")
-            cls, _ = self.klass(index, lambda c: issubclass(c, pydantic.BaseModel), "settings")
-            return self.number(cls.model_validate(values))
-        if tag == Tag.NATIVE:
-            return self.native(body)
-        if tag == Tag.OBJECT:
-            if type(body) is not list or not body:
-                raise _bad("object is not [class, values]")
-            cls, fields = self.klass(body[0], lambda c: not issubclass(c, tuple | pydantic.BaseModel)
-                                     and c not in _NATIVE and c is not random.Random,
-                                     "plain object")
-            if len(body) != len(fields) + 1:
-                raise _bad(f"{_NAMES[cls]}: {len(body) - 1} values for {len(fields)} fields")
-            obj = self.number(object.__new__(cls))
-            slots = _SLOTS[cls]
-            for name, node in zip(fields, body[1:]):
-                value = node if type(node) in _PLAIN else self.value(node, depth)
-                if name in slots:
-                    object.__setattr__(obj, name, value)
-                else:
-                    obj.__dict__[name] = value
-            return obj
-        raise _Refused("unknown_type", f"tag {tag!r} where a value was expected")
+        return read
 
-    def native(self, body: Any) -> Any:
+    def deque(self, body: Any, depth: int) -> deque:
+        maxlen, items = self.parts(body, 2, "deque")
+        if maxlen is not None and (type(maxlen) is not int or maxlen < 0):
+            raise _bad("deque maxlen is not a count")
+        out = self.number(deque(maxlen=maxlen))
+        values = self.items(items, depth)
+        if maxlen is not None and len(values) > maxlen:
+            raise _bad("deque longer than its maxlen")
+        out.extend(values)
+        return out
+
+    def bigint(self, body: Any, depth: int) -> int:
+        if type(body) is not str or len(body) > 100:
+            raise _bad("big integer is not a short decimal string")
+        return int(body)
+
+    def bytearray(self, body: Any, depth: int) -> bytearray:
+        return self.number(bytearray(self.raw(body)))
+
+    def array(self, body: Any, depth: int) -> array.array:
+        typecode, raw = self.parts(body, 2, "array.array")
+        if typecode not in _TYPECODES:
+            raise _Refused("unknown_type", f"array.array typecode {str(typecode)[:8]!r}")
+        out = self.number(array.array(typecode))
+        out.frombytes(self.raw(raw))
+        return out
+
+    def ndarray(self, body: Any, depth: int) -> np.ndarray:
+        dtype, shape, raw = self.parts(body, 3, "array")
+        dtype, raw = self.dtype(dtype), self.raw(raw)
+        if (type(shape) is not list or len(shape) > MAX_NDIM
+                or any(type(n) is not int or n < 0 for n in shape)
+                or math.prod(shape) * dtype.itemsize != len(raw)):
+            raise _bad("array shape does not match its bytes")
+        return self.number(np.frombuffer(raw, dtype=dtype).reshape(shape).copy())
+
+    def scalar(self, body: Any, depth: int) -> np.generic:
+        dtype, raw = self.parts(body, 2, "numpy scalar")
+        return np.frombuffer(self.raw(raw), dtype=self.dtype(dtype), count=1)[0]
+
+    def random(self, body: Any, depth: int) -> random.Random:
+        version, words, gauss = self.parts(body, 3, "random state")
+        if (type(words) is not list or len(words) != 625
+                or any(type(w) is not int for w in words)
+                or gauss is not None and type(gauss) is not float):
+            raise _bad("random state is not a Mersenne Twister state")
+        out = self.number(random.Random.__new__(random.Random))
+        out.setstate((version, tuple(words), gauss))
+        return out
+
+    def settings(self, body: Any, depth: int) -> pydantic.BaseModel:
+        index, values = self.parts(body, 2, "settings")
+        cls, _ = self.klass(index, lambda c: issubclass(c, pydantic.BaseModel), "settings")
+        return self.number(cls.model_validate(values))
+
+    def method(self, body: Any, depth: int) -> types.MethodType:
+        index, name, owner = self.parts(body, 3, "method")
+        cls, _ = self.klass(index, lambda c: c in _METHODS, "method's class")
+        if name not in _METHODS[cls]:
+            raise _Refused("unknown_type", f"method {str(name)[:60]!r} of {_NAMES[cls]}")
+        obj = self.value(owner, depth)
+        if type(obj) is not cls:
+            raise _bad(f"method of {_NAMES[cls]} bound to a {type(obj).__name__}")
+        return types.MethodType(cls.__dict__[name], obj)
+
+    def object(self, body: Any, depth: int) -> Any:
+        if type(body) is not list or not body:
+            raise _bad("object is not [class, values]")
+        cls, fields = self.klass(body[0], _plain_class, "plain object")
+        if len(body) != len(fields) + 1:
+            raise _bad(f"{_NAMES[cls]}: {len(body) - 1} values for {len(fields)} fields")
+        obj = self.number(object.__new__(cls))
+        slots = _SLOTS[cls]
+        for name, node in zip(fields, body[1:], strict=True):
+            value = node if type(node) in _PLAIN else self.value(node, depth)
+            if name in slots:
+                object.__setattr__(obj, name, value)
+            else:
+                obj.__dict__[name] = value
+        return obj
+
+    def native(self, body: Any, depth: int) -> Any:
         """One of River's compiled objects: its constructor's numbers, then its own
         ``__setstate__`` (River's Rust deserializer, which only parses numbers)."""
         index, args, raw = self.parts(body, 3, "native object")
@@ -671,11 +713,6 @@ class _Reader:
             raise _bad(f"{_NAMES[cls]}: state does not match its constructor numbers")
         return obj
 
-    def items(self, body: Any, depth: int) -> list[Any]:
-        if type(body) is not list:
-            raise _bad("a sequence is not a list")
-        return [x if type(x) in _PLAIN else self.value(x, depth) for x in body]
-
     @staticmethod
     def parts(body: Any, n: int, what: str) -> list[Any]:
         if type(body) is not list or len(body) != n:
@@ -694,6 +731,12 @@ class _Reader:
         if dtype is None:
             raise _Refused("unknown_type", f"numpy dtype {str(name)[:40]!r}")
         return dtype
+
+
+def _plain_class(cls: type) -> bool:
+    """Rebuilt field by field (``Tag.OBJECT``): not a tuple, settings or compiled class."""
+    return not issubclass(cls, tuple | pydantic.BaseModel) and cls not in _NATIVE + (
+        random.Random,)
 
 
 class FileStore:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from detector import state
 from detector.config import Settings
 from detector.keeper import Keeper, StateRefused
 from detector.metrics import DriftCollector, RunStatus
@@ -121,6 +122,13 @@ def test_unusable_state_starts_that_partition_fresh_or_refuses(tmp_path: Path) -
     refusing, _, _ = _keeper(store, Settings(checkpoint={"on_invalid": "refuse"}))
     with pytest.raises(StateRefused):
         refusing.assigned(_assigned(1))
+    # sound checksums, but not a pipeline's state (no key signs it): malformed, not a crash
+    fp = state.fingerprint(Settings().state_shape())
+    store.write({"2": state.encode({"models": 5, "rejected": {}, "join": ([], [])},
+                                   {("predictions", 2): 7}, fp)})
+    keeper.assigned(_assigned(2))
+    assert status.checkpoint_failures[("restore", "malformed")] == 1
+    assert keeper.owned[2] is None and not p.models
 
 
 def test_a_store_that_cannot_be_written_is_reported_and_commits_nothing(tmp_path: Path) -> None:

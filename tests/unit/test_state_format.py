@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from river import drift
 
 from detector import state
 from detector.config import Settings
 from detector.formats import Inputs
+from detector.kernels import stream as stream_kernel
 from detector.metrics import DriftCollector, RunStatus
 from detector.monitor import KernelChannel, ModelMonitor
 from detector.pipeline import Pipeline
@@ -181,7 +183,8 @@ def _classes(obj: Any) -> set[type]:
         elif t.__module__.startswith(("pydantic", "detector.config")):
             continue
         else:
-            stack += list(getattr(o, "__dict__", {}).values())
+            stack += [v for k, v in getattr(o, "__dict__", {}).items()
+                      if k not in state._CACHED.get(t, ())]      # as written
             stack += [getattr(o, n) for n in state._slots(t) if hasattr(o, n)]
     return found
 
@@ -302,6 +305,23 @@ def test_classes_and_methods_outside_the_allowlist_are_refused() -> None:
     assert _reason(_sealed([[], {99: 1}])) == "unknown_type"
 
 
+def test_states_the_compiled_code_trusts_are_checked() -> None:
+    """The kernels do not check bounds: a stream state whose arrays do not fit together,
+    or a River compiled object whose bytes do not parse or do not match its numbers, is
+    refused, never handed on."""
+    good = stream_kernel.new_state([("adwin", {}), ("cusum", {})])
+    assert _payload(state.encode(state.decode(state.encode(good, {}, "fp"), "fp").state,
+                                 {}, "fp")) == _payload(state.encode(good, {}, "fp"))
+    bad = good._replace(counters=np.zeros((5, 3), dtype=np.int64))
+    assert _reason(state.encode(bad, {}, "fp")) == "malformed"
+    rust = [["river._river_rust.drift.AdaptiveWindowing", []]]
+    assert _reason(_sealed([rust, {17: [0, [0.002, 32, 5, 5, 10], b"junk"]}])) == "malformed"
+    assert _reason(_sealed([rust, {17: [0, [0.002, 1 << 32, 5, 5, 10], b""]}])) == "malformed"
+    helper = drift.ADWIN()._helper
+    other = [0.002, 64, 5, 5, 10]   # numbers that do not match the state's own
+    assert _reason(_sealed([rust, {17: [0, other, helper.__getstate__()]}])) == "malformed"
+
+
 def test_hostile_structures_are_refused_fast_and_small() -> None:
     """Deep nesting, huge declared lengths, lying shapes: a reason in milliseconds."""
     cases = {
@@ -323,7 +343,9 @@ def test_hostile_structures_are_refused_fast_and_small() -> None:
 
 
 def test_memory_of_a_hostile_payload_is_bounded() -> None:
-    """1 MB of empty maps (the worst msgpack has: 1 byte each) costs at most ~80 MB."""
+    """1 MB of empty maps (the worst msgpack has: 1 byte each, ~64 as Python objects)
+    costs at most ~80 MB: the price of any object format read into Python (pickle's too);
+    with checkpoint.key set, a blob that is not ours is refused before it is read."""
     blob = state.seal(b"\x92\x90\xdd" + (1 << 20).to_bytes(4, "big") + b"\x80" * (1 << 20),
                       {}, "fp")
     tracemalloc.start()
