@@ -47,3 +47,39 @@ def test_unusable_state_with_on_invalid_refuse_exits_1_naming_the_reason(
     assert proc.returncode == 1, d.logs()
     refused = [r for r in d.log_records() if r.get("event") == "checkpoint_invalid"]
     assert refused and refused[0]["reason"] == "not_a_checkpoint", d.logs()
+
+
+def test_a_store_that_cannot_be_written_is_reported_never_a_crash(tansu, tmp_path) -> None:
+    """The state directory cannot be created (a file is in the way, as a read-only or
+    full volume would refuse it): the service keeps consuming, counts the failures,
+    reports not ready with the reason, and commits nothing; once the volume is back it
+    saves, commits everything and is ready again."""
+    from tests.conftest import DetectorProcess, Topics, http_status, kill, scrape, wait_for
+
+    topics = Topics(tansu)
+    blocker = tmp_path / "volume"
+    blocker.write_text("a file where the state directory should be")
+    d = DetectorProcess(topics, tmp_path, {"checkpoint": {"path": str(blocker / "state"),
+                                                          "interval_seconds": 0.5}})
+    proc = d.launch()
+    try:
+        wait_for(lambda: http_status(d.port, "/healthz") == 200, 30, "/healthz")
+        topics.produce(topics.predictions, [{"model": "m", "prediction_id": str(i),
+                                             "features": {"x": float(i % 5)},
+                                             "prediction": i % 2} for i in range(500)])
+        wait_for(lambda: (sample(scrape(d.port), "drift_checkpoint_failures_total",
+                                 operation="write", reason="io") or 0) >= 2, 60,
+                 "failed saves to be counted")
+        assert http_status(d.port, "/readyz") == 503
+        assert sample(scrape(d.port), "drift_events_total", kind="prediction", model="m") == 500
+        assert topics.committed() == 0                   # nothing durable, nothing committed
+        failed = [r for r in d.log_records() if r.get("event") == "checkpoint_failed"]
+        assert len(failed) == 1 and failed[0]["reason"] == "io", failed   # logged once
+
+        blocker.unlink()                                  # the volume is back
+        wait_for(lambda: http_status(d.port, "/readyz") == 200, 30, "ready again")
+        wait_for(lambda: topics.committed() == 500, 30, "the offsets committed")
+        assert proc.poll() is None
+        assert any(r.get("event") == "checkpoint_recovered" for r in d.log_records())
+    finally:
+        kill(proc)
