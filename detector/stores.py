@@ -476,7 +476,7 @@ class KafkaStore:
             consumer = KafkaConsumer(
                 **self._options(), group_id=None, enable_auto_commit=False,
                 fetch_max_wait_ms=10,   # Tansu otherwise leaves ~500 ms gaps between fetches
-                max_partition_fetch_bytes=2 * self.PART, fetch_max_bytes=8 * self.PART)
+                max_partition_fetch_bytes=2 * self.PART, fetch_max_bytes=2 * self.PART)
             try:
                 consumer.assign([self._tp])
                 self._scan(consumer, wanted, deadline)
