@@ -53,8 +53,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
 from kafka import errors as kafka_errors
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
