@@ -215,6 +215,9 @@ class FileStore:
 MANIFEST_FORMAT = "drift-detector-store/1"
 #: a manifest larger than this is not one of ours (ours take ~200 bytes)
 MANIFEST_MAX = 4096
+#: a read or write never creates the topic (the broker would not compact it): only
+#: ``KafkaStore._ensure_topic`` does
+_NO_AUTO_CREATE = {"allow_auto_create_topics": False}
 
 
 @dataclass(frozen=True)
@@ -471,18 +474,22 @@ class KafkaStore:
         started = time.monotonic()
         deadline = started + self.timeout_s
         self._ensure_topic(deadline)
-        with self._errors("reading"):
-            # a fresh consumer each time: its high watermark must come from this read
-            consumer = KafkaConsumer(
-                **self._options(), group_id=None, enable_auto_commit=False,
-                fetch_max_wait_ms=10,   # Tansu otherwise leaves ~500 ms gaps between fetches
-                max_partition_fetch_bytes=2 * self.PART, fetch_max_bytes=2 * self.PART)
-            try:
-                consumer.assign([self._tp])
-                self._scan(consumer, wanted, deadline)
-            finally:
-                with suppress(KafkaError, OSError):
-                    consumer.close()
+        try:
+            with self._errors("reading"):
+                # a fresh consumer each time: its high watermark must come from this read
+                consumer = KafkaConsumer(
+                    **self._options(), **_NO_AUTO_CREATE, group_id=None, enable_auto_commit=False,
+                    fetch_max_wait_ms=10,   # Tansu otherwise leaves ~500 ms gaps
+                    max_partition_fetch_bytes=2 * self.PART, fetch_max_bytes=2 * self.PART)
+                try:
+                    consumer.assign([self._tp])
+                    self._scan(consumer, wanted, deadline)
+                finally:
+                    with suppress(KafkaError, OSError):
+                        consumer.close()
+        except StoreError:
+            self._topic_ready = False               # deleted meanwhile? checked next time
+            raise
         found: dict[str, bytes | StoreError] = {}
         for key, w in wanted.items():
             if w.manifest is not None and not w.done:
@@ -621,6 +628,7 @@ class KafkaStore:
             for key, (_, names) in plans.items():   # parts that may have landed
                 self._garbage.setdefault(key, set()).update(names)
             self._close_producer()
+            self._topic_ready = False               # deleted meanwhile? checked next time
             raise
         for key, (_, names) in plans.items():
             self._garbage.setdefault(key, set()).update(self._live.get(key, ()))
@@ -638,7 +646,7 @@ class KafkaStore:
             bound = max(1000, int(self.timeout_s * 1000))
             opts = self._options()
             self._producer = KafkaProducer(
-                **opts, acks="all", linger_ms=2, max_request_size=self.PART + 65_536,
+                **opts, **_NO_AUTO_CREATE, acks="all", linger_ms=2, max_request_size=self.PART + 65_536,
                 max_block_ms=bound, delivery_timeout_ms=opts["request_timeout_ms"] + 1000)
         return self._producer
 

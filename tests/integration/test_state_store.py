@@ -135,6 +135,50 @@ def test_hostile_manifests_are_malformed_per_key_and_the_next_write_supersedes_t
         "ok": b"a good blob", "bad": b"superseded"}
 
 
+def forged(blob: bytes, parts: list[bytes | None], generation: int = 5
+           ) -> list[tuple[str, bytes | None]]:
+    """Parts as given, then a manifest that is right for ``blob``."""
+    return [*((f"k/{generation}/{i}", part) for i, part in enumerate(parts)),
+            ("k", manifest(generation=generation, parts=-(-len(blob) // KafkaStore.PART),
+                           bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest()))]
+
+
+@pytest.mark.parametrize("case", ["bit_flipped", "part_too_long", "part_deleted",
+                                  "part_missing", "parts_of_another_generation"])
+def test_parts_that_do_not_match_their_manifest_are_malformed(broker, case: str) -> None:
+    topic = new_topic()
+    store_at(broker.bootstrap, topic).write({"ok": b"fine"})
+    blob = os.urandom(KafkaStore.PART + 100)
+    first, second = blob[:KafkaStore.PART], blob[KafkaStore.PART:]
+    records = {
+        "bit_flipped": forged(blob, [first, bytes([second[0] ^ 1]) + second[1:]]),
+        "part_too_long": forged(blob, [first + second, b""]),
+        "part_deleted": [*forged(blob, [first, second]), ("k/5/1", None)],
+        "part_missing": forged(blob, [first]),
+        "parts_of_another_generation": [("k/4/0", first), ("k/4/1", second),
+                                        *forged(blob, [])],
+    }[case]
+    produce_raw(broker.bootstrap, topic, records)
+    found = store_at(broker.bootstrap, topic).read(["ok", "k"])
+    assert found["ok"] == b"fine"
+    assert isinstance(found["k"], StoreError) and found["k"].reason == "malformed", found["k"]
+
+
+def test_the_newest_manifest_wins_when_two_writers_overlap(broker) -> None:
+    """A rebalance can leave the old owner writing a partition the new owner has
+    read: whatever the order, the newest manifest is read whole."""
+    topic = new_topic()
+    old_owner, new_owner = store_at(broker.bootstrap, topic), store_at(broker.bootstrap, topic)
+    old_owner.write({"3": os.urandom(700_000)})
+    assert new_owner.read(["3"])["3"]
+    new_owner.write({"3": b"new owner"})             # deletes the old owner's parts
+    last = os.urandom(600_000)
+    old_owner.write({"3": last})                      # the old owner, late
+    assert store_at(broker.bootstrap, topic).read(["3"]) == {"3": last}
+    new_owner.write({"3": b"new owner again"})
+    assert store_at(broker.bootstrap, topic).read(["3"]) == {"3": b"new owner again"}
+
+
 def test_a_manifest_announcing_50_million_parts_costs_no_memory(broker) -> None:
     topic = new_topic()
     store_at(broker.bootstrap, topic).write({"ok": b"fine"})
@@ -255,6 +299,26 @@ def test_noida_an_existing_topic_without_compaction_is_reported(noida, caplog) -
     warned = [r for r in caplog.records if r.msg == "store_topic_not_compacted"]
     assert warned and warned[0].fields["cleanup_policy"] == "delete"
     assert store_at(noida.bootstrap, topic).read(["0"]) == {"0": b"kept, for now"}
+
+
+def test_noida_a_deleted_topic_is_reported_then_created_again_compacted(noida) -> None:
+    topic = new_topic()
+    store = store_at(noida.bootstrap, topic, timeout_s=3.0)
+    store.write({"0": b"lost with the topic"})
+    admin = KafkaAdminClient(bootstrap_servers=noida.bootstrap)
+    try:
+        admin.delete_topics([topic])
+        wait_for(lambda: topic not in admin.list_topics(), 10, "the topic to go")
+        with pytest.raises(StoreError) as err:     # not auto-created by the producer
+            store.write({"0": b"after the deletion"})
+        assert err.value.reason in ("timeout", "topic_missing")
+        assert store.read(["0"]) == {}              # the store creates it again
+        store.write({"0": b"after the deletion"})
+        assert store_at(noida.bootstrap, topic).read(["0"]) == {"0": b"after the deletion"}
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        assert configs["topic"][topic]["cleanup.policy"]["value"] == "compact"
+    finally:
+        admin.close()
 
 
 def test_a_topic_name_kafka_does_not_allow_is_refused(broker) -> None:
