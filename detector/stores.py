@@ -255,7 +255,7 @@ def parse_manifest(raw: bytes, max_bytes: int) -> Manifest:
                                       f"{MANIFEST_MAX})")
     try:
         data = json.loads(raw)
-    except ValueError:   # also UnicodeDecodeError
+    except (ValueError, RecursionError):   # UnicodeDecodeError too; "[[[[..." nests deep
         raise StoreError("malformed", "manifest is not JSON") from None
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt != MANIFEST_FORMAT:

@@ -3,16 +3,17 @@ read-only or full (real tmpfs mounts, not mocks)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from detector.stores import FileStore, StoreError
+from detector.stores import MANIFEST_FORMAT, FileStore, Manifest, StoreError, parse_manifest
 
 
 @pytest.fixture
@@ -105,3 +106,31 @@ def test_any_blobs_round_trip(tmp_path_factory: pytest.TempPathFactory,
     directory = tmp_path_factory.mktemp("any")
     FileStore(directory).write(blobs)
     assert FileStore(directory).read([*blobs, "never"]) == blobs
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4), max_leaves=12)
+manifest_like = st.fixed_dictionaries(
+    {"format": st.sampled_from([MANIFEST_FORMAT, "drift-detector-store/2"])},
+    optional={name: json_values | st.integers(-2**64, 2**64)
+              for name in ("generation", "parts", "bytes", "sha256")})
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()),
+                 manifest_like.map(lambda v: json.dumps(v).encode())))
+@example(b"[" * 4000)                                   # nests past the recursion limit
+@example(b'{"a":' * 800)
+@example(b"\xff\xfe")
+@example(b"1" * 4090)                                   # an int of 4,090 digits
+@example(b" " * 5000)
+def test_parse_manifest_refuses_anything_but_a_manifest_with_a_reason(raw: bytes) -> None:
+    try:
+        m = parse_manifest(raw, 2**28)
+    except StoreError as exc:
+        assert exc.reason == "malformed" and exc.detail
+    else:                                               # then it is one, and self-consistent
+        assert isinstance(m, Manifest) and 0 <= m.bytes <= 2**28
+        assert m.parts == -(-m.bytes // (512 * 1024))
