@@ -497,8 +497,11 @@ class KafkaStore:
                 w.fail(f"generation {w.manifest.generation}: parts {missing[:10]} missing")
             if w.result is not None:
                 found[key] = w.result
+            # whatever was known before is older than what was read: all deleted after
+            # the key's next write (a scan that stops early does not see older garbage)
+            self._garbage[key] = (self._garbage.get(key, set()) | self._live.get(key, set())
+                                  | w.garbage)
             self._live[key] = w.live
-            self._garbage[key] = w.garbage
         log.info("store_read", extra={"fields": {
             "topic": self.topic, "keys": len(wanted),
             "found": sum(isinstance(v, bytes) for v in found.values()),
@@ -646,8 +649,9 @@ class KafkaStore:
             bound = max(1000, int(self.timeout_s * 1000))
             opts = self._options()
             self._producer = KafkaProducer(
-                **opts, **_NO_AUTO_CREATE, acks="all", linger_ms=2, max_request_size=self.PART + 65_536,
-                max_block_ms=bound, delivery_timeout_ms=opts["request_timeout_ms"] + 1000)
+                **opts, **_NO_AUTO_CREATE, acks="all", linger_ms=2,
+                max_request_size=self.PART + 65_536, max_block_ms=bound,
+                delivery_timeout_ms=opts["request_timeout_ms"] + 1000)
         return self._producer
 
     def _send(self, producer: KafkaProducer, records: list[tuple[str, bytes | None]],

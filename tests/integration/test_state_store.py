@@ -12,6 +12,7 @@ import statistics
 import time
 import tracemalloc
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,22 @@ def new_topic() -> str:
     return f"state-{uuid.uuid4().hex[:8]}"
 
 
+_OPENED: list[KafkaStore] = []
+
+
+@pytest.fixture(autouse=True)
+def close_stores() -> Iterator[None]:
+    """Every store a test opened is closed when it ends, passed or failed."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def store_at(bootstrap: str, topic: str, **kw: object) -> KafkaStore:
-    return KafkaStore(KafkaSettings(bootstrap_servers=bootstrap), topic, None,
-                      **{"timeout_s": 15.0, **kw})
+    store = KafkaStore(KafkaSettings(bootstrap_servers=bootstrap), topic, None,
+                       **{"timeout_s": 15.0, **kw})
+    _OPENED.append(store)
+    return store
 
 
 def produce_raw(bootstrap: str, topic: str, records: list[tuple[str, bytes | None]]) -> None:
@@ -123,6 +137,7 @@ def test_hostile_manifests_are_malformed_per_key_and_the_next_write_supersedes_t
     @example(manifest(generation=1.5))
     @example(manifest())                                          # its part never existed
     @example(b"[" * 5000)
+    @example(b"[" * 4000)                                       # nests past the recursion limit
     def check(raw: bytes) -> None:
         produce_raw(broker.bootstrap, topic, [("bad", raw)])
         found = store_at(broker.bootstrap, topic).read(["ok", "bad"])
