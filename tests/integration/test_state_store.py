@@ -9,6 +9,8 @@ import json
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 import uuid
@@ -18,14 +20,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from detector.broker import Noida
 from detector.config import KafkaSettings
 from detector.sources import producer
 from detector.stores import MANIFEST_FORMAT, KafkaStore, StoreError
-from tests.conftest import read_topic, wait_for
+from tests.conftest import kill, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -372,3 +374,44 @@ def test_a_stopped_broker_is_a_timely_store_error_and_the_store_recovers(
         assert store.read(["0"]) == {"0": b"before the outage"}
         store.write({"0": b"after the outage"})
         assert store_at(broker.bootstrap, topic).read(["0"]) == {"0": b"after the outage"}
+
+
+WRITER = """
+import os, sys
+from detector.config import KafkaSettings
+from detector.stores import KafkaStore
+store = KafkaStore(KafkaSettings(bootstrap_servers=sys.argv[1]), sys.argv[2], None)
+store.write({"0": b"the complete checkpoint"})
+print("written", flush=True)
+store.write({"0": os.urandom(120 * KafkaStore.PART)})     # killed while its parts go out
+print("not killed", flush=True)
+"""
+
+
+def test_a_writer_killed_between_parts_and_manifest_leaves_the_previous_checkpoint(
+        broker) -> None:
+    topic = new_topic()
+    child = subprocess.Popen([sys.executable, "-c", WRITER, broker.bootstrap, topic],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "written\n"
+        tail = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+        tp = TopicPartition(topic, 0)
+        tail.assign([tp])
+        tail.seek_to_beginning(tp)
+
+        def parts_of_the_second_write() -> int:
+            return sum(1 for batch in tail.poll(timeout_ms=50).values() for m in batch
+                       if m.key.count(b"/") == 2 and m.value and len(m.value) == KafkaStore.PART)
+
+        wait_for(parts_of_the_second_write, 30, "the second write's first part")
+        child.kill()                                      # SIGKILL mid-write
+        child.wait()
+        tail.close()
+    finally:
+        kill(child)
+    keys = [m.key.decode() for m in read_topic(broker.bootstrap, topic)]
+    landed = sum(1 for k in keys if k.count("/") == 2) - 1   # the first write had 1 part
+    assert 0 < landed < 120 and keys.count("0") == 1, (landed, keys.count("0"))
+    assert store_at(broker.bootstrap, topic).read(["0"]) == {"0": b"the complete checkpoint"}
+    print(f"\nkilled after {landed} of 120 parts: the previous checkpoint is read")

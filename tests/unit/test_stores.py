@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from detector.stores import MANIFEST_FORMAT, FileStore, Manifest, StoreError, parse_manifest
+from tests.conftest import kill, wait_for
 
 
 @pytest.fixture
@@ -134,3 +136,31 @@ def test_parse_manifest_refuses_anything_but_a_manifest_with_a_reason(raw: bytes
     else:                                               # then it is one, and self-consistent
         assert isinstance(m, Manifest) and 0 <= m.bytes <= 2**28
         assert m.parts == -(-m.bytes // (512 * 1024))
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from detector.stores import FileStore
+store = FileStore(Path(sys.argv[1]))
+store.write({"0": b"the complete checkpoint"})
+print("written", flush=True)
+store.write({"0": b"x" * 2**28})                  # killed while this is written
+print("not killed", flush=True)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "written\n"
+        wait_for(lambda: any(p.stat().st_size > 0 for p in tmp_path.glob(".0.*.tmp")), 30,
+                 "the second write's temporary file to fill")
+        child.kill()
+        child.wait()
+    finally:
+        kill(child)
+    assert list(tmp_path.glob(".0.*.tmp"))           # the crash left it
+    assert FileStore(tmp_path).read(["0"]) == {"0": b"the complete checkpoint"}
+    assert not list(tmp_path.glob(".0.*.tmp"))       # and the next start removed it
