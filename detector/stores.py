@@ -46,7 +46,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,12 +226,12 @@ class Manifest:
 
     generation: int
     parts: int
-    bytes: int
+    size: int                      # "bytes" in the JSON
     sha256: str
 
     def encode(self) -> bytes:
         return json.dumps({"format": MANIFEST_FORMAT, "generation": self.generation,
-                           "parts": self.parts, "bytes": self.bytes,
+                           "parts": self.parts, "bytes": self.size,
                            "sha256": self.sha256}).encode()
 
 
@@ -326,7 +326,7 @@ class _Wanted:
             self.fail(f"part {index} of generation {generation} was deleted")
             return
         self.size += len(value)
-        if len(value) > KafkaStore.PART or self.size > m.bytes:
+        if len(value) > KafkaStore.PART or self.size > m.size:
             self.fail(f"part {index} of generation {generation} does not fit the manifest")
             return
         self.parts[index] = value
@@ -338,7 +338,7 @@ class _Wanted:
         assert m is not None
         blob = b"".join(self.parts[i] for i in range(m.parts))
         self.parts = {}
-        if len(blob) != m.bytes or hashlib.sha256(blob).hexdigest() != m.sha256:
+        if len(blob) != m.size or hashlib.sha256(blob).hexdigest() != m.sha256:
             self.fail(f"generation {m.generation}: parts do not match the manifest's "
                       "size and SHA-256")
         else:
@@ -654,7 +654,7 @@ class KafkaStore:
                 delivery_timeout_ms=opts["request_timeout_ms"] + 1000)
         return self._producer
 
-    def _send(self, producer: KafkaProducer, records: list[tuple[str, bytes | None]],
+    def _send(self, producer: KafkaProducer, records: Sequence[tuple[str, bytes | None]],
               deadline: float) -> None:
         """Send ``records`` to partition 0 and wait until each is acknowledged;
         ``StoreError`` for the first that is not."""

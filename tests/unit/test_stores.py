@@ -134,8 +134,8 @@ def test_parse_manifest_refuses_anything_but_a_manifest_with_a_reason(raw: bytes
     except StoreError as exc:
         assert exc.reason == "malformed" and exc.detail
     else:                                               # then it is one, and self-consistent
-        assert isinstance(m, Manifest) and 0 <= m.bytes <= 2**28
-        assert m.parts == -(-m.bytes // (512 * 1024))
+        assert isinstance(m, Manifest) and 0 <= m.size <= 2**28
+        assert m.parts == -(-m.size // (512 * 1024))
 
 
 WRITER = """
