@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -92,6 +93,32 @@ def test_full_volume_is_a_store_error_and_keeps_the_previous_blob(tmpfs) -> None
     assert store.read(["0"]) == {"0": b"old state"}
     assert not list(volume.glob(".*.tmp"))           # the half-written file is gone
     assert store.write({"0": b"fits again"}) == 10   # and the volume is usable
+
+
+LIMITED = """
+import sys
+from pathlib import Path
+from detector.stores import FileStore, StoreError
+store = FileStore(Path(sys.argv[1]))
+store.write({"0": b"small"})
+try:
+    store.write({"0": b"x" * 256 * 1024})
+except StoreError as exc:
+    print(exc.reason, exc.detail)
+print(store.read(["0"]))
+"""
+
+
+def test_a_file_size_limit_is_reported_as_full(tmp_path: Path) -> None:
+    """``ulimit -f`` (RLIMIT_FSIZE): EFBIG, in a process of its own. Needs no mount."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    done = subprocess.run([sys.executable, "-c", LIMITED, str(tmp_path)], check=False,
+                          capture_output=True, text=True, preexec_fn=limit)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"full {tmp_path / '0'}: cannot write: File too large",
+                                        "{'0': b'small'}"]
 
 
 @pytest.mark.parametrize("key", ["", "a/b", "..", ".hidden", "x" * 201, "nul\0"])
