@@ -15,7 +15,8 @@ as soon as ``write`` returns. Two stores implement the ``Store`` protocol:
     A crash between parts and manifest leaves the previous generation the newest
     complete one. Reading scans the topic backwards from its end, newest records
     first, and stops as soon as every wanted key is found: start-up costs the same
-    whether the broker has compacted the topic or not.
+    whether the broker has compacted the topic or not (only a key that was never
+    written is looked for down to the beginning).
 
 Every failure is a ``StoreError`` with a ``reason`` (one of ``STORE_REASONS``) and a
 human ``detail``; an ``OSError`` or a Kafka error never leaves a store. A key whose
