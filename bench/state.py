@@ -55,7 +55,7 @@ def _event(model: str, i: int, numeric: int, rng: np.random.Generator) -> dict:
 
 def size_and_time(numeric: int, events: int = 20_000) -> dict:
     rng = np.random.default_rng(numeric)
-    p = Pipeline(Settings())
+    p = Pipeline(Settings(max_features=numeric + 10))
     batch = []
     for i in range(events):
         raw = json.dumps(_event("fraud", i, numeric, rng)).encode()

@@ -15,7 +15,8 @@ as soon as ``write`` returns. Two stores implement the ``Store`` protocol:
     A crash between parts and manifest leaves the previous generation the newest
     complete one. Reading scans the topic backwards from its end, newest records
     first, and stops as soon as every wanted key is found: start-up costs the same
-    whether the broker has compacted the topic or not.
+    whether the broker has compacted the topic or not (only a key that was never
+    written is looked for down to the beginning).
 
 Every failure is a ``StoreError`` with a ``reason`` (one of ``STORE_REASONS``) and a
 human ``detail``; an ``OSError`` or a Kafka error never leaves a store. A key whose
@@ -46,15 +47,15 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
 from kafka import errors as kafka_errors
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -215,6 +216,9 @@ class FileStore:
 MANIFEST_FORMAT = "drift-detector-store/1"
 #: a manifest larger than this is not one of ours (ours take ~200 bytes)
 MANIFEST_MAX = 4096
+#: a read or write never creates the topic (the broker would not compact it): only
+#: ``KafkaStore._ensure_topic`` does
+_NO_AUTO_CREATE = {"allow_auto_create_topics": False}
 
 
 @dataclass(frozen=True)
@@ -223,12 +227,12 @@ class Manifest:
 
     generation: int
     parts: int
-    bytes: int
+    size: int                      # "bytes" in the JSON
     sha256: str
 
     def encode(self) -> bytes:
         return json.dumps({"format": MANIFEST_FORMAT, "generation": self.generation,
-                           "parts": self.parts, "bytes": self.bytes,
+                           "parts": self.parts, "bytes": self.size,
                            "sha256": self.sha256}).encode()
 
 
@@ -252,7 +256,7 @@ def parse_manifest(raw: bytes, max_bytes: int) -> Manifest:
                                       f"{MANIFEST_MAX})")
     try:
         data = json.loads(raw)
-    except ValueError:   # also UnicodeDecodeError
+    except (ValueError, RecursionError):   # UnicodeDecodeError too; "[[[[..." nests deep
         raise StoreError("malformed", "manifest is not JSON") from None
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt != MANIFEST_FORMAT:
@@ -323,7 +327,7 @@ class _Wanted:
             self.fail(f"part {index} of generation {generation} was deleted")
             return
         self.size += len(value)
-        if len(value) > KafkaStore.PART or self.size > m.bytes:
+        if len(value) > KafkaStore.PART or self.size > m.size:
             self.fail(f"part {index} of generation {generation} does not fit the manifest")
             return
         self.parts[index] = value
@@ -335,7 +339,7 @@ class _Wanted:
         assert m is not None
         blob = b"".join(self.parts[i] for i in range(m.parts))
         self.parts = {}
-        if len(blob) != m.bytes or hashlib.sha256(blob).hexdigest() != m.sha256:
+        if len(blob) != m.size or hashlib.sha256(blob).hexdigest() != m.sha256:
             self.fail(f"generation {m.generation}: parts do not match the manifest's "
                       "size and SHA-256")
         else:
@@ -471,18 +475,22 @@ class KafkaStore:
         started = time.monotonic()
         deadline = started + self.timeout_s
         self._ensure_topic(deadline)
-        with self._errors("reading"):
-            # a fresh consumer each time: its high watermark must come from this read
-            consumer = KafkaConsumer(
-                **self._options(), group_id=None, enable_auto_commit=False,
-                fetch_max_wait_ms=10,   # Tansu otherwise leaves ~500 ms gaps between fetches
-                max_partition_fetch_bytes=2 * self.PART, fetch_max_bytes=8 * self.PART)
-            try:
-                consumer.assign([self._tp])
-                self._scan(consumer, wanted, deadline)
-            finally:
-                with suppress(KafkaError, OSError):
-                    consumer.close()
+        try:
+            with self._errors("reading"):
+                # a fresh consumer each time: its high watermark must come from this read
+                consumer = KafkaConsumer(
+                    **self._options(), **_NO_AUTO_CREATE, group_id=None, enable_auto_commit=False,
+                    fetch_max_wait_ms=10,   # Tansu otherwise leaves ~500 ms gaps
+                    max_partition_fetch_bytes=2 * self.PART, fetch_max_bytes=2 * self.PART)
+                try:
+                    consumer.assign([self._tp])
+                    self._scan(consumer, wanted, deadline)
+                finally:
+                    with suppress(KafkaError, OSError):
+                        consumer.close()
+        except StoreError:
+            self._topic_ready = False               # deleted meanwhile? checked next time
+            raise
         found: dict[str, bytes | StoreError] = {}
         for key, w in wanted.items():
             if w.manifest is not None and not w.done:
@@ -490,8 +498,11 @@ class KafkaStore:
                 w.fail(f"generation {w.manifest.generation}: parts {missing[:10]} missing")
             if w.result is not None:
                 found[key] = w.result
+            # whatever was known before is older than what was read: all deleted after
+            # the key's next write (a scan that stops early does not see older garbage)
+            self._garbage[key] = (self._garbage.get(key, set()) | self._live.get(key, set())
+                                  | w.garbage)
             self._live[key] = w.live
-            self._garbage[key] = w.garbage
         log.info("store_read", extra={"fields": {
             "topic": self.topic, "keys": len(wanted),
             "found": sum(isinstance(v, bytes) for v in found.values()),
@@ -621,6 +632,7 @@ class KafkaStore:
             for key, (_, names) in plans.items():   # parts that may have landed
                 self._garbage.setdefault(key, set()).update(names)
             self._close_producer()
+            self._topic_ready = False               # deleted meanwhile? checked next time
             raise
         for key, (_, names) in plans.items():
             self._garbage.setdefault(key, set()).update(self._live.get(key, ()))
@@ -638,11 +650,12 @@ class KafkaStore:
             bound = max(1000, int(self.timeout_s * 1000))
             opts = self._options()
             self._producer = KafkaProducer(
-                **opts, acks="all", linger_ms=2, max_request_size=self.PART + 65_536,
-                max_block_ms=bound, delivery_timeout_ms=opts["request_timeout_ms"] + 1000)
+                **opts, **_NO_AUTO_CREATE, acks="all", linger_ms=2,
+                max_request_size=self.PART + 65_536, max_block_ms=bound,
+                delivery_timeout_ms=opts["request_timeout_ms"] + 1000)
         return self._producer
 
-    def _send(self, producer: KafkaProducer, records: list[tuple[str, bytes | None]],
+    def _send(self, producer: KafkaProducer, records: Sequence[tuple[str, bytes | None]],
               deadline: float) -> None:
         """Send ``records`` to partition 0 and wait until each is acknowledged;
         ``StoreError`` for the first that is not."""

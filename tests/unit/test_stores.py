@@ -3,16 +3,20 @@ read-only or full (real tmpfs mounts, not mocks)."""
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from detector.stores import FileStore, StoreError
+from detector.stores import MANIFEST_FORMAT, FileStore, Manifest, StoreError, parse_manifest
+from tests.conftest import kill, wait_for
 
 
 @pytest.fixture
@@ -91,6 +95,32 @@ def test_full_volume_is_a_store_error_and_keeps_the_previous_blob(tmpfs) -> None
     assert store.write({"0": b"fits again"}) == 10   # and the volume is usable
 
 
+LIMITED = """
+import sys
+from pathlib import Path
+from detector.stores import FileStore, StoreError
+store = FileStore(Path(sys.argv[1]))
+store.write({"0": b"small"})
+try:
+    store.write({"0": b"x" * 256 * 1024})
+except StoreError as exc:
+    print(exc.reason, exc.detail)
+print(store.read(["0"]))
+"""
+
+
+def test_a_file_size_limit_is_reported_as_full(tmp_path: Path) -> None:
+    """``ulimit -f`` (RLIMIT_FSIZE): EFBIG, in a process of its own. Needs no mount."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    done = subprocess.run([sys.executable, "-c", LIMITED, str(tmp_path)], check=False,
+                          capture_output=True, text=True, preexec_fn=limit)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"full {tmp_path / '0'}: cannot write: File too large",
+                                        "{'0': b'small'}"]
+
+
 @pytest.mark.parametrize("key", ["", "a/b", "..", ".hidden", "x" * 201, "nul\0"])
 def test_keys_that_are_not_plain_names_are_refused(tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError, match="store key"):
@@ -105,3 +135,59 @@ def test_any_blobs_round_trip(tmp_path_factory: pytest.TempPathFactory,
     directory = tmp_path_factory.mktemp("any")
     FileStore(directory).write(blobs)
     assert FileStore(directory).read([*blobs, "never"]) == blobs
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4), max_leaves=12)
+manifest_like = st.fixed_dictionaries(
+    {"format": st.sampled_from([MANIFEST_FORMAT, "drift-detector-store/2"])},
+    optional={name: json_values | st.integers(-2**64, 2**64)
+              for name in ("generation", "parts", "bytes", "sha256")})
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()),
+                 manifest_like.map(lambda v: json.dumps(v).encode())))
+@example(b"[" * 4000)                                   # nests past the recursion limit
+@example(b'{"a":' * 800)
+@example(b"\xff\xfe")
+@example(b"1" * 4090)                                   # an int of 4,090 digits
+@example(b" " * 5000)
+def test_parse_manifest_refuses_anything_but_a_manifest_with_a_reason(raw: bytes) -> None:
+    try:
+        m = parse_manifest(raw, 2**28)
+    except StoreError as exc:
+        assert exc.reason == "malformed" and exc.detail
+    else:                                               # then it is one, and self-consistent
+        assert isinstance(m, Manifest) and 0 <= m.size <= 2**28
+        assert m.parts == -(-m.size // (512 * 1024))
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from detector.stores import FileStore
+store = FileStore(Path(sys.argv[1]))
+store.write({"0": b"the complete checkpoint"})
+print("written", flush=True)
+store.write({"0": b"x" * 2**28})                  # killed while this is written
+print("not killed", flush=True)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "written\n"
+        wait_for(lambda: any(p.stat().st_size > 0 for p in tmp_path.glob(".0.*.tmp")), 30,
+                 "the second write's temporary file to fill")
+        child.kill()
+        child.wait()
+    finally:
+        kill(child)
+    assert list(tmp_path.glob(".0.*.tmp"))           # the crash left it
+    assert FileStore(tmp_path).read(["0"]) == {"0": b"the complete checkpoint"}
+    assert not list(tmp_path.glob(".0.*.tmp"))       # and the next start removed it
