@@ -52,17 +52,14 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import random
 import struct
-import tempfile
 import time
 import types
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -95,7 +92,6 @@ _FAMILY = b"DRIFTCKPT"       # every format's magic starts so (1: the pickle of 
 
 #: Why a checkpoint cannot be used (``CheckpointError.reason``).
 REASONS = (
-    "unreadable",        # the store could not be read (I/O error, topic not readable)
     "truncated",         # shorter than its header says (a half-written or cut blob)
     "not_a_checkpoint",  # no drift-detector magic
     "version",           # another format version (1: the pickle format, never unpickled)
@@ -737,47 +733,3 @@ def _plain_class(cls: type) -> bool:
     """Rebuilt field by field (``Tag.OBJECT``): not a tuple, settings or compiled class."""
     return not issubclass(cls, tuple | pydantic.BaseModel) and cls not in _NATIVE + (
         random.Random,)
-
-
-class FileStore:
-    """A checkpoint in a file (a volume): replaced atomically, never half written."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def read(self) -> bytes | None:
-        for stale in self.path.parent.glob(self.path.name + ".*.tmp"):  # left by a crash
-            stale.unlink(missing_ok=True)
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise CheckpointError("unreadable", f"cannot read: {exc.strerror}",
-                                  str(self.path)) from None
-
-    def write(self, blob: bytes) -> int:
-        path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return len(blob)
-
-    def close(self) -> None:
-        """Nothing to release: every write is complete on its own."""
