@@ -83,63 +83,87 @@ class Keeper:
         #: partition numbers this instance holds, with the offsets their state covers as
         #: last saved or restored (None: never saved since they came)
         self.owned: dict[int, Offsets | None] = {}
+        #: partition numbers revoked or lost, kept in memory until the next assignment:
+        #: the offsets of their last save (or restore) and the offsets they applied
+        self.suspended: dict[int, tuple[Offsets | None, Offsets]] = {}
         #: why the last write failed, until one succeeds
         self.failing: str | None = None
 
     def assigned(self, partitions: Collection[TopicPartition]) -> Offsets:
-        """Restore the state of the partition numbers of ``partitions`` that are new to
-        this instance; return where to start each of ``partitions`` that has kept state
-        (the others start at the group's committed offset). Raises ``StateRefused``
-        when a state is unusable and ``on_invalid`` is ``refuse``."""
+        """Take over the partition numbers of ``partitions`` that are new to this
+        instance; return where to start each of ``partitions`` that has kept state (the
+        others start at the group's committed offset). Raises ``StateRefused`` when a
+        state is unusable and ``on_invalid`` is ``refuse``.
+
+        A partition this instance held until the rebalance (``revoked``) goes on with
+        the state still in memory when nobody saved a newer one meanwhile: it starts
+        where that state stopped. Otherwise the store's state replaces it, and the
+        partitions that went elsewhere leave the pipeline now."""
         numbers = sorted({p for _, p in partitions} - self.owned.keys())
-        if not numbers:
-            return {}
-        started = time.perf_counter()
-        found = self._read([str(n) for n in numbers])
         start: Offsets = {}
-        for n in numbers:
-            raw = found.get(str(n))
-            self.owned[n] = None
-            if raw is None:
-                continue
-            try:
-                if isinstance(raw, StoreError):
-                    raise raw
-                ckpt = state.decode(raw, self.fingerprint, self.key, f"{self.store} key {n}")
-            except (StoreError, state.CheckpointError) as exc:
-                self._count("restore", exc.reason)
-                log.error("checkpoint_invalid", extra={"fields": {
-                    "partition": n, "reason": exc.reason, "error": str(exc),
-                    "action": "refusing to start" if self.refuse else "starting it fresh"}})
-                if self.refuse:
-                    raise StateRefused(str(exc)) from None
-                continue
-            problem = _misshapen(ckpt.state)
-            if problem is not None:
-                self._count("restore", "malformed")
-                log.error("checkpoint_invalid", extra={"fields": {
-                    "partition": n, "reason": "malformed", "error": problem,
-                    "action": "refusing to start" if self.refuse else "starting it fresh"}})
-                if self.refuse:
-                    raise StateRefused(f"{self.store} key {n}: {problem}")
-                continue
-            with self.lock:
-                self.pipeline.put(n, ckpt.state)
-                if self.extra is not None:
-                    self.extra[1](n, ckpt.state)
-            self.owned[n] = dict(ckpt.offsets)
-            start.update(ckpt.offsets)
-            self.status.checkpoint_at = ckpt.created
-            log.info("checkpoint_restored", extra={"fields": {
-                "store": str(self.store), "partition": n, "events": ckpt.events,
-                "age_s": round(self.clock() - ckpt.created, 1),
-                "offsets": ",".join(f"{t}/{p}@{o}" for (t, p), o in sorted(ckpt.offsets.items()))}})
         if numbers:
-            log.info("partitions_restored", extra={"fields": {
+            started = time.perf_counter()
+            found = self._read([str(n) for n in numbers])
+            for n in numbers:
+                kept = self.suspended.pop(n, None)
+                ckpt = self._checkpoint(n, found.get(str(n)))
+                if kept is not None and (None if ckpt is None else ckpt.offsets) == kept[0]:
+                    self.owned[n] = kept[0]          # nobody went on from our last save
+                    start.update(kept[1])
+                    continue
+                if kept is not None:
+                    self._drop(n)
+                self.owned[n] = None
+                if ckpt is None:
+                    continue
+                with self.lock:
+                    self.pipeline.put(n, ckpt.state)
+                    if self.extra is not None:
+                        self.extra[1](n, ckpt.state)
+                self.owned[n] = dict(ckpt.offsets)
+                start.update(ckpt.offsets)
+                self.status.checkpoint_at = ckpt.created
+                log.info("checkpoint_restored", extra={"fields": {
+                    "store": str(self.store), "partition": n, "events": ckpt.events,
+                    "age_s": round(self.clock() - ckpt.created, 1),
+                    "offsets": ",".join(f"{t}/{p}@{o}"
+                                        for (t, p), o in sorted(ckpt.offsets.items()))}})
+            log.info("partitions_taken", extra={"fields": {
                 "partitions": ",".join(map(str, numbers)),
                 "seconds": round(time.perf_counter() - started, 3)}})
+        for n in [n for n in self.suspended if n not in self.owned]:
+            del self.suspended[n]                    # another member has it now
+            self._drop(n)
         wanted = set(partitions)
         return {tp: offset for tp, offset in start.items() if tp in wanted}
+
+    def _checkpoint(self, n: int, raw: bytes | StoreError | None) -> state.Checkpoint | None:
+        """The usable checkpoint of partition ``n`` from the store's answer, or None
+        (none kept; or unusable: counted, logged, ``StateRefused`` with ``refuse``)."""
+        if raw is None:
+            return None
+        try:
+            if isinstance(raw, StoreError):
+                raise raw
+            ckpt = state.decode(raw, self.fingerprint, self.key, f"{self.store} key {n}")
+            problem = _misshapen(ckpt.state)
+            if problem is not None:
+                raise state.CheckpointError("malformed", problem, f"{self.store} key {n}")
+        except (StoreError, state.CheckpointError) as exc:
+            self._count("restore", exc.reason)
+            log.error("checkpoint_invalid", extra={"fields": {
+                "partition": n, "reason": exc.reason, "error": str(exc),
+                "action": "refusing to start" if self.refuse else "starting it fresh"}})
+            if self.refuse:
+                raise StateRefused(str(exc)) from None
+            return None
+        return ckpt
+
+    def _drop(self, n: int) -> None:
+        with self.lock:
+            self.pipeline.take(n, remove=True)
+            if self.extra is not None:
+                self.extra[0](n, True)
 
     def save(self, applied: Mapping[TopicPartition, int],
              numbers: Collection[int] | None = None) -> Offsets | None:
@@ -194,18 +218,19 @@ class Keeper:
     def revoked(self, partitions: Collection[TopicPartition],
                 applied: Mapping[TopicPartition, int], lost: bool = False) -> None:
         """Partitions leave this instance: write their state (unless they were ``lost``,
-        already owned by another member), then drop it from the pipeline."""
+        perhaps owned by another member already). Their state stays in memory, and
+        exported, until the next ``assigned`` says whether it comes back (a rebalance
+        mostly gives a member its partitions again; a broker outage leaves them lost
+        until it ends)."""
         numbers = {p for _, p in partitions} & self.owned.keys()
         if not numbers:
             return
         if not lost:
             self.save(applied, numbers)
-        with self.lock:
-            for n in numbers:
-                self.pipeline.take(n, remove=True)
-                if self.extra is not None:
-                    self.extra[0](n, True)
-                del self.owned[n]
+        for n in numbers:
+            saved = self.owned.pop(n)
+            mine = {tp: o for tp, o in applied.items() if tp[1] == n}
+            self.suspended[n] = (saved, {**(saved or {}), **mine})
         log.info("partitions_released", extra={"fields": {
             "partitions": ",".join(map(str, sorted(numbers))), "lost": lost}})
 

@@ -44,9 +44,9 @@ def test_broker_outage_loses_nothing_and_counts_nothing_twice(tmp_path, spawn,
 
         broker.stop()
         down_at, down_at_wall = time.monotonic(), time.time()
-        sender = threading.Thread(target=keep_sending, daemon=True)
-        sender.start()
         wait_for(lambda: http_status(d.port, "/readyz") == 503, 20, "/readyz to turn 503")
+        sender = threading.Thread(target=keep_sending, daemon=True)
+        sender.start()                  # (once the broker is gone: noida's port lingers)
         while time.monotonic() - down_at < OUTAGE_S:     # the outage: keep checking
             assert http_status(d.port, "/healthz") == 200
             assert sample(d.metrics(), "drift_events_total", kind="prediction", model="m") == 3000

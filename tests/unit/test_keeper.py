@@ -96,6 +96,8 @@ def test_partitions_move_with_their_state_and_offsets(tmp_path: Path) -> None:
 
     # partition 1 moves to another instance (a rebalance); 0 and 2 stay and go on
     first.revoked(_assigned(1), applied)
+    assert "m1" in p1.models                                 # until the assignment says
+    first.assigned(_assigned(0, 2))
     assert "m1" not in p1.models and "m0" in p1.models
     second, p2, _ = _keeper(FileStore(tmp_path / "state"))
     start = second.assigned(_assigned(1))
@@ -160,3 +162,36 @@ def test_signed_state_is_refused_without_the_key_and_read_with_it(tmp_path: Path
     right, p2, _ = _keeper(FileStore(tmp_path / "state"), signed)
     right.assigned(_assigned(0))
     assert _text(p2) == _text(p)
+
+
+def test_partitions_that_come_back_go_on_from_memory_unless_someone_saved_meanwhile(
+        tmp_path: Path) -> None:
+    records = [r for r in _stream() if r.partition in (0, 1)]
+    keeper, p, _ = _keeper(FileStore(tmp_path / "state"))
+    keeper.assigned(_assigned(0, 1))
+    applied = _feed(p, records[:4000])
+    keeper.save(applied)
+    more = _feed(p, records[4000:5000])               # applied, not saved yet
+    applied.update(more)
+    before = _text(p)
+
+    # lost (a broker outage): nothing is written, the state stays and is exported
+    keeper.revoked(_assigned(0, 1), applied, lost=True)
+    assert _text(p) == before
+    # the group gives both back and nobody saved meanwhile: go on where memory stopped
+    start = keeper.assigned(_assigned(0, 1))
+    assert start == {tp: o for tp, o in applied.items()}
+    assert _text(p) == before
+
+    # lost again; meanwhile another member took partition 1 from the store, went on
+    # and saved: its state replaces ours, partition 0 goes on from memory
+    keeper.revoked(_assigned(0, 1), applied, lost=True)
+    other, q, _ = _keeper(FileStore(tmp_path / "state"))
+    q_start = other.assigned(_assigned(1))
+    rest = [r for r in records[5000:] if r.partition == 1]
+    other.save({**q_start, **_feed(q, rest)})
+    start = keeper.assigned(_assigned(0, 1))
+    assert start[("predictions", 0)] == applied[("predictions", 0)]
+    assert start[("predictions", 1)] == max(r.offset for r in rest
+                                            if r.topic == "predictions") + 1
+    assert p.models["m1"].events == q.models["m1"].events
