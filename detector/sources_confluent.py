@@ -483,7 +483,8 @@ class ConfluentSource(TopicWatch):
         already have a new owner, so nothing is committed for them."""
         keys = {(tp.topic, tp.partition) for tp in partitions}
         if self._keeper is not None:
-            self._keeper.revoked(keys, {}, lost=True)
+            self._keeper.revoked(keys, {k: o for k, o in self.applied().items() if k in keys},
+                                 lost=True)
         self._forget(keys)
         log.warning("partitions_lost", extra={"fields": {
             "partitions": ",".join(f"{t}/{p}" for t, p in sorted(keys))}})
