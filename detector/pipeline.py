@@ -43,6 +43,7 @@ from detector.join import JoinBuffer
 from detector.monitor import Detection, Engine, ModelMonitor
 from detector.records import Record
 from detector.reference import Profile
+from detector.trace import BatchPositions
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,9 @@ class Pipeline:
         if self._touched:
             detections: list[Detection] = []
             origins: list[int] = []
+            positions = BatchPositions(records)
             for monitor in self._touched:
-                monitor.flush(now, detections, origins, self.tap)
+                monitor.flush(now, detections, origins, self.tap, positions)
                 for rejection in monitor.take_invalid():
                     self._reject(rejection, result)
             self._touched.clear()
@@ -249,7 +251,7 @@ class Pipeline:
     def _prediction(self, state: ModelState, monitor: ModelMonitor, event: Prediction,
                     partition: int, now: float, result: BatchResult, at: int) -> None:
         dropped = monitor.observe(event.features, event.prediction, event.score, at,
-                                  event.checked)
+                                  event.checked, event.prediction_id)
         if dropped:
             self._reject(Rejection("feature", "feature_cap",
                                    f"model {state.name!r} has max_features features"), result)
