@@ -12,11 +12,10 @@ prediction).
 Memory is bounded and the hot path pays per batch, not per value:
 
 * ``ValueMap``: per stream, the change points of "events without a value so far" (a
-  feature present in every event has one change point for ever). A stream's value ``v``
-  is the event ``first + v + skipped``; the last ``MAX_CHANGES`` change points are kept.
-  A value older than the oldest one kept still has its event index when no event was
-  skipped before that change point (then none was skipped before ``v`` either), else
-  None.
+  feature present in every event has none). A stream's value ``v`` is the event
+  ``first + v + skipped``; the last ``MAX_CHANGES`` change points are kept. A value
+  older than the oldest one kept has its event index only if it came before the first
+  event without a value (None otherwise).
 * ``EventTrail``: per model version, a ring of the positions of its last ``HISTORY``
   events. An onset further back gets no position (None) but keeps its event index.
 
@@ -191,14 +190,17 @@ class StreamTrail:
 class ValueMap:
     """Which event of its version each value of a stream came from: the change points of
     the number of events skipped (without a value) before a value. ``first`` is the event
-    of value 0, ``count`` the values recorded."""
+    of value 0, ``count`` the values recorded, ``dense`` the values before the first
+    skip (None while there is none): those are known for ever."""
 
-    __slots__ = ("first", "count", "starts", "skips")
+    __slots__ = ("first", "count", "dense", "starts", "skips")
 
     def __init__(self) -> None:
         self.first = -1
         self.count = 0
-        #: value where a run of equal ``skipped`` begins, and that ``skipped``
+        self.dense: int | None = None
+        #: after ``dense``: the value where each run of equal ``skipped`` begins, and that
+        #: ``skipped`` (the last ``MAX_CHANGES`` runs at least)
         self.starts: list[int] = []
         self.skips: list[int] = []
 
@@ -211,30 +213,33 @@ class ValueMap:
             return
         if self.first < 0:
             self.first = base + (0 if steps is None else int(steps[0]))
-            self.starts.append(0)
-            self.skips.append(0)
-        count, last = self.count, self.skips[-1]
+        count, last = self.count, self.skips[-1] if self.skips else 0
         self.count = count + k
         lead = base - self.first - count     # skipped before the first of these values
         if steps is None:
             if lead != last:
-                self.starts.append(count)
-                self.skips.append(lead)
+                self._change([count], [lead])
             return
         skipped = lead + np.asarray(steps, dtype=np.int64) - np.arange(k)
         if skipped[-1] == last:             # monotone: all equal to the last run's
             return
         change = np.flatnonzero(np.diff(skipped, prepend=last))
-        self.starts += (count + change).tolist()
-        self.skips += skipped[change].tolist()
+        self._change((count + change).tolist(), skipped[change].tolist())
+
+    def _change(self, starts: list[int], skips: list[int]) -> None:
+        if self.dense is None:
+            self.dense = starts[0]
+        self.starts += starts
+        self.skips += skips
         if len(self.starts) > 2 * MAX_CHANGES:
             del self.starts[:-MAX_CHANGES], self.skips[:-MAX_CHANGES]
 
     def event(self, value: int) -> int | None:
-        """The event index of ``value`` (None when not known: see the module's note)."""
+        """The event index of ``value``: None when it is not a value yet, or it is after
+        the first skip and older than the change points kept."""
         if not 0 <= value < self.count:
             return None
+        if self.dense is None or value < self.dense:
+            return self.first + value
         i = bisect_right(self.starts, value) - 1
-        if i < 0:
-            return self.first + value if self.skips[0] == 0 else None
-        return self.first + value + self.skips[i]
+        return None if i < 0 else self.first + value + self.skips[i]
