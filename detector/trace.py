@@ -102,8 +102,10 @@ class BatchPositions:
 
 
 class EventTrail:
-    """The positions of a model version's last ``history`` events of one kind, in a ring.
-    ``count`` is the number of events recorded (the next event's index)."""
+    """The positions of a model version's last ``history`` events of one kind, in a ring
+    that grows to ``history`` as events come (a version with few events, or a model
+    without labels, keeps little). ``count`` is the number of events recorded (the next
+    event's index)."""
 
     __slots__ = ("history", "count", "topics", "_topic", "_partition", "_offset", "_ids")
 
@@ -112,10 +114,24 @@ class EventTrail:
         self.count = 0
         #: every topic seen, a topic's number is its place here (a version reads few)
         self.topics: list[str] = []
-        self._topic = np.zeros(history, np.int32)
-        self._partition = np.zeros(history, np.int32)
-        self._offset = np.zeros(history, np.int64)
-        self._ids: list[str | None] = [None] * history
+        self._topic = np.zeros(0, np.int32)
+        self._partition = np.zeros(0, np.int32)
+        self._offset = np.zeros(0, np.int64)
+        self._ids: list[str | None] = []
+
+    def _grow(self, events: int) -> None:
+        """Room for the slots of ``events`` events (the ring's slot is event % history:
+        below ``history`` the event itself)."""
+        size = len(self._ids)
+        if size >= min(events, self.history):
+            return
+        size = min(self.history, max(events, 2 * size))
+        for name in ("_topic", "_partition", "_offset"):
+            old = getattr(self, name)
+            new = np.zeros(size, old.dtype)
+            new[:old.size] = old
+            setattr(self, name, new)
+        self._ids += [None] * (size - len(self._ids))
 
     def add(self, batch: BatchPositions, rows: Sequence[int],
             ids: Sequence[str | None] | None) -> None:
@@ -129,6 +145,7 @@ class EventTrail:
         if k > self.history:
             at, ids, k = at[-self.history:], None if ids is None else ids[-self.history:], \
                 self.history
+        self._grow(self.count + len(rows))
         codes = self._codes(topics)[topic[at]]
         slots = (self.count + len(rows) - k + np.arange(k)) % self.history
         self._topic[slots], self._partition[slots] = codes, partition[at]
