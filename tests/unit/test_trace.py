@@ -82,10 +82,13 @@ def _prediction(i: int, features: dict, version: str = "1") -> bytes:
                        "features": features, "prediction": i % 2}).encode()
 
 
-def test_every_detection_names_the_events_and_messages_where_it_fired_and_began() -> None:
+@pytest.mark.parametrize("engine", ["kernel", "river"])
+def test_every_detection_names_the_events_and_messages_where_it_fired_and_began(
+        engine: str) -> None:
     """A level shift at event 4,000 of a feature present in every event, one at 4,500 of
     a feature in a third of them, a second version interleaved and junk messages between:
-    each trace points at the messages (read back by offset) of the right events."""
+    each trace points at the messages (read back by offset) of the right events, with
+    either engine."""
     rng = random.Random(5)
     records, k = [], 0
     for i in range(6000):
@@ -100,7 +103,7 @@ def test_every_detection_names_the_events_and_messages_where_it_fired_and_began(
             records.append(Record("prediction", b"junk", None, "preds", 0, k + 1))
             k += 2
     by_offset = {r.offset: r for r in records}
-    pipeline = Pipeline(Settings())
+    pipeline = Pipeline(Settings(), engine=engine)
     found = []
     for at in range(0, len(records), 700):
         found += pipeline.process(records[at:at + 700], now=0.0).detections
