@@ -96,9 +96,21 @@ class BatchPositions:
             number = {t: i for i, t in enumerate(topics)}
             self._arrays = (topics,
                             np.fromiter(map(number.__getitem__, names), np.int32, n),
-                            np.fromiter(map(_PARTITION, records), np.int32, n),
-                            np.fromiter(map(_OFFSET, records), np.int64, n))
+                            _integers(records, _PARTITION, np.int32),
+                            _integers(records, _OFFSET, np.int64))
         return self._arrays
+
+
+def _integers(records: Sequence[Record], field: itemgetter, dtype: type[np.integer]
+              ) -> np.ndarray:
+    """One integer field of every record; a value that is no Kafka position (a source
+    that is not Kafka may give anything) is -1, unknown."""
+    try:
+        return np.fromiter(map(field, records), dtype, len(records))
+    except (OverflowError, TypeError, ValueError):
+        low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+        return np.fromiter((v if type(v) is int and low <= v <= high else -1
+                            for v in map(field, records)), dtype, len(records))
 
 
 class EventTrail:

@@ -75,6 +75,10 @@ def test_the_event_trail_keeps_the_last_events_positions_across_batches_and_topi
     pairs = EventTrail(history=4)
     pairs.add(BatchPositions(records[:3]), [2], None)
     assert pairs.position(0) == ("t2", 0, 102, None)
+    # what a source that is not Kafka may give: no position, no crash
+    odd = [Record("label", b"", None, "t", 2**40, 2**70), Record("label", b"", None, "t", 1, "7")]
+    pairs.add(BatchPositions(odd), [0, 1], None)
+    assert [pairs.position(e)[1:3] for e in (1, 2)] == [(-1, -1), (1, -1)]
 
 
 def _prediction(i: int, features: dict, version: str = "1") -> bytes:
