@@ -95,6 +95,7 @@ class BatchPositions:
             topics = list(dict.fromkeys(names))
             number = {t: i for i, t in enumerate(topics)}
             self._arrays = (topics,
+                            np.zeros(n, np.int32) if len(topics) == 1 else
                             np.fromiter(map(number.__getitem__, names), np.int32, n),
                             _integers(records, _PARTITION, np.int32),
                             _integers(records, _OFFSET, np.int64))
