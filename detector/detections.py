@@ -11,8 +11,8 @@ signals, its labelled pairs for ``error`` and ``label``); ``value_index`` and
 ``onset_value_index`` count the values of the stream, as its detector does (a feature
 missing from some events has fewer). ``topic``, ``partition``, ``offset`` and
 ``prediction_id`` say where the event that fired was read, the ``onset_`` ones where the
-onset's was; each is None when not known (a replayed file has no topic or offset, a pair
-keeps no id, an onset beyond the last 4,096 events of the version has no position).
+onset's was; each is None when not known (a replayed file has no topic or offset, an
+onset beyond the last 4,096 events of the version has no position).
 
 >>> from detector.monitor import Detection
 >>> from detector.trace import Position, Trace

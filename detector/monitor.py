@@ -612,6 +612,7 @@ class ModelMonitor:
         self.trail = EventTrail()
         self.pair_trail = EventTrail()
         self._ids: list[str | None] = []
+        self._pair_ids: list[str | None] = []
         self._maps: dict[tuple[Signal, str], StreamTrail] = {}
 
     def _stream(self, signal: Signal, feature: str, specs: tuple[DetectorSpec, ...],
@@ -672,10 +673,11 @@ class ModelMonitor:
         batch, self._batch = self._batch, []
         pairs, self._pairs = self._pairs, []
         ids, self._ids = self._ids, []
+        pair_ids, self._pair_ids = self._pair_ids, []
         rows = [at for at, _ in batch]
         if positions is not None:
             self.trail.add(positions, rows, ids)
-            self.pair_trail.add(positions, pairs, None)
+            self.pair_trail.add(positions, pairs, pair_ids)
         if self.quality is not None and batch:
             self.quality.update([features for _, features in batch],
                                 {name: s.queued_values() for name, s in self.features.items()})
@@ -814,7 +816,8 @@ class ModelMonitor:
         return True
 
     def score(self, y_true: Target, y_pred: Target, score: float | None,
-              at: int = 0) -> Literal["label_type", "class_cap"] | None:
+              at: int = 0, prediction_id: str | None = None
+              ) -> Literal["label_type", "class_cap"] | None:
         """Feed one joined pair to the metrics, and queue its error and label for ``flush``
         (``at``: the position in the batch of the event that completed the pair).
 
@@ -833,6 +836,7 @@ class ModelMonitor:
         if error is None:
             return "class_cap"
         self._pairs.append(at)
+        self._pair_ids.append(prediction_id)
         self.scored += 1
         self.estimation.pairs.append((y_true, y_pred, score))
         self.error.pending.append(error)

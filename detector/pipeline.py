@@ -258,13 +258,13 @@ class Pipeline:
         payload = (event.version, event.prediction, event.score)
         if event.label is not None:
             state.join["matched"] += 1
-            self._score(state, payload, event.label, now, result, at)
+            self._score(state, payload, event.label, now, result, at, event.prediction_id)
             return
         pair = self.join.add_prediction(state.name, event.prediction_id, now, payload,
                                         partition)
         if pair is not None:
             state.join["matched"] += 1
-            self._score(state, pair[0], pair[1], now, result, at)
+            self._score(state, pair[0], pair[1], now, result, at, event.prediction_id)
 
     def _label(self, state: ModelState, event: Label, partition: int, now: float,
                result: BatchResult, at: int) -> None:
@@ -272,10 +272,11 @@ class Pipeline:
                                    partition)
         if pair is not None:
             state.join["matched"] += 1
-            self._score(state, pair[0], pair[1], now, result, at)
+            self._score(state, pair[0], pair[1], now, result, at, event.prediction_id)
 
     def _score(self, state: ModelState, payload: tuple[str, Target, float | None],
-               label: Target, now: float, result: BatchResult, at: int) -> None:
+               label: Target, now: float, result: BatchResult, at: int,
+               prediction_id: str) -> None:
         version, prediction, score = payload
         # the pair's version may have made room for another since its prediction came
         monitor = state.versions.get(version) or self._monitor(state, version, now)
@@ -284,7 +285,7 @@ class Pipeline:
                          result)
             return
         self._touched[monitor] = None
-        refused = monitor.score(label, prediction, score, at)
+        refused = monitor.score(label, prediction, score, at, prediction_id)
         if refused is not None:
             detail = (f"model {state.name!r}: label {str(label)[:40]!r} and prediction "
                       f"{str(prediction)[:40]!r} cannot be compared" if refused == "label_type"

@@ -53,8 +53,8 @@ _TOPIC, _PARTITION, _OFFSET = itemgetter(3), itemgetter(4), itemgetter(5)
 
 class Position(NamedTuple):
     """Where an event was read: the message's topic, partition and offset (``""``, -1,
-    -1 for a source without them, such as a replayed file) and, for a prediction, its
-    ``prediction_id``."""
+    -1 for a source without them, such as a replayed file) and its ``prediction_id``
+    (of a pair: the id the prediction and its label share)."""
 
     topic: str
     partition: int
@@ -149,7 +149,7 @@ class EventTrail:
     def add(self, batch: BatchPositions, rows: Sequence[int],
             ids: Sequence[str | None] | None) -> None:
         """Record the next events: the records at ``rows`` of the batch, with their
-        prediction ids (None: the events are pairs, their ids are not kept)."""
+        prediction ids (None: not known)."""
         k = len(rows)
         if not k:
             return

@@ -147,7 +147,9 @@ def test_an_error_detection_names_the_label_that_completed_its_pair() -> None:
     for f in errors:
         assert 2000 <= f["onset_index"] <= f["index"] and f["onset_index"] == f["onset_value_index"]
         assert (f["topic"], f["partition"], f["offset"]) == ("labels", 1, 10_000 + f["index"])
-        assert f["onset_offset"] == 10_000 + f["onset_index"] and f["prediction_id"] is None
+        assert f["onset_offset"] == 10_000 + f["onset_index"]
+        assert (f["prediction_id"], f["onset_prediction_id"]) == (f"p{f['index']}",
+                                                                  f"p{f['onset_index']}")
 
 
 def test_a_refused_value_in_a_scanned_event_does_not_shift_the_events_of_the_rest() -> None:
