@@ -132,7 +132,7 @@ def frame_rows(frame: Any) -> Iterator[Mapping[str, Any]]:
 
 #: the columns of ``Monitor.detections``
 DETECTION_COLUMNS = ("model", "version", "signal", "feature", "category", "detector", "index",
-                     "onset_index", "value")
+                     "onset_index", "value_index", "onset_value_index", "value")
 
 
 def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...] | None = None,
@@ -270,10 +270,13 @@ class Monitor:
 
     def detections(self, frame: bool = True) -> Any:
         """Every detection so far (the latest ``report.max_detections``), in order: model,
-        version, signal, feature, category, detector, index (of the value that fired, in
-        its stream), onset_index (where the detector estimates the change began), value."""
+        version, signal, feature, category, detector, index (the event of the version
+        that fired it), onset_index (the event where the detector estimates the change
+        began; None if unknown), value_index and onset_value_index (the same two as values
+        of the stream: a feature missing from some events has fewer), value."""
         rows = [{k: d[k] for k in DETECTION_COLUMNS} for d in self.recorder.detections]
-        return _frame(rows, DETECTION_COLUMNS, ("index", "onset_index")) if frame else rows
+        integers = ("index", "onset_index", "value_index", "onset_value_index")
+        return _frame(rows, DETECTION_COLUMNS, integers) if frame else rows
 
     def distances(self, history: bool = False, frame: bool = True) -> Any:
         """The distance of each stream from its reference: the latest window's per method

@@ -923,8 +923,11 @@ class _Handler(BaseHTTPRequestHandler):
             ready, reason = self.exporter.status.readiness(time.time())
             self._send(200 if ready else 503, f"{reason}\n".encode(), "text/plain")
         elif path == "/detections":
-            recent = [{**asdict(d), **detection_fields(d)}
-                      for d in list(self.exporter.status.detections)]
+            recent = []
+            for d in list(self.exporter.status.detections):
+                entry = {**asdict(d), **detection_fields(d)}
+                del entry["trace"]      # detection_fields gives it, flat
+                recent.append(entry)
             self._send(200, json.dumps(recent).encode(), "application/json")
         elif path == "/report" and self.report is not None:
             self._send(200, self.report(), "text/html; charset=utf-8")

@@ -25,7 +25,7 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 from operator import itemgetter
 from typing import Literal, NamedTuple
@@ -50,6 +50,7 @@ from detector.reference import (
     Profile,
     Reference,
 )
+from detector.trace import BatchPositions, EventTrail, StreamTrail, Trace
 
 Signal = Literal["feature", "prediction", "error", "label"]
 
@@ -72,6 +73,8 @@ class Detection:
     onset_index: int | None = None
     #: the category of a categorical feature's share stream ("" for other streams)
     category: str = ""
+    #: the events of the version where it fired and where it began (``ModelMonitor.flush``)
+    trace: Trace | None = None
 
 
 class Channel:
@@ -504,6 +507,46 @@ class ReferenceStream:
                     ch.above = False
 
 
+def _kept(value: FeatureValue) -> bool:
+    """Whether a feature value of an event reached its stream: not missing, and not
+    refused (an unchecked event's number beyond the bounds or over-long category, which
+    ``observe`` turned into a missing value)."""
+    if value is None:
+        return False
+    if type(value) is float:
+        return -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE
+    return type(value) is not str or len(value) <= MAX_NAME_LENGTH
+
+
+def _trace(d: Detection, stream: Stream, trail: StreamTrail, event: int,
+           events: EventTrail) -> Trace:
+    """The trace of a detection of ``stream`` whose value is in ``event``: for a distance
+    (no onset estimate: the firing is its onset), the batch's last event, made exact
+    through the value maps when the stream's values are all of its reference's kind.
+
+    The value indices of a detection count what its detector saw: the stream's numbers;
+    for a share stream the strings after the reference's warm-up, and for a distance the
+    values compared (the warm-up's included), both known exactly only while the feature
+    has had values of one kind."""
+    ref = stream.ref
+    if d.onset_index is None:
+        numeric = isinstance(ref.reference, NumericReference)
+        kind, other = ((trail.numbers, trail.strings) if numeric
+                       else (trail.strings, trail.numbers))
+        exact = None if other.count else kind.event(d.index)
+        event = event if exact is None else exact
+        onset: int | None = event
+    elif d.onset_index == d.index:
+        onset = event
+    elif d.category:
+        onset = (trail.strings.event(ref.warmup_used + d.onset_index)
+                 if not trail.numbers.count else None)
+    else:
+        onset = trail.numbers.event(d.onset_index)
+    return Trace(event, events.position(event), onset,
+                 None if onset is None else events.position(onset))
+
+
 class Schema(NamedTuple):
     """The feature names of an event, split by the type of their values in it."""
 
@@ -563,6 +606,14 @@ class ModelMonitor:
         self._rows_last = 0
         #: rejections of feature values found while queueing (``take_invalid``)
         self._invalid: list[Rejection] = []
+        #: pairs scored so far; where the last predictions and pairs were read, this
+        #: batch's prediction ids, and each stream's value-to-event map (``detector.trace``)
+        self.scored = 0
+        self.trail = EventTrail()
+        self.pair_trail = EventTrail()
+        self._ids: list[str | None] = []
+        self._pair_ids: list[str | None] = []
+        self._maps: dict[tuple[Signal, str], StreamTrail] = {}
 
     def _stream(self, signal: Signal, feature: str, specs: tuple[DetectorSpec, ...],
                 reference: Reference | None, category: str = "") -> Stream:
@@ -606,35 +657,63 @@ class ModelMonitor:
                 yield stream.ref
 
     def flush(self, now: float, out: list[Detection], origins: list[int],
-              tap: Callable[[ModelMonitor], None] | None = None) -> None:
+              tap: Callable[[ModelMonitor], None] | None = None,
+              positions: BatchPositions | None = None) -> None:
         """Feed every stream the values queued since the last flush (the batch), in
         order; append each detection to ``out`` and the batch position of the event
         behind it to ``origins``. ``tap``, if given, is called first, when every stream holds
-        its values of the batch (``Stream.queued_values``) and ``seen`` counts those before."""
+        its values of the batch (``Stream.queued_values``) and ``seen`` counts those before.
+
+        Each detection gets its ``trace``: the event indices of the version where it
+        fired and where it began, and, given the batch's ``positions``, where those events
+        were read (``detector.trace``)."""
         self._spread()
         if tap is not None:
             tap(self)
         batch, self._batch = self._batch, []
         pairs, self._pairs = self._pairs, []
+        ids, self._ids = self._ids, []
+        pair_ids, self._pair_ids = self._pair_ids, []
         rows = [at for at, _ in batch]
+        if positions is not None:
+            self.trail.add(positions, rows, ids)
+            self.pair_trail.add(positions, pairs, pair_ids)
         if self.quality is not None and batch:
             self.quality.update([features for _, features in batch],
                                 {name: s.queued_values() for name, s in self.features.items()})
+        base, paired = self.predictions - len(rows), self.scored - len(pairs)
         for name, stream in self.features.items():
             k = stream.queued()
             if not k:
                 continue
-            # a feature absent from some events (or added mid-batch) maps its values back
-            where = rows if k == len(rows) else [
-                at for at, features in batch if features.get(name) is not None][-k:]
-            origins.extend(where[p] for p in stream.flush_raw(now, out))
-        origins.extend(rows[p] for p in self.prediction.flush_raw(now, out))
-        origins.extend(pairs[p] for p in self.error.flush_raw(now, out))
-        origins.extend(pairs[p] for p in self.label.flush_raw(now, out))
+            # a feature absent from some events (or added mid-batch): the events of its values
+            steps = None if k == len(rows) else [
+                j for j, (_, features) in enumerate(batch) if _kept(features.get(name))][-k:]
+            self._feed(stream, base, steps, rows, self.trail, now, out, origins)
+        self._feed(self.prediction, base, None, rows, self.trail, now, out, origins)
+        self._feed(self.error, paired, None, pairs, self.pair_trail, now, out, origins)
+        self._feed(self.label, paired, None, pairs, self.pair_trail, now, out, origins)
         self.estimation.flush()
 
+    def _feed(self, stream: Stream, base: int, steps: list[int] | None, rows: list[int],
+              events: EventTrail, now: float, out: list[Detection], origins: list[int]) -> None:
+        """Flush one stream whose queued values came from the events ``base + steps`` of
+        its kind (None: one from each, from ``base`` on), found at ``rows`` in the batch;
+        trace its detections."""
+        key = (stream.signal, stream.feature)
+        trail = self._maps.get(key)
+        if trail is None:
+            trail = self._maps[key] = StreamTrail()
+        trail.add(base, steps, stream.queued_values(), stream.categorical)
+        start = len(out)
+        for n, p in enumerate(stream.flush_raw(now, out), start):
+            t = _trace(out[n], stream, trail, base + (p if steps is None else steps[p]),
+                       events)
+            out[n] = replace(out[n], trace=t)
+            origins.append(rows[t.event - base])
+
     def observe(self, features: dict[str, FeatureValue], prediction: Target, score: float | None,
-                at: int = 0, checked: bool = True) -> int:
+                at: int = 0, checked: bool = True, prediction_id: str | None = None) -> int:
         """Queue one prediction event (``at``: its position in the batch) for ``flush``;
         return how many feature values were dropped because the version already has
         ``max_features`` features, none of them idle.
@@ -649,6 +728,7 @@ class ModelMonitor:
         one message of junk names cannot take every slot for good."""
         n = self.predictions = self.predictions + 1
         self._batch.append((at, features))
+        self._ids.append(prediction_id)
         output = score if score is not None else prediction
         self.estimation.outputs.append((prediction, score))
         self.prediction.push(output if isinstance(output, str) else float(output))
@@ -726,16 +806,18 @@ class ModelMonitor:
         once = [(s.last, name) for name, s in self.features.items()
                 if s.last < n and s.last == s.first]
         if once:
-            del self.features[min(once)[1]]
-            return True
-        name, stream = min(self.features.items(), key=lambda kv: kv[1].last)
-        if n - stream.last <= self._idle_events:
-            return False
+            name = min(once)[1]
+        else:
+            name, stream = min(self.features.items(), key=lambda kv: kv[1].last)
+            if n - stream.last <= self._idle_events:
+                return False
         del self.features[name]
+        self._maps.pop(("feature", name), None)
         return True
 
     def score(self, y_true: Target, y_pred: Target, score: float | None,
-              at: int = 0) -> Literal["label_type", "class_cap"] | None:
+              at: int = 0, prediction_id: str | None = None
+              ) -> Literal["label_type", "class_cap"] | None:
         """Feed one joined pair to the metrics, and queue its error and label for ``flush``
         (``at``: the position in the batch of the event that completed the pair).
 
@@ -754,6 +836,8 @@ class ModelMonitor:
         if error is None:
             return "class_cap"
         self._pairs.append(at)
+        self._pair_ids.append(prediction_id)
+        self.scored += 1
         est = self.estimation
         est.pairs.append((y_true, y_pred, score, len(est.outputs)))
         self.error.pending.append(error)

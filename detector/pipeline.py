@@ -43,6 +43,7 @@ from detector.join import JoinBuffer
 from detector.monitor import Detection, Engine, ModelMonitor
 from detector.records import Record
 from detector.reference import Profile
+from detector.trace import BatchPositions
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +152,12 @@ class Pipeline:
         if self._touched:
             detections: list[Detection] = []
             origins: list[int] = []
+            positions = BatchPositions(records)
             for monitor in self._touched:
                 owner = models.get(monitor.model)
                 self._partition = -1 if owner is None or owner.partition is None \
                     else owner.partition
-                monitor.flush(now, detections, origins, self.tap)
+                monitor.flush(now, detections, origins, self.tap, positions)
                 for rejection in monitor.take_invalid():
                     self._reject(rejection, result)
             self._touched.clear()
@@ -284,20 +286,20 @@ class Pipeline:
     def _prediction(self, state: ModelState, monitor: ModelMonitor, event: Prediction,
                     partition: int, now: float, result: BatchResult, at: int) -> None:
         dropped = monitor.observe(event.features, event.prediction, event.score, at,
-                                  event.checked)
+                                  event.checked, event.prediction_id)
         if dropped:
             self._reject(Rejection("feature", "feature_cap",
                                    f"model {state.name!r} has max_features features"), result)
         payload = (event.version, event.prediction, event.score)
         if event.label is not None:
             state.join["matched"] += 1
-            self._score(state, payload, event.label, now, result, at)
+            self._score(state, payload, event.label, now, result, at, event.prediction_id)
             return
         pair = self.join.add_prediction(state.name, event.prediction_id, now, payload,
                                         partition)
         if pair is not None:
             state.join["matched"] += 1
-            self._score(state, pair[0], pair[1], now, result, at)
+            self._score(state, pair[0], pair[1], now, result, at, event.prediction_id)
 
     def _label(self, state: ModelState, event: Label, partition: int, now: float,
                result: BatchResult, at: int) -> None:
@@ -305,10 +307,11 @@ class Pipeline:
                                    partition)
         if pair is not None:
             state.join["matched"] += 1
-            self._score(state, pair[0], pair[1], now, result, at)
+            self._score(state, pair[0], pair[1], now, result, at, event.prediction_id)
 
     def _score(self, state: ModelState, payload: tuple[str, Target, float | None],
-               label: Target, now: float, result: BatchResult, at: int) -> None:
+               label: Target, now: float, result: BatchResult, at: int,
+               prediction_id: str) -> None:
         version, prediction, score = payload
         # the pair's version may have made room for another since its prediction came
         monitor = state.versions.get(version) or self._monitor(state, version, now)
@@ -317,7 +320,7 @@ class Pipeline:
                          result)
             return
         self._touched[monitor] = None
-        refused = monitor.score(label, prediction, score, at)
+        refused = monitor.score(label, prediction, score, at, prediction_id)
         if refused is not None:
             detail = (f"model {state.name!r}: label {str(label)[:40]!r} and prediction "
                       f"{str(prediction)[:40]!r} cannot be compared" if refused == "label_type"

@@ -21,7 +21,10 @@ through the pipeline's ``tap`` (``ModelMonitor.flush`` calls it when each stream
 the batch's values, ``Stream.queued_values``, and ``seen`` counts those before), the
 rest after the batch (``record``). Nothing is computed twice: every statistic shown is the
 engine's. x positions are stream indices, as a ``Detection``'s ``index`` and
-``onset_index`` count them, so detection markers fall where the detectors fired.
+``onset_index`` count them, so detection markers fall where the detectors fired; a
+listed detection says both, as every output does (``detector.detections``): ``index``
+and ``onset_index`` count the version's events, ``value_index`` and
+``onset_value_index`` the stream's values.
 
 >>> from detector.config import Settings
 >>> from detector.pipeline import Pipeline
@@ -51,6 +54,7 @@ import numpy as np
 
 from detector import __version__
 from detector.config import Settings
+from detector.detections import detection_fields
 from detector.metrics import ERROR_METRICS, PVALUE_METHODS
 from detector.monitor import Detection, ModelMonitor, ReferenceStream, Stream
 from detector.pipeline import BatchResult, Pipeline
@@ -439,12 +443,13 @@ class Recorder:
             stream = version.monitor.features.get(d.feature) if version else None
             if stream is not None and stream.ref is not None:
                 shift = stream.ref.warmup_used
-        onset = d.index if d.onset_index is None else d.onset_index
+        f = detection_fields(d)
         return {"model": d.model, "version": d.version, "signal": d.signal,
                 "feature": d.feature, "category": d.category, "detector": d.detector,
-                "index": d.index, "onset_index": d.onset_index,
+                **{k: f[k] for k in ("index", "onset_index", "value_index",
+                                     "onset_value_index")},
                 "value": _round([d.value])[0] if isinstance(d.value, float) else d.value,
-                "x": d.index + shift, "onset_x": onset + shift}
+                "x": d.index + shift, "onset_x": f["onset_value_index"] + shift}
 
     def snapshot(self, pipeline: Pipeline, source: str = "") -> dict[str, Any]:
         """The report's data: plain JSON-able lists and numbers (call it under the lock

@@ -79,6 +79,7 @@ from detector import (
     pipeline,
     records,
     reference,
+    trace,
 )
 from detector.detectors import CUSUM, Standardizer
 from detector.errors import DriftDetectorError
@@ -312,7 +313,7 @@ ALLOWED: dict[str, type] = {f"{c.__module__}.{c.__qualname__}": c for c in (
     calibrate_scores.LossTable, data_quality.VersionQuality, data_quality.FeatureQuality,
     data_quality.Expectation, join.JoinBuffer, join.Dropped, records.Record, Half,
     config.DetectorSpec, config.DetectorSets, config.DetectionSettings,
-    config.ReferenceSettings,
+    config.ReferenceSettings, trace.EventTrail, trace.StreamTrail, trace.ValueMap,
     *detectors.STATE_CLASSES, random.Random)}
 _NAMES = {c: name for name, c in ALLOWED.items()}
 _NATIVE = detectors.COMPILED_STATE

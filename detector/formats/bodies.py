@@ -22,6 +22,8 @@ Open Inference Protocol (V2) bodies come as JSON (``{"id", "inputs": [tensor, ..
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Literal, NamedTuple
 
 import msgspec
@@ -59,12 +61,30 @@ class Half(NamedTuple):
 
 
 def parse_json(raw: bytes) -> Any:
-    """The JSON value of ``raw``."""
+    """The JSON value of ``raw``. ``NaN``, ``Infinity``, ``-Infinity`` and numbers
+    beyond a float are not JSON, but Python servers write them for non-finite values
+    (``json.dumps``' default): a body with one is read by ``json`` instead, the number
+    becomes a float, and that one feature value is refused downstream (rejected as
+    ``non_finite``, counted as missing) instead of every row of the message.
+
+    >>> parse_json(b'{"data": [1.5, NaN, -Infinity, 1e400]}')
+    {'data': [1.5, nan, -inf, inf]}
+    """
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
-        reason = "invalid_encoding" if "UTF-8" in str(exc) else "invalid_json"
-        raise Invalid(reason, str(exc)[:200]) from None
+        problem = str(exc)
+        if problem == "Number out of range" or _NON_FINITE.search(raw):
+            try:
+                return json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError):   # UnicodeDecodeError and JSON's errors
+                pass
+        reason = "invalid_encoding" if "UTF-8" in problem else "invalid_json"
+        raise Invalid(reason, problem[:200]) from None
+
+
+#: what json reads as a non-finite number, and msgspec refuses
+_NON_FINITE = re.compile(rb"NaN|Infinity")
 
 
 def _names(obj: dict[str, Any]) -> tuple[str | None, str | None, str | None]:

@@ -64,7 +64,7 @@ def test_mean_shift_is_exported_and_every_feature_matches_river(topics, detector
     for feature in features:
         expected = _offline(data[feature], defaults.detectors.feature, defaults)
         for name, (firings, episodes) in expected.items():
-            got = [r["index"] for r in recent if r["signal"] == "feature"
+            got = [r["value_index"] for r in recent if r["signal"] == "feature"
                    and r["feature"] == feature and r["detector"] == name]
             assert got == episodes, (feature, name)
             assert sample(m, "drift_detections_total", **labels, feature=feature,
@@ -75,7 +75,8 @@ def test_mean_shift_is_exported_and_every_feature_matches_river(topics, detector
     # the prediction stream (scores) is checked the same way
     for name, (_, episodes) in _offline(data["score"], defaults.detectors.prediction,
                                         defaults).items():
-        got = [r["index"] for r in recent if r["signal"] == "prediction" and r["detector"] == name]
+        got = [r["value_index"] for r in recent if r["signal"] == "prediction"
+               and r["detector"] == name]
         assert got == episodes, name
 
     # the shift itself is found soon after it starts, and the gauge is latched

@@ -186,7 +186,7 @@ def _stages() -> list[Stage]:
         # the shift starts at value 58 of the stream (the two extremes count as missing)
         recent = json.loads(urllib.request.urlopen(
             f"http://127.0.0.1:{d.port}/detections", timeout=5).read())
-        online = [(r["detector"], r["index"]) for r in recent
+        online = [(r["detector"], r["value_index"]) for r in recent
                   if r["model"] == "extremes" and r["feature"] == "x"
                   and r["detector"] in ("adwin", "cusum")]
         assert any(index >= 58 for _, index in online), (

@@ -212,6 +212,30 @@ def test_malformed_requests_are_rejected_and_the_rest_of_the_batch_is_kept(
     assert len(out.records) == 8
 
 
+@pytest.mark.parametrize("variant", ["oip", "binary", "structured"])
+def test_a_non_finite_feature_value_costs_that_value_only(variant: str) -> None:
+    """Python servers write NaN, Infinity (and a number beyond a float stays one): not
+    JSON, but every row of the request is kept, with those values missing."""
+    data = inferences(3)
+    rows = data[1][2]
+    rows[0]["amount"], rows[1]["amount"], rows[2]["age"] = float("nan"), float("inf"), 7e300
+    records = oip_json(data) if variant == "oip" else kserve(data, variant, "v2")
+    records = [r._replace(value=r.value.replace(b"7e+300", b"1e400")) for r in records]
+    s = Settings(inputs=[MLSERVER if variant == "oip" else KSERVE])
+    out = Inputs(s).convert(records, NOW)
+    assert out.rejected == [] and len(out.records) == 3 * len(rows)
+    p = Pipeline(s)
+    p.process(out.records, NOW)
+    # structured mode carries the data base64-encoded: 7e300 stays, beyond +-1e100
+    beyond = "out_of_range" if variant == "structured" else "non_finite"
+    assert p.rejected[("feature", "non_finite")] == 3 - (variant == "structured")
+    assert p.rejected[("feature", beyond)] >= 1
+    streams = next(iter(p.models["iris"].versions.values())).features
+    assert (streams["amount"].seen, streams["amount"].missing) == (10, 2)
+    assert (streams["age"].seen, streams["age"].missing) == (11, 1)
+    assert streams["country"].categorical == 12
+
+
 def test_cloudevents_without_their_attributes_are_rejected() -> None:
     (rec, _), = [kserve(inferences(1), "binary", "v2")[:2]]
     no_type = rec._replace(headers=tuple(h for h in rec.headers if h[0] != "ce_type"))
