@@ -61,7 +61,7 @@ def configs() -> dict[str, tuple[Settings, list[str]]]:
 
 def one_stream(settings: Settings, spec: DetectorSpec) -> Stream:
     d = settings.detection
-    std = Standardizer(d.warmup, d.min_samples, d.clip) if d.standardize else None
+    std = Standardizer.from_settings(d) if d.standardize else None
     return Stream("bench", "1", "feature", "x", (spec,), std, d.cooldown)
 
 
@@ -171,7 +171,7 @@ def through_pipeline(settings: Settings, name: str, rows: list[dict[str, float]]
     records = [Record("prediction", json.dumps({
         "model": name, "prediction_id": str(i), "features": row, "prediction": 0}).encode())
         for i, row in enumerate(rows)]
-    found = sorted(d.onset_index if d.onset_index is not None else d.index
+    found = sorted(d.onset if d.onset is not None else d.index
                    for d in pipeline.process(records, now=0.0).detections
                    if d.signal == "feature")
     merged: list[int] = []

@@ -23,4 +23,4 @@ def detection_fields(d: Detection) -> dict[str, Any]:
     index that fired and the estimated onset."""
     return {"model": d.model, "model_version": d.version, "version": d.version,
             "signal": d.signal, "feature": d.feature, "category": d.category,
-            "detector": d.detector, "index": d.index, "onset_index": d.onset_index}
+            "detector": d.detector, "index": d.index, "onset_index": d.onset}

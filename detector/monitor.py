@@ -56,7 +56,8 @@ Signal = Literal["feature", "prediction", "error", "label"]
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """One detector firing. ``index`` counts values of that stream from 0;
+    """One detector firing. ``index`` counts values of that stream from 0 (the value
+    that fired); ``onset`` is the estimated start of the change in the same units;
     ``statistic`` is the detector's public state when it fired."""
 
     model: str
@@ -68,10 +69,14 @@ class Detection:
     value: float
     at: float
     statistic: dict[str, float]
-    #: the index where the detector estimates the change began (``index`` if unknown)
-    onset_index: int | None = None
+    #: the stream index where the detector estimates the change began (CUSUM: the last
+    #: zero of the sum that crossed; ADWIN: its cut; ``index`` when it gives none)
+    onset: int | None = None
     #: the category of a categorical feature's share stream ("" for other streams)
     category: str = ""
+    #: "up" or "down": the way the standardised values moved ("" on raw values, and for
+    #: a reference window's distance)
+    direction: str = ""
 
 
 class Channel:
@@ -80,7 +85,7 @@ class Channel:
     counts episodes."""
 
     __slots__ = ("name", "detector", "scaled", "detections", "firings", "last_at",
-                 "last_index", "announced")
+                 "last_index", "last_direction", "announced")
 
     def __init__(self, spec: DetectorSpec) -> None:
         self.name = spec.name
@@ -91,6 +96,7 @@ class Channel:
         self.firings = 0
         self.last_at = float("-inf")
         self.last_index = -(1 << 62)
+        self.last_direction = 0
         #: False until a scrape has shown this channel's counter (at 0, see metrics.py)
         self.announced = False
 
@@ -117,6 +123,8 @@ class KernelChannel:
 
 
 Engine = Literal["kernel", "river"]
+#: ``Detection.direction`` by the sign of a firing
+_DIRECTION = {1: "up", -1: "down"}
 
 
 class Stream:
@@ -165,8 +173,7 @@ class Stream:
         self.ref: ReferenceStream | None = None
         self.kernel: stream_kernel.StreamState | None = None
         if engine == "kernel" and specs and all(s.type in stream_kernel.KINDS for s in specs):
-            kstd = None if std is None else standardize.new_state(
-                std.warmup, std.min_samples, std.clip, std.loc, std.scale)
+            kstd = None if std is None else standardize.from_reference(std)
             self.kernel = stream_kernel.new_state([(s.type, s.params) for s in specs], kstd,
                                                   cooldown)
             self.channels: list[Channel] | list[KernelChannel] = [
@@ -209,7 +216,8 @@ class Stream:
                                  self.channels[c].name, int(fired.index[j]), float(values[p]),
                                  now,
                                  dict(zip(names, fired.statistics[j].tolist())),
-                                 int(fired.onset[j]), self.category))
+                                 int(fired.onset[j]), self.category,
+                                 _DIRECTION[int(fired.direction[j])] if self.std else ""))
             positions.append(p)
         return positions
 
@@ -233,17 +241,27 @@ class Stream:
                     fired = True
                     ch.firings += 1
                     ch.last_at = now
-                    if index - ch.last_index > self.cooldown:
+                    way = detectors.direction(det)
+                    near = index - ch.last_index <= self.cooldown
+                    episode = (not (near and way == ch.last_direction) if self.std is not None
+                               else not near)
+                    if episode:
                         ch.detections += 1
                         age = detectors.onset_age(det)
                         out.append(Detection(self.model, self.version, self.signal,
                                              self.feature, ch.name, index, value, now,
                                              detectors.statistic(det),
-                                             index - age + 1 if age else index, self.category))
+                                             index - age + 1 if age else index, self.category,
+                                             _DIRECTION[way] if self.std is not None else ""))
                         positions.append(p)
                     ch.last_index = index
+                    ch.last_direction = way
             if fired and self.std is not None:
+                # the new regime becomes the baseline, and every detector starts on it
                 self.std.restart()
+                for ch in self.channels:
+                    if ch.scaled:
+                        ch.detector._reset()
         return positions
 
     def extend(self, column: np.ndarray) -> None:
@@ -572,7 +590,7 @@ class ModelMonitor:
             loc = scale = None
             if isinstance(reference, NumericReference) and reference.std > 0:
                 loc, scale = reference.mean, reference.std
-            std = Standardizer(d.warmup, d.min_samples, d.clip, loc, scale)
+            std = Standardizer.from_settings(d, loc, scale)
         return Stream(self.model, self.version, signal, feature, specs, std, d.cooldown, category,
                       self._engine)
 

@@ -439,10 +439,10 @@ class Recorder:
             stream = version.monitor.features.get(d.feature) if version else None
             if stream is not None and stream.ref is not None:
                 shift = stream.ref.warmup_used
-        onset = d.index if d.onset_index is None else d.onset_index
+        onset = d.index if d.onset is None else d.onset
         return {"model": d.model, "version": d.version, "signal": d.signal,
                 "feature": d.feature, "category": d.category, "detector": d.detector,
-                "index": d.index, "onset_index": d.onset_index,
+                "index": d.index, "onset_index": d.onset,
                 "value": _round([d.value])[0] if isinstance(d.value, float) else d.value,
                 "x": d.index + shift, "onset_x": onset + shift}
 

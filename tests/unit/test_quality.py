@@ -42,7 +42,7 @@ def test_mean_shift_delay_targets_with_the_defaults(shift: float, target: int) -
         rng = random.Random(1000 + run)
         d = settings.detection
         stream = Stream("m", "1", "feature", "x", settings.detectors.feature,
-                        Standardizer(d.warmup, d.min_samples, d.clip), d.cooldown)
+                        Standardizer.from_settings(d), d.cooldown)
         out: list = []
         stream.pending.extend(rng.gauss(shift if i >= 2000 else 0.0, 1.0) for i in range(4000))
         stream.flush(0.0, out)
