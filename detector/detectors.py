@@ -194,6 +194,11 @@ def statistic(detector: DriftDetector) -> dict[str, float]:
 WINSOR = 4.0
 #: the AR(1) coefficient is clamped to [0, PHI_MAX] (a unit root cannot be whitened)
 PHI_MAX = 0.98
+#: with a period, the phase bins learn for this many cycles (or warmup values, if more)
+SEASON_CYCLES = 4
+#: a learning baseline scores values only once its mean rests on this many effective
+#: (independent-equivalent) values, n (1 - phi) / (1 + phi)
+MIN_EFFECTIVE = 3.0
 #: MAD of normal data x this = its standard deviation
 MAD_TO_SD = 1.482602218505602
 
@@ -212,10 +217,11 @@ class Standardizer:
 
     Per value ``x`` (at stream index ``t``, counted across restarts):
 
-    1. **Season** (``period`` > 0): ``d = x - (mean of x in x's phase bin - mean of x)``,
+    1. **Season** (``period`` > 0): ``d = x - (mean of x in x's phase bin - mean of the
+       bins' means)``,
        ``phases`` bins per period, learned over the regime's first ``max(warmup,
-       2 * period)`` values; the first ``period`` values of a regime only teach. Without
-       a period ``d = x``.
+       SEASON_CYCLES * period)`` values; the first ``period`` values of a regime only
+       teach. Without a period ``d = x``.
     2. **Robust start**: the first ``min_samples`` values of ``d`` only teach; at the last
        of them the origin is their median and the winsorising scale 1.4826 x their MAD
        (their sd if the MAD is 0), and they are learned winsorised (clipped to
@@ -227,11 +233,14 @@ class Standardizer:
        learning mapped through Student's t (``r / sqrt(1 + 1/n)`` with
        ``n (1 - phi^2) / (1 + phi^2) - 1`` degrees of freedom) to the normal quantile of
        the same probability; it only teaches while the effective sample size
-       ``n (1 - phi) / (1 + phi)`` is below ``min_samples`` (an autocorrelated stream
-       learns longer before it may alarm).
-    4. **Tracking**: after ``warmup`` values scale and phi stay fixed and ``loc`` follows
-       the winsorised values with weight ``1 / track`` (0: fixed), so a trend far
-       slower than ``track`` values per sd does not page.
+       ``n (1 - phi) / (1 + phi)`` is below ``MIN_EFFECTIVE`` (an autocorrelated
+       stream learns longer before it may alarm).
+    4. **Settled**: after ``warmup`` values (and the season's learning) scale and phi
+       stay fixed; ``settled`` is True for the one value at which that happens (the
+       stream restarts its detectors there: what they learned from values scored
+       against a still-moving baseline would look like a change later). ``loc`` then
+       follows the winsorised values with weight ``1 / track`` (0: fixed), so a trend
+       far slower than ``track`` values per sd does not page.
 
     z is clipped to ``[-clip, clip]``. A reference profile's mean and sd (``loc``,
     ``scale``), when given, are used instead (``z = (x - loc) / scale``) until the first
@@ -244,8 +253,8 @@ class Standardizer:
     """
 
     __slots__ = ("warmup", "min_samples", "clip", "period", "phases", "track", "given",
-                 "t", "n", "bin_sum", "bin_count", "all_sum", "m", "buffer", "origin",
-                 "s1", "s2", "sc", "prev", "loc", "scale", "phi")
+                 "t", "n", "bin_sum", "bin_count", "mean_sum", "m", "buffer", "origin",
+                 "s1", "s2", "sc", "prev", "loc", "scale", "phi", "settled")
 
     def __init__(self, warmup: int, min_samples: int, clip: float,
                  loc: float | None = None, scale: float | None = None, *, period: int = 0,
@@ -254,6 +263,7 @@ class Standardizer:
         self.period, self.phases, self.track = period, min(phases, period), track
         self.given = loc is not None and bool(scale)
         self.t = 0
+        self.settled = False
         self._fresh()
         if self.given:
             self.loc, self.scale = float(loc), float(scale)
@@ -262,10 +272,15 @@ class Standardizer:
         self.n = self.m = 0
         self.bin_sum = [0.0] * self.phases
         self.bin_count = [0] * self.phases
-        self.all_sum = 0.0
+        self.mean_sum = 0.0
         self.buffer: list[float] = []
         self.origin = self.s1 = self.s2 = self.sc = self.prev = 0.0
         self.loc = self.scale = self.phi = 0.0
+
+    def learning(self) -> bool:
+        """Whether the baseline still learns (its level, or its season)."""
+        return not self.given and (self.m < self.warmup or self.period > 0 and self.n < max(
+            self.warmup, SEASON_CYCLES * self.period))
 
     def transform(self, x: float) -> float | None:
         t = self.t
@@ -273,10 +288,10 @@ class Standardizer:
         if self.given:
             z = (x - self.loc) / self.scale
         else:
+            was = self.learning()
             d = self._deseason(x, t)
-            if d is None:
-                return None
-            z = self._level(d)
+            z = None if d is None else self._level(d)
+            self.settled = was and not self.learning()
             if z is None:
                 return None
         c = self.clip
@@ -290,11 +305,13 @@ class Standardizer:
         b = (t % self.period) * self.phases // self.period
         d = None
         if n >= self.period:
-            d = x - (self.bin_sum[b] / self.bin_count[b] - self.all_sum / n)
-        if n < max(self.warmup, 2 * self.period):
+            d = x - (self.bin_sum[b] / self.bin_count[b] - self.mean_sum / self.phases)
+        if n < max(self.warmup, SEASON_CYCLES * self.period):
+            count = self.bin_count[b]
+            old = self.bin_sum[b] / count if count else 0.0
             self.bin_sum[b] += x
-            self.bin_count[b] += 1
-            self.all_sum += x
+            self.bin_count[b] = count + 1
+            self.mean_sum += self.bin_sum[b] / (count + 1) - old
             self.n = n + 1
         return d
 
@@ -314,7 +331,7 @@ class Standardizer:
             r = ((d - loc) - phi * (self.prev + self.origin - loc)) / (
                 scale * math.sqrt(1.0 - phi * phi))
             if m < self.warmup:
-                if m * (1.0 - phi) / (1.0 + phi) < self.min_samples:
+                if m * (1.0 - phi) / (1.0 + phi) < MIN_EFFECTIVE:
                     z = None
                 else:
                     df = m * (1.0 - phi * phi) / (1.0 + phi * phi) - 1.0

@@ -227,6 +227,8 @@ class Stream:
             index = self.seen
             self.seen = index + 1
             z = value if self.std is None else self.std.transform(value)
+            if self.std is not None and self.std.settled:
+                self._reset_channels()
             fired = False
             for ch in self.channels:
                 if ch.scaled:
@@ -259,10 +261,13 @@ class Stream:
             if fired and self.std is not None:
                 # the new regime becomes the baseline, and every detector starts on it
                 self.std.restart()
-                for ch in self.channels:
-                    if ch.scaled:
-                        ch.detector._reset()
+                self._reset_channels()
         return positions
+
+    def _reset_channels(self) -> None:
+        for ch in self.channels:
+            if ch.scaled:
+                ch.detector._reset()
 
     def extend(self, column: np.ndarray) -> None:
         """Queue finite numbers, as an array while nothing else is queued (a spread

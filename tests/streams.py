@@ -32,6 +32,12 @@ class _Baseline:
         self.origin = 0.0
         self.loc: float | None = None       # tracked location, after warmup
         self.fixed = (0.0, 0.0, 0.0)
+        self.settled = False                # True at the value the learning ends
+
+    def learning(self) -> bool:
+        d = self.d
+        m = len(self.learned) if self.learned else len(self.start)
+        return m < d.warmup or d.period > 0 and len(self.season) < max(d.warmup, 4 * d.period)
 
     def estimates(self) -> tuple[float, float, float]:
         w, m = self.learned, len(self.learned)
@@ -55,15 +61,21 @@ class _Baseline:
         return min(max(y, centre - 4.0 * scale), centre + 4.0 * scale)
 
     def z(self, x: float, t: int) -> float | None:
+        was = self.learning()
+        z = self._z(x, t)
+        self.settled = was and not self.learning()
+        return z
+
+    def _z(self, x: float, t: int) -> float | None:
         d = self.d
         if d.period:
             phases = min(d.phases, d.period)
             b = (t % d.period) * phases // d.period
             dx = None
             if len(self.season) >= d.period:
-                dx = x - (sum(self.bins[b]) / len(self.bins[b])
-                          - sum(self.season) / len(self.season))
-            if len(self.season) < max(d.warmup, 2 * d.period):
+                means = [sum(v) / len(v) for v in self.bins.values()]
+                dx = x - (sum(self.bins[b]) / len(self.bins[b]) - sum(means) / phases)
+            if len(self.season) < max(d.warmup, 4 * d.period):
                 self.bins.setdefault(b, []).append(x)
                 self.season.append(x)
             if dx is None:
@@ -91,7 +103,7 @@ class _Baseline:
             r = ((x - loc) - phi * (prev - loc)) / (scale * math.sqrt(1.0 - phi * phi))
             if m >= d.warmup:
                 z = r
-            elif m * (1.0 - phi) / (1.0 + phi) < d.min_samples:
+            elif m * (1.0 - phi) / (1.0 + phi) < 3.0:
                 z = None
             else:
                 df = m * (1.0 - phi * phi) / (1.0 + phi * phi) - 1.0
@@ -117,6 +129,8 @@ def simulate(values: list[float], specs, settings: Settings | None = None
     baseline = _Baseline(d)
     for i, x in enumerate(values):
         z = baseline.z(x, i) if d.standardize else x
+        if d.standardize and baseline.settled:      # detectors start on the settled baseline
+            dets = {s.name: build(s.type, s.params) for s in specs}
         if z is None:
             continue
         fired = False

@@ -26,12 +26,13 @@ from numba import types
 from numba.extending import get_cython_function_address
 from scipy.special import cython_special
 
-from detector.detectors import MAD_TO_SD, PHI_MAX, WINSOR
+from detector import detectors
+from detector.detectors import MAD_TO_SD, MIN_EFFECTIVE, PHI_MAX, SEASON_CYCLES, WINSOR
 from detector.kernels._jit import as_column, check_row, inline, kernel
 
 # columns of StandardizerState.params, .moments and .counts
 _WARMUP, _MIN_SAMPLES, _CLIP, _PERIOD, _PHASES, _TRACK = 0, 1, 2, 3, 4, 5
-_ORIGIN, _S1, _S2, _SC, _PREV, _LOC, _SCALE, _PHI, _ALL_SUM = 0, 1, 2, 3, 4, 5, 6, 7, 8
+_ORIGIN, _S1, _S2, _SC, _PREV, _LOC, _SCALE, _PHI, _MEAN_SUM = 0, 1, 2, 3, 4, 5, 6, 7, 8
 _T, _N, _M, _GIVEN = 0, 1, 2, 3
 #: columns of each array, for a checkpoint's shape check
 WIDTHS = {"params": 6, "moments": 9, "counts": 4}
@@ -61,7 +62,7 @@ class StandardizerState(NamedTuple):
     """Standardisers, one per row. ``params``: warmup, min_samples, clip, period,
     phases, track. ``moments``: origin, s1, s2, sc (sums of the winsorised values less
     the origin, their squares and lag-1 products), prev (the last winsorised value less
-    the origin), loc, scale, phi, all_sum (of the values the season learned).
+    the origin), loc, scale, phi, mean_sum (of the phase bins' means).
     ``counts``: t (values seen, across restarts), n (values the season learned), m
     (values the level learned), given (1 while a profile's loc and scale are used).
     ``buffer[r, :min_samples]``: the robust start's values; ``scratch``: room to sort
@@ -189,15 +190,34 @@ def _start(s: StandardizerState, r: int) -> None:
 
 
 @inline
-def step(s: StandardizerState, r: int, x: float) -> tuple[float, bool]:
-    """``(z, True)`` for one value, or ``(0.0, False)`` while it only teaches
-    (the reference's ``transform`` returning None)."""
+def _learning(s: StandardizerState, r: int) -> bool:
+    """The reference's ``learning`` (for a standardiser without a given baseline)."""
+    period = s.params[r, _PERIOD]
+    warmup = s.params[r, _WARMUP]
+    return s.counts[r, _M] < warmup or (period > 0 and s.counts[r, _N] < max(
+        warmup, SEASON_CYCLES * period))
+
+
+@inline
+def step(s: StandardizerState, r: int, x: float) -> tuple[float, bool, bool]:
+    """``(z, True, settled)`` for one value, or ``(0.0, False, settled)`` while it only
+    teaches (the reference's ``transform`` returning None); ``settled``: the
+    reference's ``settled``."""
+    if s.counts[r, _GIVEN]:
+        s.counts[r, _T] += 1
+        clip = s.params[r, _CLIP]
+        z = (x - s.moments[r, _LOC]) / s.moments[r, _SCALE]
+        return (clip if z > clip else -clip if z < -clip else z), True, False  # noqa: FURB136
+    was = _learning(s, r)
+    z, valid = _step(s, r, x)
+    return z, valid, was and not _learning(s, r)
+
+
+@inline
+def _step(s: StandardizerState, r: int, x: float) -> tuple[float, bool]:
     clip = s.params[r, _CLIP]
     t = s.counts[r, _T]
     s.counts[r, _T] = t + 1
-    if s.counts[r, _GIVEN]:
-        z = (x - s.moments[r, _LOC]) / s.moments[r, _SCALE]
-        return (clip if z > clip else -clip if z < -clip else z), True  # noqa: FURB136
     # season
     d = x
     period = int(s.params[r, _PERIOD])
@@ -207,11 +227,13 @@ def step(s: StandardizerState, r: int, x: float) -> tuple[float, bool]:
         b = (t % period) * phases // period
         seasonal = n >= period
         if seasonal:
-            d = x - (s.bins[r, 0, b] / s.bins[r, 1, b] - s.moments[r, _ALL_SUM] / n)
-        if n < max(s.params[r, _WARMUP], 2.0 * period):
+            d = x - (s.bins[r, 0, b] / s.bins[r, 1, b] - s.moments[r, _MEAN_SUM] / phases)
+        if n < max(s.params[r, _WARMUP], SEASON_CYCLES * period):
+            count = s.bins[r, 1, b]
+            old = s.bins[r, 0, b] / count if count else 0.0
             s.bins[r, 0, b] += x
-            s.bins[r, 1, b] += 1.0
-            s.moments[r, _ALL_SUM] += x
+            s.bins[r, 1, b] = count + 1.0
+            s.moments[r, _MEAN_SUM] += s.bins[r, 0, b] / (count + 1.0) - old
             s.counts[r, _N] = n + 1
         if not seasonal:
             return 0.0, False
@@ -238,7 +260,7 @@ def step(s: StandardizerState, r: int, x: float) -> tuple[float, bool]:
         e = ((d - loc) - phi * (s.moments[r, _PREV] + origin - loc)) / (
             scale * math.sqrt(1.0 - phi * phi))
         if learning:
-            if m * (1.0 - phi) / (1.0 + phi) < min_samples:
+            if m * (1.0 - phi) / (1.0 + phi) < MIN_EFFECTIVE:
                 valid = False
             else:
                 df = m * (1.0 - phi * phi) / (1.0 + phi * phi) - 1.0
@@ -271,11 +293,13 @@ def restart_step(s: StandardizerState, r: int) -> None:
     s.bins[r, :, :] = 0.0
 
 
-@kernel
 def _standardize_many(s: StandardizerState, r: int, values: np.ndarray, out: np.ndarray,
                       valid: np.ndarray) -> None:
     for i in range(values.size):
-        out[i], valid[i] = step(s, r, values[i])
+        out[i], valid[i], _ = step(s, r, values[i])
+
+
+_standardize_many = kernel(_standardize_many, uses=(detectors,))
 
 
 def transform_many(state: StandardizerState, values: Any, row: int = 0
@@ -320,6 +344,8 @@ def restart(state: StandardizerState, row: int = 0) -> None:
     _restart(state, row)
 
 
-@kernel
 def _restart(s: StandardizerState, r: int) -> None:
     restart_step(s, r)
+
+
+_restart = kernel(_restart, uses=(detectors,))

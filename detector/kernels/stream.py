@@ -5,7 +5,8 @@ For each value, in order: standardise it (optional; ``detector.kernels.standardi
 feed the z-score to every channel (any number of ADWIN, CUSUM and Page-Hinkley
 detectors, in the configured order), and for each firing count it and decide whether
 it starts an episode. Standardised, after a value that fired any channel the
-standardiser restarts on the new regime and every channel starts afresh, so a later
+standardiser restarts on the new regime and every channel starts afresh (as they do
+when the standardiser's baseline settles after its learning), so a later
 firing is a new change: it starts an episode unless it goes the same way as that
 channel's previous firing within ``cooldown`` values (a trend that keeps firing after
 each re-learning). On raw values (River mode) a firing more than ``cooldown`` values
@@ -26,8 +27,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from detector import detectors
 from detector.kernels import _jit, adwin, cusum, page_hinkley, standardize
-from detector.kernels._jit import as_column, collect, kernel
+from detector.kernels._jit import as_column, collect, inline, kernel
 from detector.kernels.adwin import AdwinState
 from detector.kernels.cusum import CusumState
 from detector.kernels.page_hinkley import PageHinkleyState
@@ -193,6 +195,19 @@ def statistic_names(state: StreamState, channel: int) -> tuple[str, ...]:
     return _STATISTICS[KINDS[int(state.channels[channel, 0])]]
 
 
+@inline
+def _reset_channels(s: StreamState) -> None:
+    """Every detector of the stream starts afresh."""
+    for c in range(s.channels.shape[0]):
+        kind, row = s.channels[c, 0], s.channels[c, 1]
+        if kind == _ADWIN:
+            adwin.reset(s.adwin, row)
+        elif kind == _CUSUM:
+            cusum.reset(s.cusum, row)
+        else:
+            page_hinkley.reset(s.page_hinkley, row)
+
+
 def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int: np.ndarray,
                         out_float: np.ndarray) -> tuple[int, int]:
     n_channels = s.channels.shape[0]
@@ -206,7 +221,9 @@ def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int:
         s.seen[0] = index + 1
         x = values[i]
         if standardized:
-            x, valid = standardize.step(s.std, 0, x)
+            x, valid, settled = standardize.step(s.std, 0, x)
+            if settled:
+                _reset_channels(s)
             if not valid:
                 continue
         fired_any = False
@@ -250,19 +267,12 @@ def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int:
             count += 1
         if fired_any and standardized:
             standardize.restart_step(s.std, 0)
-            for c in range(n_channels):
-                kind, row = s.channels[c, 0], s.channels[c, 1]
-                if kind == _ADWIN:
-                    adwin.reset(s.adwin, row)
-                elif kind == _CUSUM:
-                    cusum.reset(s.cusum, row)
-                else:
-                    page_hinkley.reset(s.page_hinkley, row)
+            _reset_channels(s)
     return values.size, count
 
 
 _stream_update_many = kernel(_stream_update_many,
-                             uses=(_jit, adwin, cusum, page_hinkley, standardize))
+                             uses=(_jit, adwin, cusum, page_hinkley, standardize, detectors))
 
 
 def update_many(state: StreamState, values: Any) -> Firings:
