@@ -49,6 +49,7 @@ from detector.reference import (
     NumericReference,
     Profile,
     Reference,
+    effective_fraction,
 )
 
 Signal = Literal["feature", "prediction", "error", "label"]
@@ -380,7 +381,7 @@ class ReferenceStream:
     """
 
     __slots__ = ("model", "version", "signal", "feature", "reference", "cfg", "channels",
-                 "warm", "warmup_used", "history", "seen", "shares",
+                 "warm", "warmup_used", "history", "seen", "shares", "fraction",
                  "_share_specs", "_index", "_make", "_compiled")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
@@ -396,6 +397,9 @@ class ReferenceStream:
         self.warmup_used = 0
         self.history: np.ndarray = np.empty(0)
         self.seen = 0              # values compared since the reference was set
+        #: effective sample size / window (``reference.effective_fraction`` of the first
+        #: window compared), None before it
+        self.fraction: float | None = None
         self.shares: list[Stream] = []
         self._share_specs = share_specs
         self._make = make_stream
@@ -493,12 +497,26 @@ class ReferenceStream:
         lowest = -(-w // every) * every         # the first multiple of every with a full window
         ends = np.arange(max(first, lowest), self.seen + 1, every)
         if ends.size:
+            if self.fraction is None:
+                self._correct(combined[:w], numeric)
             methods = [c.name for c in self.channels]
             distances = (windows.window_distances(ref, combined, ends - offset, w, methods)
                          if numeric and self._compiled
-                         else ref.window_distances(combined, ends - offset, w, methods))
+                         else ref.window_distances(combined, ends - offset, w, methods)
+                         if numeric
+                         else ref.window_distances(combined, ends - offset, w, methods,
+                                                   self.fraction))
             self._judge(distances, ends, now, out)
         self.history = combined[-w:]
+
+    def _correct(self, codes: np.ndarray, numeric: bool) -> None:
+        """Estimate the stream's effective fraction from its first window, and correct the
+        tests that assume independent values with it: chi2 scales its statistic, the KS
+        threshold rises by ``1 / sqrt(fraction)`` (its null spread grows so)."""
+        self.fraction = effective_fraction(codes, categorical=not numeric)
+        for ch in self.channels:
+            if ch.name == "ks":
+                ch.threshold = min(1.0, self.cfg.thresholds.ks / np.sqrt(self.fraction))
 
     def _judge(self, distances: dict[str, np.ndarray], ends: np.ndarray, now: float,
                out: list[Detection]) -> None:

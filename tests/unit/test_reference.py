@@ -176,9 +176,15 @@ class PerWindow(ReferenceStream):
         offset = self.seen - combined.size
         first = (start // every + 1) * every
         lowest = -(-w // every) * every
+        numeric = isinstance(self.reference, NumericReference)
         for end in range(max(first, lowest), self.seen + 1, every):
             window = combined[end - w - offset: end - offset]
-            found = self.reference.distances(window, [c.name for c in self.channels])
+            if self.fraction is None:       # the first window compared: its dependence
+                self._correct(self.reference.codes(combined[:w]) if numeric
+                              else combined[:w], numeric)
+            names = [c.name for c in self.channels]
+            found = (self.reference.distances(window, names) if numeric
+                     else self.reference.distances(window, names, self.fraction))
             self.evaluated.append(found)
             self._judge_one(found, end, now, out)
         self.history = combined[-w:]
