@@ -277,7 +277,7 @@ class DetectionSettings(_Section):
     period: int = Field(0, ge=0, le=1_000_000, description=(
         "values per cycle (e.g. events per day) for a baseline per phase; 0: no cycle"))
     phases: int = Field(24, ge=1, le=1000, description="phase bins per period")
-    track: int = Field(20_000, ge=0, description=(
+    track: int = Field(5000, ge=0, description=(
         "after warmup the location follows the values with weight 1/track (0: fixed)"))
 
     @property

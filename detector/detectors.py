@@ -199,6 +199,15 @@ SEASON_CYCLES = 4
 #: a learning baseline scores values only once its mean rests on this many effective
 #: (independent-equivalent) values, n (1 - phi) / (1 + phi)
 MIN_EFFECTIVE = 3.0
+#: phi learned from n values is off by about sqrt((1 - phi^2) / n), which leaves the
+#: whitened values a long-run variance (1 + phi) / ((1 - phi) n) too large; their scale
+#: allows for PHI_ERROR times that (two standard errors)
+PHI_ERROR = 4.0
+#: an autocorrelated baseline learns until it rests on EFFECTIVE_WARMUP x warmup
+#: effective values (100 by default: phi 0.95 learns 3,900 values), at most LONGEST x
+#: warmup values
+EFFECTIVE_WARMUP = 0.1
+LONGEST = 10
 #: MAD of normal data x this = its standard deviation
 MAD_TO_SD = 1.482602218505602
 
@@ -226,10 +235,12 @@ class Standardizer:
        of them the origin is their median and the winsorising scale 1.4826 x their MAD
        (their sd if the MAD is 0), and they are learned winsorised (clipped to
        origin +- ``WINSOR`` x scale).
-    3. **Learning** (until ``warmup`` values): running sums of the winsorised values
+    3. **Learning** (until ``warmup`` values, longer when autocorrelated: see
+       ``EFFECTIVE_WARMUP``): running sums of the winsorised values
        give the location ``loc``, the scale ``scale`` and the lag-1 autocorrelation
        ``phi`` (clamped to [0, ``PHI_MAX``]). A value is whitened,
-       ``r = ((d - loc) - phi (d_prev - loc)) / (scale sqrt(1 - phi^2))``, and while
+       ``r = ((d - loc) - phi (d_prev - loc)) / (scale sqrt(1 - phi^2))`` (the scale
+       widened by ``PHI_ERROR`` for the error of phi), and while
        learning mapped through Student's t (``r / sqrt(1 + 1/n)`` with
        ``n (1 - phi^2) / (1 + phi^2) - 1`` degrees of freedom) to the normal quantile of
        the same probability; it only teaches while the effective sample size
@@ -279,8 +290,15 @@ class Standardizer:
 
     def learning(self) -> bool:
         """Whether the baseline still learns (its level, or its season)."""
-        return not self.given and (self.m < self.warmup or self.period > 0 and self.n < max(
+        return not self.given and (self._level_learning() or self.period > 0 and self.n < max(
             self.warmup, SEASON_CYCLES * self.period))
+
+    def _level_learning(self) -> bool:
+        """Fewer than ``warmup`` values learned, or (up to ``LONGEST`` x ``warmup``) fewer
+        than ``EFFECTIVE_WARMUP`` x ``warmup`` effective ones."""
+        m, phi = self.m, self.phi
+        return m < self.warmup or (m * (1.0 - phi) / (1.0 + phi) < EFFECTIVE_WARMUP * self.warmup
+                                   and m < LONGEST * self.warmup)
 
     def transform(self, x: float) -> float | None:
         t = self.t
@@ -325,12 +343,13 @@ class Standardizer:
             return None
         y = d - self.origin
         scale, phi, loc = self.scale, self.phi, self.loc
+        learning = self._level_learning()
         if scale <= 0:
             z = 0.0 if d == loc else math.copysign(self.clip, d - loc)
         else:
-            r = ((d - loc) - phi * (self.prev + self.origin - loc)) / (
-                scale * math.sqrt(1.0 - phi * phi))
-            if m < self.warmup:
+            r = ((d - loc) - phi * (self.prev + self.origin - loc)) / (scale * math.sqrt(
+                (1.0 - phi * phi) * (1.0 + PHI_ERROR * (1.0 + phi) / ((1.0 - phi) * m))))
+            if learning:
                 if m * (1.0 - phi) / (1.0 + phi) < MIN_EFFECTIVE:
                     z = None
                 else:
@@ -338,7 +357,7 @@ class Standardizer:
                     z = float(ndtri(stdtr(df, r / math.sqrt(1.0 + 1.0 / m))))
             else:
                 z = r
-        if m < self.warmup:
+        if learning:
             w = self._winsor(y, self.s1 / m, scale)
             self._learn(w)
             self.m = m + 1

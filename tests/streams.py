@@ -2,7 +2,8 @@
 exactness tests, written from the method's description (``detector.detectors.
 Standardizer``) with plain lists: a per-phase offset (with a period), a robust start
 (median, MAD) of the first values, winsorised running moments and lag-1
-autocorrelation, whitened self-starting z-scores (Student t mapped to the normal while
+autocorrelation, whitened self-starting z-scores (their scale widened for the error of
+the autocorrelation) (Student t mapped to the normal while
 learning, only once the effective sample size is large enough), a tracking location
 after `warmup`, clipped; after any firing the baseline and every detector restart, and
 a firing starts an episode unless it goes the same way as the channel's previous one
@@ -34,10 +35,20 @@ class _Baseline:
         self.fixed = (0.0, 0.0, 0.0)
         self.settled = False                # True at the value the learning ends
 
+    def level_learning(self) -> bool:
+        """Until warmup values, or longer until 0.1 x warmup effective ones (at most 10
+        x warmup values)."""
+        d = self.d
+        if not self.learned:
+            return True
+        m, phi = len(self.learned), self.fixed[2]
+        return m < d.warmup or (m * (1.0 - phi) / (1.0 + phi) < 0.1 * d.warmup
+                                and m < 10 * d.warmup)
+
     def learning(self) -> bool:
         d = self.d
-        m = len(self.learned) if self.learned else len(self.start)
-        return m < d.warmup or d.period > 0 and len(self.season) < max(d.warmup, 4 * d.period)
+        return self.level_learning() or d.period > 0 and len(self.season) < max(
+            d.warmup, 4 * d.period)
 
     def estimates(self) -> tuple[float, float, float]:
         w, m = self.learned, len(self.learned)
@@ -89,19 +100,21 @@ class _Baseline:
                 if scale <= 0:
                     scale = statistics.stdev(self.start)
                 self.learned = [self.winsor(v - self.origin, 0.0, scale) for v in self.start]
+                self.fixed = self.estimates()
             return None
         m = len(self.learned)
-        # after warmup scale and phi are those of the first warmup values
+        learning = self.level_learning()
+        # once learned, scale and phi stay those of the values learned
         loc, scale, phi = self.estimates() if self.loc is None else self.fixed
-        self.fixed = (loc, scale, phi)
         if self.loc is not None:
             loc = self.loc
         prev = self.learned[-1] + self.origin
         if scale <= 0:
             z = 0.0 if x == loc else math.copysign(d.clip, x - loc)
         else:
-            r = ((x - loc) - phi * (prev - loc)) / (scale * math.sqrt(1.0 - phi * phi))
-            if m >= d.warmup:
+            widen = 1.0 + 4.0 * (1.0 + phi) / ((1.0 - phi) * m)        # for phi's error
+            r = ((x - loc) - phi * (prev - loc)) / (scale * math.sqrt((1.0 - phi * phi) * widen))
+            if not learning:
                 z = r
             elif m * (1.0 - phi) / (1.0 + phi) < 3.0:
                 z = None
@@ -109,8 +122,9 @@ class _Baseline:
                 df = m * (1.0 - phi * phi) / (1.0 + phi * phi) - 1.0
                 z = float(norm.ppf(student_t.cdf(r / math.sqrt(1.0 + 1.0 / m), df)))
         y = x - self.origin
-        if m < d.warmup:
+        if learning:
             self.learned.append(self.winsor(y, sum(self.learned) / m, scale))
+            self.fixed = self.estimates()
         else:
             w = self.winsor(y, loc - self.origin, scale)
             self.learned[-1] = w            # only the last is used (as the previous)

@@ -27,7 +27,8 @@ from numba.extending import get_cython_function_address
 from scipy.special import cython_special
 
 from detector import detectors
-from detector.detectors import MAD_TO_SD, MIN_EFFECTIVE, PHI_MAX, SEASON_CYCLES, WINSOR
+from detector.detectors import (EFFECTIVE_WARMUP, LONGEST, MAD_TO_SD, MIN_EFFECTIVE, PHI_ERROR,
+                                PHI_MAX, SEASON_CYCLES, WINSOR)
 from detector.kernels._jit import as_column, check_row, inline, kernel
 
 # columns of StandardizerState.params, .moments and .counts
@@ -190,12 +191,21 @@ def _start(s: StandardizerState, r: int) -> None:
 
 
 @inline
+def _level_learning(s: StandardizerState, r: int) -> bool:
+    """The reference's ``_level_learning``."""
+    m = s.counts[r, _M]
+    phi = s.moments[r, _PHI]
+    warmup = s.params[r, _WARMUP]
+    return m < warmup or (m * (1.0 - phi) / (1.0 + phi) < EFFECTIVE_WARMUP * warmup
+                          and m < LONGEST * warmup)
+
+
+@inline
 def _learning(s: StandardizerState, r: int) -> bool:
     """The reference's ``learning`` (for a standardiser without a given baseline)."""
     period = s.params[r, _PERIOD]
-    warmup = s.params[r, _WARMUP]
-    return s.counts[r, _M] < warmup or (period > 0 and s.counts[r, _N] < max(
-        warmup, SEASON_CYCLES * period))
+    return _level_learning(s, r) or (period > 0 and s.counts[r, _N] < max(
+        s.params[r, _WARMUP], SEASON_CYCLES * period))
 
 
 @inline
@@ -251,14 +261,14 @@ def _step(s: StandardizerState, r: int, x: float) -> tuple[float, bool]:
     scale = s.moments[r, _SCALE]
     phi = s.moments[r, _PHI]
     loc = s.moments[r, _LOC]
-    learning = m < s.params[r, _WARMUP]
+    learning = _level_learning(s, r)
     valid = True
     z = 0.0
     if scale <= 0:
         z = 0.0 if d == loc else math.copysign(clip, d - loc)
     else:
-        e = ((d - loc) - phi * (s.moments[r, _PREV] + origin - loc)) / (
-            scale * math.sqrt(1.0 - phi * phi))
+        e = ((d - loc) - phi * (s.moments[r, _PREV] + origin - loc)) / (scale * math.sqrt(
+            (1.0 - phi * phi) * (1.0 + PHI_ERROR * (1.0 + phi) / ((1.0 - phi) * m))))
         if learning:
             if m * (1.0 - phi) / (1.0 + phi) < MIN_EFFECTIVE:
                 valid = False

@@ -390,7 +390,7 @@ def drifting_events(seed: int, n: int = 60_000) -> list:
                  "features": features, "prediction": int(score > 0.5), "score": round(score, 6)}
         records.append(Record("prediction", json.dumps(event).encode(), float(i),
                               "predictions", 0, i))
-        truth = int(rng.random() < (0.9 if late else score))
+        truth = int(rng.random() < (0.1 if late else score))     # errors rise late
         waiting.append(json.dumps({"model": "m", "prediction_id": f"p{i}",
                                    "label": truth}).encode())
         if rng.random() < 0.5:
