@@ -239,8 +239,9 @@ class Standardizer:
        ``EFFECTIVE_WARMUP``): running sums of the winsorised values
        give the location ``loc``, the scale ``scale`` and the lag-1 autocorrelation
        ``phi`` (clamped to [0, ``PHI_MAX``]). A value is whitened,
-       ``r = ((d - loc) - phi (d_prev - loc)) / (scale sqrt(1 - phi^2))`` (the scale
-       widened by ``PHI_ERROR`` for the error of phi), and while
+       ``r = ((d - loc) - phi (d_prev - loc)) / (scale sqrt(1 - phi^2))`` (``d_prev`` as
+       it came: an excursion beyond the winsorising bound is real in an AR stream; once
+       learned, the scale widened by ``PHI_ERROR`` for the error of phi), and while
        learning mapped through Student's t (``r / sqrt(1 + 1/n)`` with
        ``n (1 - phi^2) / (1 + phi^2) - 1`` degrees of freedom) to the normal quantile of
        the same probability; it only teaches while the effective sample size
@@ -265,7 +266,7 @@ class Standardizer:
 
     __slots__ = ("warmup", "min_samples", "clip", "period", "phases", "track", "given",
                  "t", "n", "bin_sum", "bin_count", "mean_sum", "m", "buffer", "origin",
-                 "s1", "s2", "sc", "prev", "loc", "scale", "phi", "settled")
+                 "s1", "s2", "sc", "prev", "last", "loc", "scale", "phi", "settled")
 
     def __init__(self, warmup: int, min_samples: int, clip: float,
                  loc: float | None = None, scale: float | None = None, *, period: int = 0,
@@ -285,7 +286,7 @@ class Standardizer:
         self.bin_count = [0] * self.phases
         self.mean_sum = 0.0
         self.buffer: list[float] = []
-        self.origin = self.s1 = self.s2 = self.sc = self.prev = 0.0
+        self.origin = self.s1 = self.s2 = self.sc = self.prev = self.last = 0.0
         self.loc = self.scale = self.phi = 0.0
 
     def learning(self) -> bool:
@@ -335,6 +336,7 @@ class Standardizer:
 
     def _level(self, d: float) -> float | None:
         m = self.m
+        last, self.last = self.last, d
         if m < self.min_samples:
             self.buffer.append(d)
             self.m = m + 1
@@ -347,8 +349,8 @@ class Standardizer:
         if scale <= 0:
             z = 0.0 if d == loc else math.copysign(self.clip, d - loc)
         else:
-            r = ((d - loc) - phi * (self.prev + self.origin - loc)) / (scale * math.sqrt(
-                (1.0 - phi * phi) * (1.0 + PHI_ERROR * (1.0 + phi) / ((1.0 - phi) * m))))
+            widen = 1.0 if learning else 1.0 + PHI_ERROR * (1.0 + phi) / ((1.0 - phi) * m)
+            r = ((d - loc) - phi * (last - loc)) / (scale * math.sqrt((1.0 - phi * phi) * widen))
             if learning:
                 if m * (1.0 - phi) / (1.0 + phi) < MIN_EFFECTIVE:
                     z = None

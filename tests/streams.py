@@ -34,6 +34,7 @@ class _Baseline:
         self.loc: float | None = None       # tracked location, after warmup
         self.fixed = (0.0, 0.0, 0.0)
         self.settled = False                # True at the value the learning ends
+        self.last = 0.0
 
     def level_learning(self) -> bool:
         """Until warmup values, or longer until 0.1 x warmup effective ones (at most 10
@@ -92,6 +93,7 @@ class _Baseline:
             if dx is None:
                 return None
             x = dx
+        last, self.last = self.last, x     # the previous value as it came (whitening)
         if len(self.start) < d.min_samples:
             self.start.append(x)
             if len(self.start) == d.min_samples:
@@ -108,12 +110,12 @@ class _Baseline:
         loc, scale, phi = self.estimates() if self.loc is None else self.fixed
         if self.loc is not None:
             loc = self.loc
-        prev = self.learned[-1] + self.origin
         if scale <= 0:
             z = 0.0 if x == loc else math.copysign(d.clip, x - loc)
         else:
-            widen = 1.0 + 4.0 * (1.0 + phi) / ((1.0 - phi) * m)        # for phi's error
-            r = ((x - loc) - phi * (prev - loc)) / (scale * math.sqrt((1.0 - phi * phi) * widen))
+            # once learned, the scale allows for phi's error
+            widen = 1.0 + 4.0 * (1.0 + phi) / ((1.0 - phi) * m) if not learning else 1.0
+            r = ((x - loc) - phi * (last - loc)) / (scale * math.sqrt((1.0 - phi * phi) * widen))
             if not learning:
                 z = r
             elif m * (1.0 - phi) / (1.0 + phi) < 3.0:
@@ -127,7 +129,7 @@ class _Baseline:
             self.fixed = self.estimates()
         else:
             w = self.winsor(y, loc - self.origin, scale)
-            self.learned[-1] = w            # only the last is used (as the previous)
+            self.learned[-1] = w            # only the last is used (in the lag-1 sum)
             self.loc = loc + (w + self.origin - loc) / d.track if d.track else loc
         return None if z is None else max(-d.clip, min(d.clip, z))
 

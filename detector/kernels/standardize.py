@@ -33,10 +33,10 @@ from detector.kernels._jit import as_column, check_row, inline, kernel
 
 # columns of StandardizerState.params, .moments and .counts
 _WARMUP, _MIN_SAMPLES, _CLIP, _PERIOD, _PHASES, _TRACK = 0, 1, 2, 3, 4, 5
-_ORIGIN, _S1, _S2, _SC, _PREV, _LOC, _SCALE, _PHI, _MEAN_SUM = 0, 1, 2, 3, 4, 5, 6, 7, 8
+_ORIGIN, _S1, _S2, _SC, _PREV, _LOC, _SCALE, _PHI, _MEAN_SUM, _LAST = range(10)
 _T, _N, _M, _GIVEN = 0, 1, 2, 3
 #: columns of each array, for a checkpoint's shape check
-WIDTHS = {"params": 6, "moments": 9, "counts": 4}
+WIDTHS = {"params": 6, "moments": 10, "counts": 4}
 
 
 def _c_function(name: str, signature: str, symbol: str) -> None:
@@ -63,7 +63,8 @@ class StandardizerState(NamedTuple):
     """Standardisers, one per row. ``params``: warmup, min_samples, clip, period,
     phases, track. ``moments``: origin, s1, s2, sc (sums of the winsorised values less
     the origin, their squares and lag-1 products), prev (the last winsorised value less
-    the origin), loc, scale, phi, mean_sum (of the phase bins' means).
+    the origin), loc, scale, phi, mean_sum (of the phase bins' means), last (the last
+    value, as it came, less its season).
     ``counts``: t (values seen, across restarts), n (values the season learned), m
     (values the level learned), given (1 while a profile's loc and scale are used).
     ``buffer[r, :min_samples]``: the robust start's values; ``scratch``: room to sort
@@ -87,7 +88,7 @@ def new_state(warmup: int, min_samples: int, clip: float, loc: float | None = No
                          "phases >= 1 and track >= 0")
     given = loc is not None and bool(scale)
     phases = min(phases, period)
-    moments = np.zeros((1, 9))
+    moments = np.zeros((1, 10))
     if given:
         moments[0, _LOC], moments[0, _SCALE] = loc, scale
     return StandardizerState(
@@ -249,6 +250,8 @@ def _step(s: StandardizerState, r: int, x: float) -> tuple[float, bool]:
             return 0.0, False
     # level
     m = s.counts[r, _M]
+    last = s.moments[r, _LAST]
+    s.moments[r, _LAST] = d
     min_samples = int(s.params[r, _MIN_SAMPLES])
     if m < min_samples:
         s.buffer[r, m] = d
@@ -267,8 +270,8 @@ def _step(s: StandardizerState, r: int, x: float) -> tuple[float, bool]:
     if scale <= 0:
         z = 0.0 if d == loc else math.copysign(clip, d - loc)
     else:
-        e = ((d - loc) - phi * (s.moments[r, _PREV] + origin - loc)) / (scale * math.sqrt(
-            (1.0 - phi * phi) * (1.0 + PHI_ERROR * (1.0 + phi) / ((1.0 - phi) * m))))
+        widen = 1.0 if learning else 1.0 + PHI_ERROR * (1.0 + phi) / ((1.0 - phi) * m)
+        e = ((d - loc) - phi * (last - loc)) / (scale * math.sqrt((1.0 - phi * phi) * widen))
         if learning:
             if m * (1.0 - phi) / (1.0 + phi) < MIN_EFFECTIVE:
                 valid = False
