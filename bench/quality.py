@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ STABLE: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "heavy-tailed t(3)": lambda r, n: r.standard_t(3, n),
     "discrete Poisson(3)": lambda r, n: r.poisson(3.0, n).astype(float),
     "rare 0/1 (1%)": lambda r, n: (r.random(n) < 0.01).astype(float),
-    **{f"AR(1) phi={phi}": (lambda phi: lambda r, n: ar1(r, phi, n))(phi)
+    **{f"AR(1) phi={phi}": partial(lambda phi, r, n: ar1(r, phi, n), phi)
        for phi in (0.5, 0.7, 0.9, 0.95)},
     "daily cycle": lambda r, n: (2.0 * np.sin(2 * np.pi * (np.arange(n) + r.integers(DAY))
                                               / DAY) + r.normal(0.0, 1.0, n)),
@@ -307,8 +308,9 @@ def main() -> None:
         print(f"{r['family']:<24}{r['config']:<20} delay {r['delay_mean']} / "
               f"{r['delay_median']}  onset err {r['onset_error']}  found {r['found']}/"
               f"{r['runs']}  FA {r['fa_per_1e6_before']}{extra}")
-    print(f"\n{'TCPD F1 index / onset':<20}" + "".join(
-        f"{c:>28}" for c in ("ours", "river adwin+page_hinkley", "zero")) + f"{'best published':>20}")
+    print(f"\n{'TCPD F1 index / onset':<20}"
+          + "".join(f"{c:>28}" for c in ("ours", "river adwin+page_hinkley", "zero"))
+          + f"{'best published':>20}")
     f1s = {(r["config"], r["series"]): r for r in tc}
     means: dict[str, list[tuple[float, float]]] = {}
     for name, pub in PUBLISHED.items():

@@ -376,7 +376,7 @@ class Standardizer:
         if scale <= 0:
             return y
         lo, hi = centre - WINSOR * scale, centre + WINSOR * scale
-        return lo if y < lo else hi if y > hi else y
+        return lo if y < lo else hi if y > hi else y  # noqa: FURB136
 
     def _learn(self, w: float) -> None:
         self.s1 += w
@@ -392,7 +392,8 @@ class Standardizer:
         if var > 0:
             self.scale = math.sqrt(var)
             ratio = cov / var
-            self.phi = 0.0 if not ratio > 0 else PHI_MAX if ratio > PHI_MAX else ratio
+            capped = PHI_MAX if ratio > PHI_MAX else ratio  # noqa: FURB136
+            self.phi = capped if ratio > 0 else 0.0
         else:
             self.scale = self.phi = 0.0
 

@@ -37,11 +37,17 @@ from detector.config import DetectorSpec, ModelSettings, ReferenceSettings, Sett
 from detector.data_quality import VersionQuality
 from detector.detectors import Standardizer
 from detector.estimation import Estimator
-from detector.events import (MAX_MAGNITUDE, MAX_NAME_LENGTH, FeatureValue, Rejection, Target,
-                             check_features, feature_value)
-from detector.kernels import standardize
+from detector.events import (
+    MAX_MAGNITUDE,
+    MAX_NAME_LENGTH,
+    FeatureValue,
+    Rejection,
+    Target,
+    check_features,
+    feature_value,
+)
+from detector.kernels import standardize, windows
 from detector.kernels import stream as stream_kernel
-from detector.kernels import windows
 from detector.performance import Performance, infer_task, reconcile
 from detector.reference import (
     OTHER,

@@ -98,7 +98,8 @@ class _Baseline:
             self.start.append(x)
             if len(self.start) == d.min_samples:
                 self.origin = statistics.median(self.start)
-                scale = statistics.median(abs(v - self.origin) for v in self.start) * 1.482602218505602
+                mad = statistics.median(abs(v - self.origin) for v in self.start)
+                scale = mad * 1.482602218505602
                 if scale <= 0:
                     scale = statistics.stdev(self.start)
                 self.learned = [self.winsor(v - self.origin, 0.0, scale) for v in self.start]

@@ -27,8 +27,16 @@ from numba.extending import get_cython_function_address
 from scipy.special import cython_special
 
 from detector import detectors
-from detector.detectors import (EFFECTIVE_WARMUP, LONGEST, MAD_TO_SD, MIN_EFFECTIVE, PHI_ERROR,
-                                PHI_MAX, SEASON_CYCLES, WINSOR)
+from detector.detectors import (
+    EFFECTIVE_WARMUP,
+    LONGEST,
+    MAD_TO_SD,
+    MIN_EFFECTIVE,
+    PHI_ERROR,
+    PHI_MAX,
+    SEASON_CYCLES,
+    WINSOR,
+)
 from detector.kernels._jit import as_column, check_row, inline, kernel
 
 # columns of StandardizerState.params, .moments and .counts
@@ -142,7 +150,8 @@ def _estimate(s: StandardizerState, r: int) -> None:
     if var > 0:
         s.moments[r, _SCALE] = math.sqrt(var)
         ratio = cov / var
-        s.moments[r, _PHI] = 0.0 if not ratio > 0 else PHI_MAX if ratio > PHI_MAX else ratio
+        capped = PHI_MAX if ratio > PHI_MAX else ratio  # noqa: FURB136
+        s.moments[r, _PHI] = capped if ratio > 0 else 0.0
     else:
         s.moments[r, _SCALE] = 0.0
         s.moments[r, _PHI] = 0.0

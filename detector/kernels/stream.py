@@ -54,7 +54,8 @@ class StreamState(NamedTuple):
     """One stream. ``config``: standardize (0/1), cooldown. ``seen``: values fed.
     ``channels[c]``: kind (index in ``KINDS``) and row of channel ``c`` in that kind's
     state. ``counters[c]``: firings, detections (episodes), stream index and direction
-    (+1 up, -1 down) of the last firing. ``std``: the standardiser (unused with standardize 0). ``adwin``,
+    (+1 up, -1 down) of the last firing. ``std``: the standardiser (unused with
+    standardize 0). ``adwin``,
     ``cusum``, ``page_hinkley``: the detectors, one row per channel of that kind."""
 
     config: np.ndarray

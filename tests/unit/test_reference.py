@@ -20,8 +20,13 @@ from scipy.stats import chi2_contingency, ks_2samp
 from detector.config import ReferenceSettings, Settings
 from detector.monitor import Detection, ReferenceStream
 from detector.pipeline import Pipeline, Record
-from detector.reference import (CategoricalReference, NumericReference, Profile, Reference,
-                                effective_fraction)
+from detector.reference import (
+    CategoricalReference,
+    NumericReference,
+    Profile,
+    Reference,
+    effective_fraction,
+)
 
 QUIET = {"feature": [], "prediction": [], "error": [], "categorical": [], "label": []}
 CATS = np.array(["DE", "FR", "US", "GB", "NL", "ES", "IT"])
