@@ -273,11 +273,12 @@ class Standardizer:
                  phases: int = 24, track: int = 0) -> None:
         self.warmup, self.min_samples, self.clip = warmup, min_samples, clip
         self.period, self.phases, self.track = period, min(phases, period), track
-        self.given = loc is not None and bool(scale)
+        self.given = False
         self.t = 0
         self.settled = False
         self._fresh()
-        if self.given:
+        if loc is not None and scale:
+            self.given = True
             self.loc, self.scale = float(loc), float(scale)
 
     def _fresh(self) -> None:
@@ -304,6 +305,7 @@ class Standardizer:
     def transform(self, x: float) -> float | None:
         t = self.t
         self.t = t + 1
+        z: float | None
         if self.given:
             z = (x - self.loc) / self.scale
         else:
