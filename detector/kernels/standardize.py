@@ -171,9 +171,10 @@ def _sorted_median(a: np.ndarray, k: int) -> float:
     return a[mid] if k % 2 else (a[mid - 1] + a[mid]) / 2.0
 
 
-@inline
 def _start(s: StandardizerState, r: int) -> None:
-    """The robust start (the reference's ``_start``)."""
+    """The robust start (the reference's ``_start``): compiled on its own, not inlined
+    (it runs once per regime, and inlining its sorts into every kernel tripled their
+    compile time)."""
     k = s.counts[r, _M]
     buf, tmp = s.buffer[r], s.scratch[r]
     for i in range(k):
@@ -198,6 +199,9 @@ def _start(s: StandardizerState, r: int) -> None:
         _learn(s, r, w)
         s.moments[r, _PREV] = w
     _estimate(s, r)
+
+
+_start = kernel(_start, uses=(detectors,))
 
 
 @inline
@@ -268,41 +272,57 @@ def _step(s: StandardizerState, r: int, x: float) -> tuple[float, bool]:
         if m + 1 == min_samples:
             _start(s, r)
         return 0.0, False
-    origin = s.moments[r, _ORIGIN]
-    y = d - origin
-    scale = s.moments[r, _SCALE]
-    phi = s.moments[r, _PHI]
-    loc = s.moments[r, _LOC]
-    learning = _level_learning(s, r)
-    valid = True
-    z = 0.0
-    if scale <= 0:
-        z = 0.0 if d == loc else math.copysign(clip, d - loc)
-    else:
-        widen = 1.0 if learning else 1.0 + PHI_ERROR * (1.0 + phi) / ((1.0 - phi) * m)
-        e = ((d - loc) - phi * (last - loc)) / (scale * math.sqrt((1.0 - phi * phi) * widen))
-        if learning:
-            if m * (1.0 - phi) / (1.0 + phi) < MIN_EFFECTIVE:
-                valid = False
-            else:
-                df = m * (1.0 - phi * phi) / (1.0 + phi * phi) - 1.0
-                z = _ndtri(_stdtr(df, e / math.sqrt(1.0 + 1.0 / m), 0), 0)
+    if _level_learning(s, r):
+        z, valid = _learning_step(s, r, d, last)
+        if not valid:
+            return 0.0, False
+    else:       # the settled baseline: the usual case, inlined
+        origin = s.moments[r, _ORIGIN]
+        scale = s.moments[r, _SCALE]
+        phi = s.moments[r, _PHI]
+        loc = s.moments[r, _LOC]
+        if scale <= 0:
+            z = 0.0 if d == loc else math.copysign(clip, d - loc)
         else:
-            z = e
-    if learning:
-        w = _winsor(y, s.moments[r, _S1] / m, scale)
-        _learn(s, r, w)
-        s.counts[r, _M] = m + 1
-        _estimate(s, r)
-    else:
-        w = _winsor(y, loc - origin, scale)
+            widen = 1.0 + PHI_ERROR * (1.0 + phi) / ((1.0 - phi) * m)
+            z = ((d - loc) - phi * (last - loc)) / (scale * math.sqrt((1.0 - phi * phi) * widen))
+        w = _winsor(d - origin, loc - origin, scale)
         track = s.params[r, _TRACK]
         if track:
             s.moments[r, _LOC] = loc + (w + origin - loc) / track
-    s.moments[r, _PREV] = w
-    if not valid:
-        return 0.0, False
+        s.moments[r, _PREV] = w
     return (clip if z > clip else -clip if z < -clip else z), True  # noqa: FURB136
+
+
+def _learning_step(s: StandardizerState, r: int, d: float, last: float) -> tuple[float, bool]:
+    """A value of a baseline still learning (``d`` less its season, ``last`` the one
+    before): its unclipped z, whether it is scored, and what it teaches. Compiled on
+    its own, as ``_start``: it runs for the first values of a regime only."""
+    m = s.counts[r, _M]
+    origin = s.moments[r, _ORIGIN]
+    scale = s.moments[r, _SCALE]
+    phi = s.moments[r, _PHI]
+    loc = s.moments[r, _LOC]
+    valid = True
+    z = 0.0
+    if scale <= 0:
+        z = 0.0 if d == loc else math.copysign(s.params[r, _CLIP], d - loc)
+    else:
+        e = ((d - loc) - phi * (last - loc)) / (scale * math.sqrt(1.0 - phi * phi))
+        if m * (1.0 - phi) / (1.0 + phi) < MIN_EFFECTIVE:
+            valid = False
+        else:
+            df = m * (1.0 - phi * phi) / (1.0 + phi * phi) - 1.0
+            z = _ndtri(_stdtr(df, e / math.sqrt(1.0 + 1.0 / m), 0), 0)
+    w = _winsor(d - origin, s.moments[r, _S1] / m, scale)
+    _learn(s, r, w)
+    s.counts[r, _M] = m + 1
+    _estimate(s, r)
+    s.moments[r, _PREV] = w
+    return z, valid
+
+
+_learning_step = kernel(_learning_step, uses=(detectors,))
 
 
 @inline

@@ -29,7 +29,7 @@ import numpy as np
 
 from detector import detectors
 from detector.kernels import _jit, adwin, cusum, page_hinkley, standardize
-from detector.kernels._jit import as_column, collect, inline, kernel
+from detector.kernels._jit import as_column, collect, kernel
 from detector.kernels.adwin import AdwinState
 from detector.kernels.cusum import CusumState
 from detector.kernels.page_hinkley import PageHinkleyState
@@ -196,9 +196,8 @@ def statistic_names(state: StreamState, channel: int) -> tuple[str, ...]:
     return _STATISTICS[KINDS[int(state.channels[channel, 0])]]
 
 
-@inline
 def _reset_channels(s: StreamState) -> None:
-    """Every detector of the stream starts afresh."""
+    """Every detector of the stream starts afresh (compiled on its own: it is rare)."""
     for c in range(s.channels.shape[0]):
         kind, row = s.channels[c, 0], s.channels[c, 1]
         if kind == _ADWIN:
@@ -207,6 +206,9 @@ def _reset_channels(s: StreamState) -> None:
             cusum.reset(s.cusum, row)
         else:
             page_hinkley.reset(s.page_hinkley, row)
+
+
+_reset_channels = kernel(_reset_channels, uses=(_jit, adwin, cusum, page_hinkley))
 
 
 def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int: np.ndarray,
