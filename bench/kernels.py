@@ -98,7 +98,7 @@ def stream_case(settings: Settings, values: np.ndarray, batch: int | None
 
     def reference() -> list:
         s = Stream("m", "1", "feature", "x", specs,
-                   Standardizer(d.warmup, d.min_samples, d.clip) if d.standardize else None,
+                   Standardizer.from_settings(d) if d.standardize else None,
                    d.cooldown, engine="river")
         out: list = []
         for x in values.tolist():
@@ -106,7 +106,8 @@ def stream_case(settings: Settings, values: np.ndarray, batch: int | None
         return [(o.index, o.detector) for o in out]
 
     def kernel() -> list:
-        std = standardize.new_state(d.warmup, d.min_samples, d.clip) if d.standardize else None
+        std = (standardize.from_reference(Standardizer.from_settings(d)) if d.standardize
+               else None)
         state = stream.new_state([(s.type, s.params) for s in specs], std, d.cooldown)
         step = batch or values.size
         parts = [stream.update_many(state, values[a:a + step])

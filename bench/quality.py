@@ -1,19 +1,29 @@
-"""Detection quality: our calibrated defaults against River's defaults.
+"""Detection quality: our shipped defaults against River's ADWIN, Page-Hinkley and KSWIN.
 
-    python bench/quality.py [--runs 20] [--stable 1000000]
+    python bench/quality.py [--quick] [--json bench/results/quality.json]
 
-1. Synthetic streams with known truth (N(0, 1) before the change unless said):
-   abrupt mean shifts of 0.5, 1 and 2 sd, a variance change, a gradual drift, a
-   categorical share change and an error-rate rise. Per detector: mean detection
-   delay, missed changes (none within 2,000 values) and false alarms per 10^6
-   stable values (on N(0, 1) and on N(50, 10^2), the same data in other units).
-   Each stream runs through the service's own Stream class (standardisation,
-   episodes) and one detector.
-2. The four TCPD series River bundles, streamed as events through the real
-   pipeline (decode, monitors) and scored with the TCPD F1 (margin 5, precision
-   against the union of the annotations, recall averaged over annotators) and
-   covering, next to the "zero" baseline and the best default-parameter method
-   of the TCPD paper (van den Burg & Williams, 2020, published scores).
+1. Stable families, each >= 10^6 values as 10 streams of 10^5 (so every stream's
+   learning phase counts): iid normal, heavy-tailed t(3), discrete Poisson(3), rare
+   0/1 (1 %), AR(1) with phi 0.5 / 0.7 / 0.9 / 0.95, a daily cycle (period 1,440,
+   amplitude 2 sd; ours with ``detection.period: 1440``, and without it for
+   comparison) and a slow trend (1 sd per 10^5 values). False alarms per 10^6 values.
+2. Change families, 250 runs of 4,000 values (10^6) with the change at value 2,000:
+   level shift 0.5 / 1 / 2 sd, variance x2, trend onset (2 sd per 1,000 values), two
+   changes 300 apart (+2 sd, then back), a +2 sd shift in an AR(1) phi = 0.7 stream
+   (sd of the stream). Per family: false alarms per 10^6 values before the change,
+   changes found (within 2,000 values), mean and median delay of the first detection
+   after the change, mean |onset - change| of that detection; for the two-change
+   family also how often the second change (the return) was reported.
+3. The four TCPD series River bundles, streamed as events through the real pipeline
+   and scored with the TCPD F1 (margin 5) at the detection index and at the
+   estimated onset, and covering, next to the "zero" baseline and the best
+   default-parameter method of the TCPD paper (van den Burg & Williams, 2020).
+
+Ours is the shipped feature defaults (ADWIN and CUSUM, calibrated, standardised);
+River's are each detector alone with its defaults on the raw values. River's KSWIN
+runs in Python (~250 us per value), so it sees a tenth of the values (10^5 per
+stable family, 25 runs per change family); its rates are scaled to 10^6.
+``--quick`` runs a tenth of everything.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -31,13 +43,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from river.drift import datasets  # noqa: E402
 
-from detector.config import DetectorSpec, Settings  # noqa: E402
+from detector.config import Settings  # noqa: E402
 from detector.detectors import Standardizer  # noqa: E402
 from detector.monitor import Stream  # noqa: E402
 from detector.pipeline import Pipeline  # noqa: E402
 from detector.records import Record  # noqa: E402
 
-CHANGE, AFTER = 2000, 2000
+ROOT = Path(__file__).resolve().parents[1]
+CHANGE, AFTER, SECOND = 2000, 2000, 300
+DAY = 1440
 
 #: Published default-parameter F1 of the TCPD benchmark (analysis/output/scores/
 #: default_f1_scores.json of the TCPDBench repository): the zero baseline and the best
@@ -49,65 +63,122 @@ PUBLISHED = {
     "UKCoalEmploy": {"zero": 0.513, "best": ("prophet", 0.639)},
 }
 
+_RAW = {"standardize": False, "calibrate": False, "cooldown": 0}
+#: name -> settings of one stream (its feature detectors together)
+CONFIGS: dict[str, Settings] = {
+    "ours": Settings(reference={"enabled": False}),
+    "river adwin": Settings(detectors={"feature": ["adwin"]}, detection=_RAW,
+                            reference={"enabled": False}),
+    "river page_hinkley": Settings(detectors={"feature": ["page_hinkley"]}, detection=_RAW,
+                                   reference={"enabled": False}),
+    "river kswin": Settings(detectors={"feature": ["kswin"]}, detection=_RAW,
+                            reference={"enabled": False}),
+}
+#: the share of the values River's KSWIN (pure Python) is run on
+SLOW = {"river kswin": 0.1}
 
-def configs() -> dict[str, tuple[Settings, list[str]]]:
-    """name -> (settings, detectors to score one at a time)."""
-    ours = Settings(detectors={"feature": ["adwin", "page_hinkley", "cusum"]})
-    river = Settings(detectors={"feature": ["adwin", "page_hinkley"]},
-                     detection={"standardize": False, "calibrate": False, "cooldown": 0})
-    return {"ours": (ours, ["adwin", "page_hinkley", "cusum"]),
-            "river defaults": (river, ["adwin", "page_hinkley"])}
 
-
-def one_stream(settings: Settings, spec: DetectorSpec) -> Stream:
+def detections(settings: Settings, values: np.ndarray) -> list[tuple[int, int]]:
+    """(index, onset) of every detection (episode start) of one stream."""
     d = settings.detection
-    std = Standardizer(d.warmup, d.min_samples, d.clip) if d.standardize else None
-    return Stream("bench", "1", "feature", "x", (spec,), std, d.cooldown)
+    stream = Stream("bench", "1", "feature", "x", settings.detectors.feature,
+                    Standardizer.from_settings(d) if d.standardize else None, d.cooldown)
+    out: list = []
+    stream.flush(0.0, out, np.ascontiguousarray(values, dtype=np.float64))
+    return [(x.index, x.index if x.onset is None else x.onset) for x in out]
 
 
-def episodes(settings: Settings, spec: DetectorSpec, values: np.ndarray) -> list[int]:
-    stream, out = one_stream(settings, spec), []
-    stream.pending.extend(values.tolist())
-    stream.flush(0.0, out)
-    return [d.index for d in out]
+def ar1(rng: np.random.Generator, phi: float, n: int) -> np.ndarray:
+    """A stationary AR(1) stream with marginal sd 1."""
+    e = rng.normal(0.0, np.sqrt(1 - phi * phi), n)
+    out = np.empty(n)
+    prev = rng.normal()
+    for i, v in enumerate(e.tolist()):
+        prev = phi * prev + v
+        out[i] = prev
+    return out
 
 
-SCENARIOS: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
-    "mean +0.5 sd": lambda r: np.r_[r.normal(0, 1, CHANGE), r.normal(0.5, 1, AFTER)],
-    "mean +1 sd": lambda r: np.r_[r.normal(0, 1, CHANGE), r.normal(1, 1, AFTER)],
-    "mean +2 sd": lambda r: np.r_[r.normal(0, 1, CHANGE), r.normal(2, 1, AFTER)],
+STABLE: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "iid normal": lambda r, n: r.normal(0.0, 1.0, n),
+    "heavy-tailed t(3)": lambda r, n: r.standard_t(3, n),
+    "discrete Poisson(3)": lambda r, n: r.poisson(3.0, n).astype(float),
+    "rare 0/1 (1%)": lambda r, n: (r.random(n) < 0.01).astype(float),
+    **{f"AR(1) phi={phi}": partial(lambda phi, r, n: ar1(r, phi, n), phi)
+       for phi in (0.5, 0.7, 0.9, 0.95)},
+    "daily cycle": lambda r, n: (2.0 * np.sin(2 * np.pi * (np.arange(n) + r.integers(DAY))
+                                              / DAY) + r.normal(0.0, 1.0, n)),
+    "slow trend": lambda r, n: r.normal(0.0, 1.0, n) + np.arange(n) / 100_000,
+}
+
+CHANGES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
+    "shift +0.5 sd": lambda r: np.r_[r.normal(0, 1, CHANGE), r.normal(0.5, 1, AFTER)],
+    "shift +1 sd": lambda r: np.r_[r.normal(0, 1, CHANGE), r.normal(1, 1, AFTER)],
+    "shift +2 sd": lambda r: np.r_[r.normal(0, 1, CHANGE), r.normal(2, 1, AFTER)],
     "variance x2": lambda r: np.r_[r.normal(0, 1, CHANGE), r.normal(0, 2, AFTER)],
-    "gradual to +2 sd over 1000": lambda r: np.r_[r.normal(0, 1, CHANGE),
-                                                   r.normal(0, 1, AFTER) + np.minimum(
-                                                       np.arange(AFTER) / 1000, 1) * 2],
-    "category share 35% -> 15%": lambda r: np.r_[(r.random(CHANGE) < 0.35),
-                                                  (r.random(AFTER) < 0.15)].astype(float),
-    "error rate 10% -> 20%": lambda r: np.r_[(r.random(CHANGE) < 0.10),
-                                              (r.random(AFTER) < 0.20)].astype(float),
+    "trend onset 2 sd/1000": lambda r: np.r_[r.normal(0, 1, CHANGE),
+                                             r.normal(0, 1, AFTER) + np.arange(AFTER) / 500],
+    "two changes 300 apart": lambda r: np.r_[r.normal(0, 1, CHANGE), r.normal(2, 1, SECOND),
+                                             r.normal(0, 1, AFTER - SECOND)],
+    "AR(1) 0.7 shift +2 sd": lambda r: ar1(r, 0.7, CHANGE + AFTER)
+    + np.r_[np.zeros(CHANGE), np.full(AFTER, 2.0)],
 }
 
 
-def synthetic(runs: int, stable: int) -> list[dict]:
+def settings_for(cname: str, family: str) -> Settings:
+    """Ours with the daily cycle's period set for the family that has one."""
+    if cname == "ours" and family == "daily cycle":
+        return Settings(reference={"enabled": False}, detection={"period": DAY})
+    return CONFIGS[cname]
+
+
+def stable(scale: float) -> list[dict]:
     rows = []
-    for cname, (settings, names) in configs().items():
-        specs = {s.name: s for s in settings.detectors.feature}
-        for name in names:
-            spec = specs[name]
-            row = {"config": cname, "detector": name, "params": spec.params}
-            for units, (loc, scale) in (("fa/1e6 N(0,1)", (0, 1)), ("fa/1e6 N(50,10)", (50, 10))):
-                rng = np.random.default_rng(1)
-                found = episodes(settings, spec, rng.normal(loc, scale, stable))
-                row[units] = round(len(found) * 1e6 / stable, 1)
-            for sname, make in SCENARIOS.items():
-                delays, missed = [], 0
-                for run in range(runs):
-                    found = episodes(settings, spec, make(np.random.default_rng(100 + run)))
-                    after = [i - CHANGE for i in found if i >= CHANGE]
-                    if after:
-                        delays.append(after[0])
-                    else:
-                        missed += 1
-                row[sname] = (round(float(np.mean(delays)), 1) if delays else None, missed)
+    families = [(f, f, c) for f in STABLE for c in CONFIGS]
+    families.insert(families.index(("daily cycle", "daily cycle", "ours")) + 1,
+                    ("daily cycle", "daily cycle (no period set)", "ours (no period)"))
+    for family, label, cname in families:
+        settings = CONFIGS["ours"] if cname == "ours (no period)" else settings_for(cname, family)
+        streams, length = 10, int(100_000 * scale * SLOW.get(cname, 1.0))
+        alarms = 0
+        for k in range(streams):
+            values = STABLE[family](np.random.default_rng(1000 + k), length)
+            alarms += len(detections(settings, values))
+        row = {"family": label, "config": cname, "values": streams * length,
+               "false_alarms": alarms, "per_1e6": round(alarms * 1e6 / (streams * length), 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def changes(scale: float) -> list[dict]:
+    rows = []
+    for family, make in CHANGES.items():
+        for cname in CONFIGS:
+            settings = settings_for(cname, family)
+            runs = max(5, int(250 * scale * SLOW.get(cname, 1.0)))
+            before = found = second = 0
+            delays, onset_errors = [], []
+            for run in range(runs):
+                values = make(np.random.default_rng(5000 + run))
+                got = detections(settings, values)
+                before += sum(1 for i, _ in got if i < CHANGE)
+                after = [(i, o) for i, o in got if CHANGE <= i < CHANGE + AFTER]
+                if family == "two changes 300 apart":
+                    second += any(i >= CHANGE + SECOND for i, _ in after)
+                    after = [(i, o) for i, o in after if i < CHANGE + SECOND]
+                if after:
+                    found += 1
+                    delays.append(after[0][0] - CHANGE)
+                    onset_errors.append(abs(after[0][1] - CHANGE))
+            row = {"family": family, "config": cname, "runs": runs,
+                   "fa_per_1e6_before": round(before * 1e6 / (runs * CHANGE), 1),
+                   "found": found,
+                   "delay_mean": round(float(np.mean(delays)), 1) if delays else None,
+                   "delay_median": float(np.median(delays)) if delays else None,
+                   "onset_error": round(float(np.mean(onset_errors)), 1) if delays else None}
+            if family == "two changes 300 apart":
+                row["second_found"] = second
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -163,15 +234,16 @@ def tcpd_series() -> dict[str, tuple[list[dict[str, float]], dict[str, list[int]
 
 
 def through_pipeline(settings: Settings, name: str, rows: list[dict[str, float]],
-                     margin: int = 5) -> list[int]:
+                     margin: int = 5, at: str = "onset") -> list[int]:
     """Stream the series as prediction events through the real pipeline; change points
-    are the estimated onsets of feature detections (episode starts) of any feature,
-    merged within ``margin``."""
+    are the feature detections (episode starts) of any feature, at their estimated
+    onset (``at="onset"``) or at the index that fired (``at="index"``), merged within
+    ``margin``."""
     pipeline = Pipeline(settings)
     records = [Record("prediction", json.dumps({
         "model": name, "prediction_id": str(i), "features": row, "prediction": 0}).encode())
         for i, row in enumerate(rows)]
-    found = sorted(d.onset_index if d.onset_index is not None else d.index
+    found = sorted(d.onset if at == "onset" and d.onset is not None else d.index
                    for d in pipeline.process(records, now=0.0).detections
                    if d.signal == "feature")
     merged: list[int] = []
@@ -184,45 +256,80 @@ def through_pipeline(settings: Settings, name: str, rows: list[dict[str, float]]
 def tcpd() -> list[dict]:
     rows = []
     series = tcpd_series()
-    runs = {"ours (defaults)": Settings(reference={"enabled": False}),
-            "river defaults": Settings(detectors={"feature": ["adwin", "page_hinkley"]},
-                                       detection={"standardize": False, "calibrate": False,
-                                                  "cooldown": 0},
-                                       reference={"enabled": False})}
+    runs = {"ours": Settings(reference={"enabled": False}),
+            "river adwin+page_hinkley": Settings(
+                detectors={"feature": ["adwin", "page_hinkley"]}, detection=_RAW,
+                reference={"enabled": False})}
     for cname, settings in runs.items():
         for name, (values, annotations) in series.items():
-            cps = through_pipeline(settings, name, values)
-            rows.append({"config": cname, "series": name, "n": len(values),
-                         "change_points": cps, "f1": round(f1(annotations, cps), 3),
-                         "cover": round(covering(annotations, cps, len(values)), 3)})
+            row = {"config": cname, "series": name, "n": len(values)}
+            for at in ("index", "onset"):
+                cps = through_pipeline(settings, name, values, at=at)
+                row[f"change_points_{at}"] = cps
+                row[f"f1_{at}"] = round(f1(annotations, cps), 3)
+                row[f"cover_{at}"] = round(covering(annotations, cps, len(values)), 3)
+            rows.append(row)
     for name, (values, annotations) in series.items():
-        rows.append({"config": "zero", "series": name, "n": len(values), "change_points": [],
-                     "f1": round(f1(annotations, []), 3),
-                     "cover": round(covering(annotations, [], len(values)), 3)})
+        zero = {"f1": round(f1(annotations, []), 3),
+                "cover": round(covering(annotations, [], len(values)), 3)}
+        rows.append({"config": "zero", "series": name, "n": len(values),
+                     **{f"{k}_{at}": v for k, v in zero.items() for at in ("index", "onset")}})
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--stable", type=int, default=1_000_000)
+    ap.add_argument("--quick", action="store_true", help="a tenth of the values and runs")
+    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = ap.parse_args()
+    scale = 0.1 if args.quick else 1.0
     started = time.perf_counter()
-    print("## synthetic (delay in values, missed of runs)")
-    synthetic(args.runs, args.stable)
+    print("## stable families (false alarms per 10^6 values)")
+    st = stable(scale)
+    print("\n## change families")
+    ch = changes(scale)
     print("\n## TCPD series through the pipeline")
-    results = tcpd()
-    table: dict[str, dict[str, float]] = {}
-    for r in results:
-        table.setdefault(r["config"], {})[r["series"]] = r["f1"]
-        print(json.dumps(r), flush=True)
-    print(f"\n{'series':<20}" + "".join(f"{c:>16}" for c in table) + f"{'published best':>26}")
+    tc = tcpd()
+    for r in tc:
+        print(json.dumps({k: v for k, v in r.items() if not k.startswith("change_points")}),
+              flush=True)
+
+    names = list(CONFIGS)
+    print(f"\n{'stable family: FA/1e6':<32}" + "".join(f"{c:>20}" for c in names))
+    table = {(r["family"], r["config"]): r for r in st}
+    for family in dict.fromkeys(r["family"] for r in st):
+        cells = [table.get((family, c)) or table.get((family, "ours (no period)"))
+                 if c == "ours" else table.get((family, c)) for c in names]
+        print(f"{family:<32}" + "".join(
+            f"{'' if r is None else format(r['per_1e6'], 'g'):>20}" for r in cells))
+    print(f"\n{'change: delay mean/median, onset err, found/runs, FA before':<60}")
+    for r in ch:
+        extra = f" second {r['second_found']}/{r['runs']}" if "second_found" in r else ""
+        print(f"{r['family']:<24}{r['config']:<20} delay {r['delay_mean']} / "
+              f"{r['delay_median']}  onset err {r['onset_error']}  found {r['found']}/"
+              f"{r['runs']}  FA {r['fa_per_1e6_before']}{extra}")
+    print(f"\n{'TCPD F1 index / onset':<20}"
+          + "".join(f"{c:>28}" for c in ("ours", "river adwin+page_hinkley", "zero"))
+          + f"{'best published':>20}")
+    f1s = {(r["config"], r["series"]): r for r in tc}
+    means: dict[str, list[tuple[float, float]]] = {}
     for name, pub in PUBLISHED.items():
-        print(f"{name:<20}" + "".join(f"{table[c][name]:>16.3f}" for c in table)
-              + f"{pub['best'][0] + ' ' + format(pub['best'][1], '.3f'):>26}")
-    print(f"{'mean':<20}" + "".join(f"{np.mean(list(table[c].values())):>16.3f}" for c in table)
-          + f"{np.mean([p['best'][1] for p in PUBLISHED.values()]):>26.3f}")
-    print(f"\n({time.perf_counter() - started:.0f} s)")
+        cells = []
+        for c in ("ours", "river adwin+page_hinkley", "zero"):
+            r = f1s[(c, name)]
+            means.setdefault(c, []).append((r["f1_index"], r["f1_onset"]))
+            cells.append(f"{r['f1_index']:.3f} / {r['f1_onset']:.3f}")
+        print(f"{name:<20}" + "".join(f"{x:>28}" for x in cells)
+              + f"{pub['best'][0] + ' ' + format(pub['best'][1], '.3f'):>20}")
+    print(f"{'mean':<20}" + "".join(
+        f"{np.mean([a for a, _ in v]):>19.3f} / {np.mean([b for _, b in v]):.3f}"
+        for v in means.values()) + f"{np.mean([p['best'][1] for p in PUBLISHED.values()]):>20.3f}")
+    elapsed = time.perf_counter() - started
+    print(f"\n({elapsed:.0f} s)")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"quick": args.quick, "seconds": round(elapsed),
+                                     "stable": st, "changes": ch, "tcpd": tc}, indent=1) + "\n")
+    print(f"results written to {args.json}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ is rejected with the service's reason and counted (``rejected()``), never raised
 >>> monitor.feed(events)
 8
 >>> [(d["feature"], d["detector"], d["index"]) for d in monitor.detections(frame=False)][:2]
-[('amount', 'cusum', 3034), ('', 'adwin', 3268)]
+[('amount', 'cusum', 3034), ('', 'adwin', 3398)]
 
 Tables (a DataFrame, CSV, Parquet) hold one prediction per row: name the columns that
 are not features (``prediction=``, ``score=``, ``label=``, ``id=``, ``timestamp=``,

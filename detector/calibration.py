@@ -92,7 +92,8 @@ def measure(kind: detectors.DetectorType, params: dict[str, Any], values: int, s
             streams: int = 4, warmup: int = 1000, min_samples: int = 10, clip: float = 5.0
             ) -> Measurement:
     """False alarms of a detector over ``streams`` stable N(0, 1) streams, standardised
-    the way the service does (self-starting, fixed after ``warmup``, clipped)."""
+    the way the service does (``detectors.Standardizer``: robust start, whitened,
+    self-starting, fixed after ``warmup``, clipped)."""
     rng = np.random.default_rng(seed)
     alarms = 0
     per_stream = values // streams

@@ -265,10 +265,20 @@ class DetectionSettings(_Section):
     mean_run_length: float | None = Field(None, gt=10, description="alternative: 1 / rate")
     calibrate: bool = True
     standardize: bool = True
-    warmup: int = Field(1000, ge=2, description="values after which mean and sd stay fixed")
-    min_samples: int = Field(5, ge=3, description="values that only teach the baseline")
+    warmup: int = Field(1000, ge=2, description=(
+        "values after which scale and autocorrelation stay fixed (and the location tracks)"))
+    min_samples: int = Field(10, ge=3, le=1000, description=(
+        "values (effective: fewer when autocorrelated) that only teach the baseline; the "
+        "first of them give its robust start (median, MAD)"))
     clip: float = Field(5.0, ge=1.0, description="z-scores are clipped to +-clip")
-    cooldown: int = Field(500, ge=0, description="firings this close continue an episode")
+    cooldown: int = Field(500, ge=0, description=(
+        "standardised: a firing this close after the last one, the same way, continues its "
+        "episode (a trend); raw values: any firing this close does"))
+    period: int = Field(0, ge=0, le=1_000_000, description=(
+        "values per cycle (e.g. events per day) for a baseline per phase; 0: no cycle"))
+    phases: int = Field(24, ge=1, le=1000, description="phase bins per period")
+    track: int = Field(5000, ge=0, description=(
+        "after warmup the location follows the values with weight 1/track (0: fixed)"))
 
     @property
     def rate(self) -> float:

@@ -41,11 +41,11 @@ def detection_fields(d: Detection) -> dict[str, Any]:
     t = d.trace
     return {"model": d.model, "model_version": d.version, "version": d.version,
             "signal": d.signal, "feature": d.feature, "category": d.category,
-            "detector": d.detector,
+            "detector": d.detector, "direction": d.direction,
             "index": None if t is None else t.event,
             "onset_index": None if t is None else t.onset_event,
             "value_index": d.index,
-            "onset_value_index": d.index if d.onset_index is None else d.onset_index,
+            "onset_value_index": d.index if d.onset is None else d.onset,
             **_position(None if t is None else t.position, ""),
             **_position(None if t is None else t.onset_position, "onset_")}
 

@@ -166,6 +166,27 @@ def onset_age(detector: DriftDetector) -> int | None:
     return None
 
 
+def direction(detector: DriftDetector) -> int:
+    """+1 when the detector fired on a rise, -1 on a fall, right after it fired:
+    CUSUM's upper sum, Page-Hinkley's increase test, the sign of ADWIN's kept window
+    (of standardised values); other detectors +1.
+
+    >>> det = CUSUM(k=0.5, h=4.0)
+    >>> for x in [0.0] * 50 + [-3.0] * 2:
+    ...     det.update(x)
+    >>> det.drift_detected, direction(det)
+    (True, -1)
+    """
+    if isinstance(detector, CUSUM):
+        return 1 if detector.upper > detector.h else -1
+    if isinstance(detector, drift.PageHinkley):
+        up = detector._sum_increase - detector._min_increase > detector.threshold
+        return 1 if up and detector.mode != "down" else -1
+    if isinstance(detector, drift.ADWIN):
+        return 1 if detector.estimation > 0.0 else -1
+    return 1
+
+
 def statistic(detector: DriftDetector) -> dict[str, float]:
     """The detector's public state at the moment it fired, for drift events.
 
@@ -183,19 +204,74 @@ def statistic(detector: DriftDetector) -> dict[str, float]:
     return out
 
 
-class Standardizer:
-    """Self-starting standardisation of one stream, so one threshold means the same
-    on every feature whatever its units.
+#: winsorising bound of the baseline, in its scale: a value further out is learned as if it
+#: were this far (an outlier cannot inflate the scale nor drag the location)
+WINSOR = 4.0
+#: the AR(1) coefficient is clamped to [0, PHI_MAX] (a unit root cannot be whitened)
+PHI_MAX = 0.98
+#: with a period, the phase bins learn for this many cycles (or warmup values, if more)
+SEASON_CYCLES = 4
+#: a learning baseline scores values only once its mean rests on this many effective
+#: (independent-equivalent) values, n (1 - phi) / (1 + phi)
+MIN_EFFECTIVE = 3.0
+#: phi learned from n values is off by about sqrt((1 - phi^2) / n), which leaves the
+#: whitened values a long-run variance (1 + phi) / ((1 - phi) n) too large; their scale
+#: allows for PHI_ERROR times that (two standard errors)
+PHI_ERROR = 4.0
+#: an autocorrelated baseline learns until it rests on EFFECTIVE_WARMUP x warmup
+#: effective values (100 by default: phi 0.95 learns 3,900 values), at most LONGEST x
+#: warmup values
+EFFECTIVE_WARMUP = 0.1
+LONGEST = 10
+#: MAD of normal data x this = its standard deviation
+MAD_TO_SD = 1.482602218505602
 
-    Each value is scaled by the mean and standard deviation of the ``n`` values
-    *before* it in the current regime. While the baseline is still learning (``n`` below
-    ``warmup``), ``t = (x - mean) / (sd * sqrt(1 + 1/n))`` follows Student's t with
-    ``n - 1`` degrees of freedom on stable normal data, and is mapped to the normal
-    quantile of the same probability, so early values are not heavy-tailed
-    (a self-starting transform). Once ``warmup`` values are learned (or when the
-    reference profile gives mean and sd) ``z = (x - mean) / sd``. z is clipped to
-    ``[-clip, clip]``; the first ``min_samples`` values only teach. After a detection
-    the stream ``restart``s: the new regime becomes the baseline.
+
+def median(values: list[float]) -> float:
+    """The median by sorting (the mean of the two middle values of an even count)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+class Standardizer:
+    """Self-starting, robust, whitened standardisation of one stream, so one threshold
+    means the same on every feature whatever its units, its outliers, its autocorrelation
+    and (with a ``period``) its cycle.
+
+    Per value ``x`` (at stream index ``t``, counted across restarts):
+
+    1. **Season** (``period`` > 0): ``d = x - (mean of x in x's phase bin - mean of the
+       bins' means)``,
+       ``phases`` bins per period, learned over the regime's first ``max(warmup,
+       SEASON_CYCLES * period)`` values; the first ``period`` values of a regime only
+       teach. Without a period ``d = x``.
+    2. **Robust start**: the first ``min_samples`` values of ``d`` only teach; at the last
+       of them the origin is their median and the winsorising scale 1.4826 x their MAD
+       (their sd if the MAD is 0), and they are learned winsorised (clipped to
+       origin +- ``WINSOR`` x scale).
+    3. **Learning** (until ``warmup`` values, longer when autocorrelated: see
+       ``EFFECTIVE_WARMUP``): running sums of the winsorised values
+       give the location ``loc``, the scale ``scale`` and the lag-1 autocorrelation
+       ``phi`` (clamped to [0, ``PHI_MAX``]). A value is whitened,
+       ``r = ((d - loc) - phi (d_prev - loc)) / (scale sqrt(1 - phi^2))`` (``d_prev`` as
+       it came: an excursion beyond the winsorising bound is real in an AR stream; once
+       learned, the scale widened by ``PHI_ERROR`` for the error of phi), and while
+       learning mapped through Student's t (``r / sqrt(1 + 1/n)`` with
+       ``n (1 - phi^2) / (1 + phi^2) - 1`` degrees of freedom) to the normal quantile of
+       the same probability; it only teaches while the effective sample size
+       ``n (1 - phi) / (1 + phi)`` is below ``MIN_EFFECTIVE`` (an autocorrelated
+       stream learns longer before it may alarm).
+    4. **Settled**: after ``warmup`` values (and the season's learning) scale and phi
+       stay fixed; ``settled`` is True for the one value at which that happens (the
+       stream restarts its detectors there: what they learned from values scored
+       against a still-moving baseline would look like a change later). ``loc`` then
+       follows the winsorised values with weight ``1 / track`` (0: fixed), so a trend
+       far slower than ``track`` values per sd does not page.
+
+    z is clipped to ``[-clip, clip]``. A reference profile's mean and sd (``loc``,
+    ``scale``), when given, are used instead (``z = (x - loc) / scale``) until the first
+    ``restart``: after a detection the new regime becomes the baseline.
 
     >>> s = Standardizer(warmup=1000, min_samples=3, clip=5.0)
     >>> [None if z is None else round(z, 3) for z in (s.transform(x) for x in
@@ -203,43 +279,172 @@ class Standardizer:
     [None, None, None, 0.0, 3.431]
     """
 
-    __slots__ = ("warmup", "min_samples", "clip", "n", "mean", "m2", "loc", "scale")
+    __slots__ = ("warmup", "min_samples", "clip", "period", "phases", "track", "given",
+                 "t", "n", "bin_sum", "bin_count", "mean_sum", "m", "buffer", "origin",
+                 "s1", "s2", "sc", "prev", "last", "loc", "scale", "phi", "settled")
 
     def __init__(self, warmup: int, min_samples: int, clip: float,
-                 loc: float | None = None, scale: float | None = None) -> None:
+                 loc: float | None = None, scale: float | None = None, *, period: int = 0,
+                 phases: int = 24, track: int = 0) -> None:
         self.warmup, self.min_samples, self.clip = warmup, min_samples, clip
-        self.loc = loc
-        self.scale = scale if scale else None
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+        self.period, self.phases, self.track = period, min(phases, period), track
+        self.given = False
+        self.t = 0
+        self.settled = False
+        self._fresh()
+        if loc is not None and scale:
+            self.given = True
+            self.loc, self.scale = float(loc), float(scale)
+
+    def _fresh(self) -> None:
+        self.n = self.m = 0
+        self.bin_sum = [0.0] * self.phases
+        self.bin_count = [0] * self.phases
+        self.mean_sum = 0.0
+        self.buffer: list[float] = []
+        self.origin = self.s1 = self.s2 = self.sc = self.prev = self.last = 0.0
+        self.loc = self.scale = self.phi = 0.0
+
+    def learning(self) -> bool:
+        """Whether the baseline still learns (its level, or its season)."""
+        return not self.given and (self._level_learning() or self.period > 0 and self.n < max(
+            self.warmup, SEASON_CYCLES * self.period))
+
+    def _level_learning(self) -> bool:
+        """Fewer than ``warmup`` values learned, or (up to ``LONGEST`` x ``warmup``) fewer
+        than ``EFFECTIVE_WARMUP`` x ``warmup`` effective ones."""
+        m, phi = self.m, self.phi
+        return m < self.warmup or (m * (1.0 - phi) / (1.0 + phi) < EFFECTIVE_WARMUP * self.warmup
+                                   and m < LONGEST * self.warmup)
 
     def transform(self, x: float) -> float | None:
-        if self.loc is not None and self.scale is not None:
+        t = self.t
+        self.t = t + 1
+        z: float | None
+        if self.given:
             z = (x - self.loc) / self.scale
         else:
-            n = self.n
-            if n >= self.min_samples:
-                sd = math.sqrt(self.m2 / (n - 1))
-                if sd <= 0:
-                    z = 0.0 if x == self.mean else math.copysign(self.clip, x - self.mean)
-                elif n < self.warmup:
-                    t = (x - self.mean) / (sd * math.sqrt(1.0 + 1.0 / n))
-                    z = float(ndtri(stdtr(n - 1, t)))
-                else:
-                    z = (x - self.mean) / sd
-            else:
-                z = None
-            if n < self.warmup:
-                n += 1
-                delta = x - self.mean
-                self.mean += delta / n
-                self.m2 += delta * (x - self.mean)
-                self.n = n
+            was = self.learning()
+            d = self._deseason(x, t)
+            z = None if d is None else self._level(d)
+            self.settled = was and not self.learning()
             if z is None:
                 return None
         c = self.clip
         return c if z > c else -c if z < -c else z
 
+    def _deseason(self, x: float, t: int) -> float | None:
+        """``x`` less its phase's offset, or None while the first cycle only teaches."""
+        if not self.period:
+            return x
+        n = self.n
+        b = (t % self.period) * self.phases // self.period
+        d = None
+        if n >= self.period:
+            d = x - (self.bin_sum[b] / self.bin_count[b] - self.mean_sum / self.phases)
+        if n < max(self.warmup, SEASON_CYCLES * self.period):
+            count = self.bin_count[b]
+            old = self.bin_sum[b] / count if count else 0.0
+            self.bin_sum[b] += x
+            self.bin_count[b] = count + 1
+            self.mean_sum += self.bin_sum[b] / (count + 1) - old
+            self.n = n + 1
+        return d
+
+    def _level(self, d: float) -> float | None:
+        m = self.m
+        last, self.last = self.last, d
+        if m < self.min_samples:
+            self.buffer.append(d)
+            self.m = m + 1
+            if self.m == self.min_samples:
+                self._start()
+            return None
+        y = d - self.origin
+        scale, phi, loc = self.scale, self.phi, self.loc
+        learning = self._level_learning()
+        if scale <= 0:
+            z = 0.0 if d == loc else math.copysign(self.clip, d - loc)
+        else:
+            widen = 1.0 if learning else 1.0 + PHI_ERROR * (1.0 + phi) / ((1.0 - phi) * m)
+            r = ((d - loc) - phi * (last - loc)) / (scale * math.sqrt((1.0 - phi * phi) * widen))
+            if learning:
+                if m * (1.0 - phi) / (1.0 + phi) < MIN_EFFECTIVE:
+                    z = None
+                else:
+                    df = m * (1.0 - phi * phi) / (1.0 + phi * phi) - 1.0
+                    z = float(ndtri(stdtr(df, r / math.sqrt(1.0 + 1.0 / m))))
+            else:
+                z = r
+        if learning:
+            w = self._winsor(y, self.s1 / m, scale)
+            self._learn(w)
+            self.m = m + 1
+            self._estimate()
+        else:
+            w = self._winsor(y, loc - self.origin, scale)
+            if self.track:
+                self.loc = loc + (w + self.origin - loc) / self.track
+        self.prev = w
+        return z
+
+    @staticmethod
+    def _winsor(y: float, centre: float, scale: float) -> float:
+        if scale <= 0:
+            return y
+        lo, hi = centre - WINSOR * scale, centre + WINSOR * scale
+        return lo if y < lo else hi if y > hi else y  # noqa: FURB136
+
+    def _learn(self, w: float) -> None:
+        self.s1 += w
+        self.s2 += w * w
+        self.sc += w * self.prev
+
+    def _estimate(self) -> None:
+        m = self.m
+        mean = self.s1 / m
+        var = (self.s2 - self.s1 * mean) / (m - 1)
+        cov = (self.sc - self.s1 * mean) / (m - 1)
+        self.loc = self.origin + mean
+        if var > 0:
+            self.scale = math.sqrt(var)
+            ratio = cov / var
+            capped = PHI_MAX if ratio > PHI_MAX else ratio  # noqa: FURB136
+            self.phi = capped if ratio > 0 else 0.0
+        else:
+            self.scale = self.phi = 0.0
+
+    def _start(self) -> None:
+        """The robust start: median origin, MAD scale, the buffered values winsorised."""
+        values, self.buffer = self.buffer, []
+        origin = median(values)
+        scale = median([abs(v - origin) for v in values]) * MAD_TO_SD
+        if scale <= 0:
+            mean = 0.0
+            for v in values:
+                mean += v
+            mean /= len(values)
+            ss = 0.0
+            for v in values:
+                ss += (v - mean) * (v - mean)
+            scale = math.sqrt(ss / (len(values) - 1))
+        self.origin = origin
+        self.prev = 0.0
+        for v in values:
+            w = self._winsor(v - origin, 0.0, scale)
+            self._learn(w)
+            self.prev = w
+        self._estimate()
+
     def restart(self) -> None:
         """Forget the baseline (after a detection): learn the new regime."""
-        self.loc = self.scale = None
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+        self.given = False
+        self._fresh()
+
+    @classmethod
+    def from_settings(cls, d: Any, loc: float | None = None, scale: float | None = None
+                      ) -> Standardizer:
+        """The standardiser ``detection`` settings ``d`` describe (``loc``, ``scale``: a
+        reference profile's baseline)."""
+        return cls(d.warmup, d.min_samples, d.clip, loc, scale, period=d.period,
+                   phases=d.phases, track=d.track)

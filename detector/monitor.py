@@ -37,11 +37,17 @@ from detector.config import DetectorSpec, ModelSettings, ReferenceSettings, Sett
 from detector.data_quality import VersionQuality
 from detector.detectors import Standardizer
 from detector.estimation import Estimator
-from detector.events import (MAX_MAGNITUDE, MAX_NAME_LENGTH, FeatureValue, Rejection, Target,
-                             check_features, feature_value)
-from detector.kernels import standardize
+from detector.events import (
+    MAX_MAGNITUDE,
+    MAX_NAME_LENGTH,
+    FeatureValue,
+    Rejection,
+    Target,
+    check_features,
+    feature_value,
+)
+from detector.kernels import standardize, windows
 from detector.kernels import stream as stream_kernel
-from detector.kernels import windows
 from detector.performance import Performance, infer_task, reconcile
 from detector.reference import (
     OTHER,
@@ -49,6 +55,7 @@ from detector.reference import (
     NumericReference,
     Profile,
     Reference,
+    effective_fraction,
 )
 from detector.trace import BatchPositions, EventTrail, StreamTrail, Trace
 
@@ -57,7 +64,8 @@ Signal = Literal["feature", "prediction", "error", "label"]
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """One detector firing. ``index`` counts values of that stream from 0;
+    """One detector firing. ``index`` counts values of that stream from 0 (the value
+    that fired); ``onset`` is the estimated start of the change in the same units;
     ``statistic`` is the detector's public state when it fired."""
 
     model: str
@@ -69,10 +77,14 @@ class Detection:
     value: float
     at: float
     statistic: dict[str, float]
-    #: the index where the detector estimates the change began (``index`` if unknown)
-    onset_index: int | None = None
+    #: the stream index where the detector estimates the change began (CUSUM: the last
+    #: zero of the sum that crossed; ADWIN: its cut; ``index`` when it gives none)
+    onset: int | None = None
     #: the category of a categorical feature's share stream ("" for other streams)
     category: str = ""
+    #: "up" or "down": the way the standardised values moved ("" on raw values, and for
+    #: a reference window's distance)
+    direction: str = ""
     #: the events of the version where it fired and where it began (``ModelMonitor.flush``)
     trace: Trace | None = None
 
@@ -83,7 +95,7 @@ class Channel:
     counts episodes."""
 
     __slots__ = ("name", "detector", "scaled", "detections", "firings", "last_at",
-                 "last_index", "announced")
+                 "last_index", "last_direction", "announced")
 
     def __init__(self, spec: DetectorSpec) -> None:
         self.name = spec.name
@@ -94,6 +106,7 @@ class Channel:
         self.firings = 0
         self.last_at = float("-inf")
         self.last_index = -(1 << 62)
+        self.last_direction = 0
         #: False until a scrape has shown this channel's counter (at 0, see metrics.py)
         self.announced = False
 
@@ -120,6 +133,8 @@ class KernelChannel:
 
 
 Engine = Literal["kernel", "river"]
+#: ``Detection.direction`` by the sign of a firing
+_DIRECTION = {1: "up", -1: "down"}
 
 
 class Stream:
@@ -168,8 +183,7 @@ class Stream:
         self.ref: ReferenceStream | None = None
         self.kernel: stream_kernel.StreamState | None = None
         if engine == "kernel" and specs and all(s.type in stream_kernel.KINDS for s in specs):
-            kstd = None if std is None else standardize.new_state(
-                std.warmup, std.min_samples, std.clip, std.loc, std.scale)
+            kstd = None if std is None else standardize.from_reference(std)
             self.kernel = stream_kernel.new_state([(s.type, s.params) for s in specs], kstd,
                                                   cooldown)
             self.channels: list[Channel] | list[KernelChannel] = [
@@ -212,7 +226,8 @@ class Stream:
                                  self.channels[c].name, int(fired.index[j]), float(values[p]),
                                  now,
                                  dict(zip(names, fired.statistics[j].tolist())),
-                                 int(fired.onset[j]), self.category))
+                                 int(fired.onset[j]), self.category,
+                                 _DIRECTION[int(fired.direction[j])] if self.std else ""))
             positions.append(p)
         return positions
 
@@ -222,6 +237,8 @@ class Stream:
             index = self.seen
             self.seen = index + 1
             z = value if self.std is None else self.std.transform(value)
+            if self.std is not None and self.std.settled:
+                self._reset_channels()
             fired = False
             for ch in self.channels:
                 if ch.scaled:
@@ -236,18 +253,31 @@ class Stream:
                     fired = True
                     ch.firings += 1
                     ch.last_at = now
-                    if index - ch.last_index > self.cooldown:
+                    way = detectors.direction(det)
+                    near = index - ch.last_index <= self.cooldown
+                    episode = (not (near and way == ch.last_direction) if self.std is not None
+                               else not near)
+                    if episode:
                         ch.detections += 1
                         age = detectors.onset_age(det)
                         out.append(Detection(self.model, self.version, self.signal,
                                              self.feature, ch.name, index, value, now,
                                              detectors.statistic(det),
-                                             index - age + 1 if age else index, self.category))
+                                             index - age + 1 if age else index, self.category,
+                                             _DIRECTION[way] if self.std is not None else ""))
                         positions.append(p)
                     ch.last_index = index
+                    ch.last_direction = way
             if fired and self.std is not None:
+                # the new regime becomes the baseline, and every detector starts on it
                 self.std.restart()
+                self._reset_channels()
         return positions
+
+    def _reset_channels(self) -> None:
+        for ch in self.channels:
+            if ch.scaled:
+                ch.detector._reset()
 
     def extend(self, column: np.ndarray) -> None:
         """Queue finite numbers, as an array while nothing else is queued (a spread
@@ -360,7 +390,7 @@ class ReferenceStream:
     """
 
     __slots__ = ("model", "version", "signal", "feature", "reference", "cfg", "channels",
-                 "warm", "warmup_used", "history", "seen", "shares",
+                 "warm", "warmup_used", "history", "seen", "shares", "fraction",
                  "_share_specs", "_index", "_make", "_compiled")
 
     def __init__(self, model: str, version: str, signal: Signal, feature: str,
@@ -376,6 +406,9 @@ class ReferenceStream:
         self.warmup_used = 0
         self.history: np.ndarray = np.empty(0)
         self.seen = 0              # values compared since the reference was set
+        #: effective sample size / window (``reference.effective_fraction`` of the first
+        #: window compared), None before it
+        self.fraction: float | None = None
         self.shares: list[Stream] = []
         self._share_specs = share_specs
         self._make = make_stream
@@ -473,12 +506,26 @@ class ReferenceStream:
         lowest = -(-w // every) * every         # the first multiple of every with a full window
         ends = np.arange(max(first, lowest), self.seen + 1, every)
         if ends.size:
+            if self.fraction is None:
+                self._correct(combined[:w], numeric)
             methods = [c.name for c in self.channels]
             distances = (windows.window_distances(ref, combined, ends - offset, w, methods)
                          if numeric and self._compiled
-                         else ref.window_distances(combined, ends - offset, w, methods))
+                         else ref.window_distances(combined, ends - offset, w, methods)
+                         if numeric
+                         else ref.window_distances(combined, ends - offset, w, methods,
+                                                   self.fraction))
             self._judge(distances, ends, now, out)
         self.history = combined[-w:]
+
+    def _correct(self, codes: np.ndarray, numeric: bool) -> None:
+        """Estimate the stream's effective fraction from its first window, and correct the
+        tests that assume independent values with it: chi2 scales its statistic, the KS
+        threshold rises by ``1 / sqrt(fraction)`` (its null spread grows so)."""
+        self.fraction = effective_fraction(codes, categorical=not numeric)
+        for ch in self.channels:
+            if ch.name == "ks":
+                ch.threshold = min(1.0, self.cfg.thresholds.ks / np.sqrt(self.fraction))
 
     def _judge(self, distances: dict[str, np.ndarray], ends: np.ndarray, now: float,
                out: list[Detection]) -> None:
@@ -529,20 +576,20 @@ def _trace(d: Detection, stream: Stream, trail: StreamTrail, event: int,
     values compared (the warm-up's included), both known exactly only while the feature
     has had values of one kind."""
     ref = stream.ref
-    if d.onset_index is None:
+    if d.onset is None:
         numeric = isinstance(ref.reference, NumericReference)
         kind, other = ((trail.numbers, trail.strings) if numeric
                        else (trail.strings, trail.numbers))
         exact = None if other.count else kind.event(d.index)
         event = event if exact is None else exact
         onset: int | None = event
-    elif d.onset_index == d.index:
+    elif d.onset == d.index:
         onset = event
     elif d.category:
-        onset = (trail.strings.event(ref.warmup_used + d.onset_index)
+        onset = (trail.strings.event(ref.warmup_used + d.onset)
                  if not trail.numbers.count else None)
     else:
-        onset = trail.numbers.event(d.onset_index)
+        onset = trail.numbers.event(d.onset)
     return Trace(event, events.position(event), onset,
                  None if onset is None else events.position(onset))
 
@@ -623,7 +670,7 @@ class ModelMonitor:
             loc = scale = None
             if isinstance(reference, NumericReference) and reference.std > 0:
                 loc, scale = reference.mean, reference.std
-            std = Standardizer(d.warmup, d.min_samples, d.clip, loc, scale)
+            std = Standardizer.from_settings(d, loc, scale)
         return Stream(self.model, self.version, signal, feature, specs, std, d.cooldown, category,
                       self._engine)
 

@@ -16,7 +16,9 @@ Definitions (``p`` reference shares, ``q`` window shares over the same bins):
 * ``js``: Jensen-Shannon distance, base 2 (0 = same, 1 = disjoint);
 * ``ks``: two-sample Kolmogorov-Smirnov statistic, window vs reference sample;
 * ``chi2``: p-value of the chi-square test of homogeneity of the 2 x k table
-  (reference counts, window counts), no continuity correction.
+  (reference counts, window counts), no continuity correction; the statistic is
+  scaled by the stream's ``effective_fraction`` (dependent values carry less
+  information), as the KS threshold is raised by it (``monitor.ReferenceStream``).
 
 A stream evaluates all the window boundaries of a batch at once
 (``window_distances``): every value is coded once against the reference (``codes``:
@@ -94,15 +96,45 @@ def ks(sorted_reference: np.ndarray, window: np.ndarray) -> float:
     return float(np.max(np.abs(f_ref - f_win)))
 
 
-def chi2_pvalue(reference_counts: np.ndarray, window_counts: np.ndarray) -> float:
-    """p-value of the chi-square test of homogeneity of two count vectors."""
+def chi2_pvalue(reference_counts: np.ndarray, window_counts: np.ndarray,
+                fraction: float = 1.0) -> float:
+    """p-value of the chi-square test of homogeneity of two count vectors, each count
+    worth ``fraction`` of an independent one (``effective_fraction``)."""
     table = np.vstack([reference_counts, window_counts]).astype(float)
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2:
         return 1.0
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
-    stat = float(np.sum((table - expected) ** 2 / expected))
+    stat = float(np.sum((table - expected) ** 2 / expected)) * fraction
     return float(_chi2.sf(stat, table.shape[1] - 1))
+
+
+def effective_fraction(codes: np.ndarray, categorical: bool) -> float:
+    """The effective sample size of a stretch of a stream over its length, from its
+    lag-1 dependence ``rho``: ``(1 - rho) / (1 + rho)`` (an AR(1)'s, for the mean), with
+    ``rho`` clamped to [0, 0.98]. Numeric ``codes`` (they rise with the values): their
+    lag-1 autocorrelation (of ranks); categorical: how much more often a value repeats
+    the one before than independent draws would, ``(P(same) - sum p^2) / (1 - sum p^2)``.
+    Tests that assume independent values (KS, chi-square) are corrected with it.
+
+    >>> effective_fraction(np.array([0, 1] * 50), categorical=False)
+    1.0
+    >>> round(effective_fraction(np.repeat(np.arange(10), 10), categorical=True), 3)
+    0.053
+    """
+    if codes.size < 3:
+        return 1.0
+    if categorical:
+        shares = np.bincount(codes) / codes.size
+        chance = float(np.sum(shares * shares))
+        same = float(np.mean(codes[1:] == codes[:-1]))
+        rho = (same - chance) / (1.0 - chance) if chance < 1.0 else 0.0
+    else:
+        x = codes.astype(np.float64) - codes.mean()
+        var = float(np.dot(x, x))
+        rho = float(np.dot(x[1:], x[:-1])) / var if var > 0 else 0.0
+    rho = min(max(rho, 0.0), 0.98)
+    return (1.0 - rho) / (1.0 + rho)
 
 
 def psi_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -160,8 +192,9 @@ def _packed_row_sums(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def chi2_rows(reference_counts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``chi2_pvalue(reference_counts, row)`` for every row of ``counts`` (equal to the
+def chi2_rows(reference_counts: np.ndarray, counts: np.ndarray, fraction: float = 1.0
+              ) -> np.ndarray:
+    """``chi2_pvalue(reference_counts, row, fraction)`` for every row of ``counts`` (equal to the
     last bit). The categories empty on both sides are left out of a row's table, as
     there; rows keeping the same number of categories are tested together."""
     n, k = counts.shape
@@ -178,7 +211,7 @@ def chi2_rows(reference_counts: np.ndarray, counts: np.ndarray) -> np.ndarray:
         expected = (t.sum(axis=2, keepdims=True) * t.sum(axis=1, keepdims=True)
                     / t.sum(axis=(1, 2), keepdims=True))
         terms = (t - expected) ** 2 / expected
-        out[rows] = _chi2.sf(_row_sums(terms.reshape(-1, 2 * width)), width - 1)
+        out[rows] = _chi2.sf(_row_sums(terms.reshape(-1, 2 * width)) * fraction, width - 1)
     return out
 
 
@@ -410,15 +443,17 @@ class CategoricalReference:
     def shares(self) -> np.ndarray:
         return self.counts / self.counts.sum()
 
-    def distances(self, window_codes: np.ndarray, methods: Iterable[Method]) -> dict[str, float]:
+    def distances(self, window_codes: np.ndarray, methods: Iterable[Method],
+                  fraction: float = 1.0) -> dict[str, float]:
         """The distances of one window of codes: the definition that ``window_distances``
-        computes for many windows at once."""
+        computes for many windows at once (``fraction``: as ``chi2_pvalue``'s)."""
         wc = np.bincount(window_codes, minlength=self.counts.size)
         return _distances(self.shares(), wc / wc.sum(), methods,
-                          {"chi2": lambda: chi2_pvalue(self.counts, wc)})
+                          {"chi2": lambda: chi2_pvalue(self.counts, wc, fraction)})
 
     def window_distances(self, codes: np.ndarray, ends: np.ndarray, window: int,
-                         methods: Iterable[Method]) -> dict[str, np.ndarray]:
+                         methods: Iterable[Method], fraction: float = 1.0
+                         ) -> dict[str, np.ndarray]:
         """``distances`` of every window ``codes[e - window:e]``, ``e`` in the increasing
         ``ends``, equal to the last bit, one array per method.
 
@@ -434,7 +469,7 @@ class CategoricalReference:
             counts = window_counts_at(codes, ends, window, self.counts.size)
             q = counts / window
             make = {"psi": lambda: psi_rows(p, q), "js": lambda: js_rows(p, q),
-                    "chi2": lambda: chi2_rows(self.counts, counts)}
+                    "chi2": lambda: chi2_rows(self.counts, counts, fraction)}
             return {m: make[m]() for m in methods}
 
         return _in_chunks(rows, ends, window)

@@ -1,17 +1,138 @@
 """An independent re-implementation of what a stream does to its values, for the
-exactness tests: self-starting z-scores (mean and sd of the values before, fixed
-after `warmup`), clipped, restarted after any firing; firings within `cooldown`
-values of the previous one continue an episode."""
+exactness tests, written from the method's description (``detector.detectors.
+Standardizer``) with plain lists: a per-phase offset (with a period), a robust start
+(median, MAD) of the first values, winsorised running moments and lag-1
+autocorrelation, whitened self-starting z-scores (their scale widened for the error of
+the autocorrelation) (Student t mapped to the normal while
+learning, only once the effective sample size is large enough), a tracking location
+after `warmup`, clipped; after any firing the baseline and every detector restart, and
+a firing starts an episode unless it goes the same way as the channel's previous one
+within `cooldown` values (raw values: unless it is within `cooldown`)."""
 
 from __future__ import annotations
 
 import math
+import statistics
 
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from detector.config import Settings
-from detector.detectors import build
+from detector.detectors import build, direction
+
+
+class _Baseline:
+    """One regime's baseline, kept as the lists of what it learned."""
+
+    def __init__(self, d) -> None:
+        self.d = d
+        self.bins: dict[int, list[float]] = {}
+        self.season: list[float] = []
+        self.start: list[float] = []
+        self.learned: list[float] = []      # winsorised values less the origin
+        self.origin = 0.0
+        self.loc: float | None = None       # tracked location, after warmup
+        self.fixed = (0.0, 0.0, 0.0)
+        self.settled = False                # True at the value the learning ends
+        self.last = 0.0
+
+    def level_learning(self) -> bool:
+        """Until warmup values, or longer until 0.1 x warmup effective ones (at most 10
+        x warmup values)."""
+        d = self.d
+        if not self.learned:
+            return True
+        m, phi = len(self.learned), self.fixed[2]
+        return m < d.warmup or (m * (1.0 - phi) / (1.0 + phi) < 0.1 * d.warmup
+                                and m < 10 * d.warmup)
+
+    def learning(self) -> bool:
+        d = self.d
+        return self.level_learning() or d.period > 0 and len(self.season) < max(
+            d.warmup, 4 * d.period)
+
+    def estimates(self) -> tuple[float, float, float]:
+        w, m = self.learned, len(self.learned)
+        total = 0.0
+        for v in w:
+            total += v
+        mean = total / m
+        squares = lagged = 0.0
+        for i, v in enumerate(w):
+            squares += v * v
+            lagged += v * (w[i - 1] if i else 0.0)
+        var = (squares - total * mean) / (m - 1)
+        cov = (lagged - total * mean) / (m - 1)
+        if not var > 0:
+            return self.origin + mean, 0.0, 0.0
+        return self.origin + mean, math.sqrt(var), min(max(cov / var, 0.0), 0.98)
+
+    def winsor(self, y: float, centre: float, scale: float) -> float:
+        if scale <= 0:
+            return y
+        return min(max(y, centre - 4.0 * scale), centre + 4.0 * scale)
+
+    def z(self, x: float, t: int) -> float | None:
+        was = self.learning()
+        z = self._z(x, t)
+        self.settled = was and not self.learning()
+        return z
+
+    def _z(self, x: float, t: int) -> float | None:
+        d = self.d
+        if d.period:
+            phases = min(d.phases, d.period)
+            b = (t % d.period) * phases // d.period
+            dx = None
+            if len(self.season) >= d.period:
+                means = [sum(v) / len(v) for v in self.bins.values()]
+                dx = x - (sum(self.bins[b]) / len(self.bins[b]) - sum(means) / phases)
+            if len(self.season) < max(d.warmup, 4 * d.period):
+                self.bins.setdefault(b, []).append(x)
+                self.season.append(x)
+            if dx is None:
+                return None
+            x = dx
+        last, self.last = self.last, x     # the previous value as it came (whitening)
+        if len(self.start) < d.min_samples:
+            self.start.append(x)
+            if len(self.start) == d.min_samples:
+                self.origin = statistics.median(self.start)
+                mad = statistics.median(abs(v - self.origin) for v in self.start)
+                scale = mad * 1.482602218505602
+                if scale <= 0:
+                    scale = statistics.stdev(self.start)
+                self.learned = [self.winsor(v - self.origin, 0.0, scale) for v in self.start]
+                self.fixed = self.estimates()
+            return None
+        m = len(self.learned)
+        learning = self.level_learning()
+        # once learned, scale and phi stay those of the values learned
+        loc, scale, phi = self.estimates() if self.loc is None else self.fixed
+        if self.loc is not None:
+            loc = self.loc
+        if scale <= 0:
+            z = 0.0 if x == loc else math.copysign(d.clip, x - loc)
+        else:
+            # once learned, the scale allows for phi's error
+            widen = 1.0 + 4.0 * (1.0 + phi) / ((1.0 - phi) * m) if not learning else 1.0
+            r = ((x - loc) - phi * (last - loc)) / (scale * math.sqrt((1.0 - phi * phi) * widen))
+            if not learning:
+                z = r
+            elif m * (1.0 - phi) / (1.0 + phi) < 3.0:
+                z = None
+            else:
+                df = m * (1.0 - phi * phi) / (1.0 + phi * phi) - 1.0
+                z = float(norm.ppf(student_t.cdf(r / math.sqrt(1.0 + 1.0 / m), df)))
+        y = x - self.origin
+        if learning:
+            self.learned.append(self.winsor(y, sum(self.learned) / m, scale))
+            self.fixed = self.estimates()
+        else:
+            w = self.winsor(y, loc - self.origin, scale)
+            self.learned[-1] = w            # only the last is used (in the lag-1 sum)
+            self.loc = loc + (w + self.origin - loc) / d.track if d.track else loc
+        return None if z is None else max(-d.clip, min(d.clip, z))
 
 
 def simulate(values: list[float], specs, settings: Settings | None = None
@@ -21,27 +142,12 @@ def simulate(values: list[float], specs, settings: Settings | None = None
     dets = {s.name: build(s.type, s.params) for s in specs}
     firings = {name: [] for name in dets}
     episodes = {name: [] for name in dets}
-    last = {name: -10**18 for name in dets}
-    seen: list[float] = []            # the values the baseline has learned from
+    last = {name: (-10**18, 0) for name in dets}
+    baseline = _Baseline(d)
     for i, x in enumerate(values):
-        z = None
-        if d.standardize:
-            n = len(seen)
-            if n >= d.min_samples:
-                mean = sum(seen) / n
-                sd = math.sqrt(sum((v - mean) ** 2 for v in seen) / (n - 1))
-                if sd <= 0:
-                    z = 0.0 if x == mean else math.copysign(d.clip, x - mean)
-                elif n < d.warmup:       # self-starting: t with n-1 df mapped to N(0, 1)
-                    t = (x - mean) / (sd * math.sqrt(1 + 1 / n))
-                    z = float(norm.ppf(student_t.cdf(t, n - 1)))
-                else:
-                    z = (x - mean) / sd
-                z = max(-d.clip, min(d.clip, z))
-            if n < d.warmup:
-                seen.append(x)
-        else:
-            z = x
+        z = baseline.z(x, i) if d.standardize else x
+        if d.standardize and baseline.settled:      # detectors start on the settled baseline
+            dets = {s.name: build(s.type, s.params) for s in specs}
         if z is None:
             continue
         fired = False
@@ -50,11 +156,14 @@ def simulate(values: list[float], specs, settings: Settings | None = None
             if det.drift_detected:
                 fired = True
                 firings[name].append(i)
-                if i - last[name] > d.cooldown:
+                way = direction(det)
+                near = i - last[name][0] <= d.cooldown
+                if not near or d.standardize and way != last[name][1]:
                     episodes[name].append(i)
-                last[name] = i
-        if fired:
-            seen = []
+                last[name] = (i, way)
+        if fired and d.standardize:
+            baseline = _Baseline(d)
+            dets = {s.name: build(s.type, s.params) for s in specs}
     return {name: (firings[name], episodes[name]) for name in dets}
 
 

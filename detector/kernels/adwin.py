@@ -265,6 +265,19 @@ def record(s: AdwinState, r: int, out: np.ndarray) -> int:
     return int(width)
 
 
+@inline
+def reset(s: AdwinState, r: int) -> None:
+    """Forget everything, as a fresh detector (River's ``_reset``)."""
+    _reset(s, r)
+
+
+@inline
+def direction(s: AdwinState, r: int) -> int:
+    """+1 when the window kept after a firing is above 0 (values standardised), else -1."""
+    width = s.sums[r, _WIDTH]
+    return 1 if (s.sums[r, _TOTAL] / width if width != 0.0 else 0.0) > 0.0 else -1
+
+
 @kernel
 def _adwin_update_many(s: AdwinState, r: int, values: np.ndarray, start: int,
                        out_int: np.ndarray, out_float: np.ndarray) -> tuple[int, int]:

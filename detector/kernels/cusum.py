@@ -104,6 +104,19 @@ def record(s: CusumState, r: int, out: np.ndarray) -> int:
     return s.counts[r, _CHANGE_AGE]
 
 
+@inline
+def reset(s: CusumState, r: int) -> None:
+    """Forget everything, as a fresh detector (the reference's ``_reset``)."""
+    s.sums[r, :] = 0.0
+    s.counts[r, :] = 0
+
+
+@inline
+def direction(s: CusumState, r: int) -> int:
+    """+1 when the upper sum crossed (checked first, as in ``step``), else -1."""
+    return 1 if s.sums[r, _UPPER] > s.params[r, _H] else -1
+
+
 @kernel
 def _cusum_update_many(s: CusumState, r: int, values: np.ndarray, start: int,
                        out_int: np.ndarray, out_float: np.ndarray) -> tuple[int, int]:

@@ -75,16 +75,22 @@ def statistics(state: PageHinkleyState, row: int = 0) -> dict[str, float]:
 
 
 @inline
+def reset(s: PageHinkleyState, r: int) -> None:
+    """Forget everything, as a fresh detector (River's ``_reset``)."""
+    s.fired[r] = 0
+    s.sums[r, _N] = 0.0
+    s.sums[r, _MEAN] = 0.0
+    s.sums[r, _SUM_INCREASE] = 0.0
+    s.sums[r, _SUM_DECREASE] = 0.0
+    s.sums[r, _MIN_INCREASE] = np.inf
+    s.sums[r, _MAX_DECREASE] = -1.0
+
+
+@inline
 def step(s: PageHinkleyState, r: int, x: float) -> bool:
     """Feed one value to detector ``r``; True when it fires (River's ``update``)."""
     if s.fired[r]:
-        s.fired[r] = 0
-        s.sums[r, _N] = 0.0
-        s.sums[r, _MEAN] = 0.0
-        s.sums[r, _SUM_INCREASE] = 0.0
-        s.sums[r, _SUM_DECREASE] = 0.0
-        s.sums[r, _MIN_INCREASE] = np.inf
-        s.sums[r, _MAX_DECREASE] = -1.0
+        reset(s, r)
     n = s.sums[r, _N] + 1.0
     mean = s.sums[r, _MEAN] + (1.0 / n) * (x - s.sums[r, _MEAN])
     s.sums[r, _N] = n
@@ -110,6 +116,13 @@ def step(s: PageHinkleyState, r: int, x: float) -> bool:
     fired = up if mode == _UP else down if mode == _DOWN else up or down
     s.fired[r] = fired
     return fired
+
+
+@inline
+def direction(s: PageHinkleyState, r: int) -> int:
+    """+1 when the increase test passed (River tests it first), else -1."""
+    up = s.sums[r, _SUM_INCREASE] - s.sums[r, _MIN_INCREASE] > s.params[r, _THRESHOLD]
+    return 1 if up and s.params[r, _MODE] != _DOWN else -1
 
 
 @kernel

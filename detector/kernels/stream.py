@@ -4,12 +4,17 @@
 For each value, in order: standardise it (optional; ``detector.kernels.standardize``),
 feed the z-score to every channel (any number of ADWIN, CUSUM and Page-Hinkley
 detectors, in the configured order), and for each firing count it and decide whether
-it starts an episode: a firing more than ``cooldown`` values after that channel's
-previous firing does, a closer one continues the episode. After a value that fired
-any channel the standardiser restarts on the new regime. Each firing is returned
-with the stream index, the onset (the stream index where the detector estimates the
-change began) and the detector's statistics, exactly what ``Stream.update`` puts in
-its ``Detection``; feeding a column in one call or in many gives the same result.
+it starts an episode. Standardised, after a value that fired any channel the
+standardiser restarts on the new regime and every channel starts afresh (as they do
+when the standardiser's baseline settles after its learning), so a later
+firing is a new change: it starts an episode unless it goes the same way as that
+channel's previous firing within ``cooldown`` values (a trend that keeps firing after
+each re-learning). On raw values (River mode) a firing more than ``cooldown`` values
+after the channel's previous one starts an episode. Each firing is returned with the
+stream index, the onset (the stream index where the detector estimates the change
+began), its direction and the detector's statistics, exactly what ``Stream.update``
+puts in its ``Detection``; feeding a column in one call or in many gives the same
+result.
 
 State is plain arrays (``StreamState``, nested per detector kind) so a checkpoint
 needs no pickle.
@@ -22,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from detector import detectors
 from detector.kernels import _jit, adwin, cusum, page_hinkley, standardize
 from detector.kernels._jit import as_column, collect, kernel
 from detector.kernels.adwin import AdwinState
@@ -39,7 +45,7 @@ WIDTH = max(len(names) for names in _STATISTICS.values())
 
 # columns of StreamState.config and .counters
 _STANDARDIZE, _COOLDOWN = 0, 1
-_FIRINGS, _DETECTIONS, _LAST_INDEX = 0, 1, 2
+_FIRINGS, _DETECTIONS, _LAST_INDEX, _LAST_DIRECTION = 0, 1, 2, 3
 # a channel's last firing before it ever fired, as Channel.last_index
 NEVER = -(1 << 62)
 
@@ -47,8 +53,9 @@ NEVER = -(1 << 62)
 class StreamState(NamedTuple):
     """One stream. ``config``: standardize (0/1), cooldown. ``seen``: values fed.
     ``channels[c]``: kind (index in ``KINDS``) and row of channel ``c`` in that kind's
-    state. ``counters[c]``: firings, detections (episodes), stream index of the last
-    firing. ``std``: the standardiser (unused with standardize 0). ``adwin``,
+    state. ``counters[c]``: firings, detections (episodes), stream index and direction
+    (+1 up, -1 down) of the last firing. ``std``: the standardiser (unused with
+    standardize 0). ``adwin``,
     ``cusum``, ``page_hinkley``: the detectors, one row per channel of that kind."""
 
     config: np.ndarray
@@ -66,9 +73,10 @@ class Firings(NamedTuple):
 
     ``position``: in the values given; ``index``: in the stream (as
     ``Detection.index``); ``channel``: which channel fired; ``onset``: as
-    ``Detection.onset_index``; ``episode``: True when the firing starts an episode (a
-    ``Detection`` in the reference); ``statistics`` row ``i``: the channel kind's
-    ``STATISTIC`` values, then nan.
+    ``Detection.onset``; ``episode``: True when the firing starts an episode (a
+    ``Detection`` in the reference); ``direction``: +1 up, -1 down (of the z-scores;
+    of raw values for CUSUM and Page-Hinkley only); ``statistics`` row ``i``: the
+    channel kind's ``STATISTIC`` values, then nan.
     """
 
     position: np.ndarray
@@ -76,6 +84,7 @@ class Firings(NamedTuple):
     channel: np.ndarray
     onset: np.ndarray
     episode: np.ndarray
+    direction: np.ndarray
     statistics: np.ndarray
 
 
@@ -99,7 +108,7 @@ def new_state(channels: Sequence[tuple[str, Mapping[str, Any]]],
         config=np.array([std is not None, cooldown], dtype=np.int64),
         seen=np.zeros(1, dtype=np.int64),
         channels=np.array(table, dtype=np.int64).reshape(-1, 2),
-        counters=np.array([[0, 0, NEVER]] * len(table), dtype=np.int64).reshape(-1, 3),
+        counters=np.array([[0, 0, NEVER, 0]] * len(table), dtype=np.int64).reshape(-1, 4),
         # without standardisation the kernel still takes a standardiser, and ignores it
         std=std if std is not None else standardize.new_state(2, 3, 1.0),
         adwin=adwin.stack(states["adwin"]),
@@ -155,9 +164,14 @@ def _check_layout(state: StreamState) -> None:
                                  len(std.params), len(state.channels))
     width = a.totals.shape[2] if a.totals.ndim == 3 else 0
     ok = (shaped(state.config, 2) and shaped(state.seen, 1)
-          and shaped(state.channels, channels, 2) and shaped(state.counters, channels, 3)
-          and ns >= 1 and shaped(std.params, ns, 3) and shaped(std.moments, ns, 4)
-          and shaped(std.counts, ns, 2)
+          and shaped(state.channels, channels, 2) and shaped(state.counters, channels, 4)
+          and ns >= 1 and shaped(std.params, ns, standardize.WIDTHS["params"])
+          and shaped(std.moments, ns, standardize.WIDTHS["moments"])
+          and shaped(std.counts, ns, standardize.WIDTHS["counts"])
+          and std.buffer.shape == std.scratch.shape and std.buffer.ndim == 2
+          and (std.buffer.shape[1] >= std.params[:, 1]).all()
+          and std.bins.ndim == 3 and std.bins.shape[:2] == (ns, 2)
+          and (std.bins.shape[2] >= std.params[:, 4]).all()
           and shaped(a.params, na, 5) and shaped(a.sums, na, 3) and shaped(a.counts, na, 3)
           and shaped(a.sizes, na, adwin.LEVELS) and shaped(a.totals, na, adwin.LEVELS, width)
           and shaped(a.variances, na, adwin.LEVELS, width)
@@ -182,6 +196,21 @@ def statistic_names(state: StreamState, channel: int) -> tuple[str, ...]:
     return _STATISTICS[KINDS[int(state.channels[channel, 0])]]
 
 
+def _reset_channels(s: StreamState) -> None:
+    """Every detector of the stream starts afresh (compiled on its own: it is rare)."""
+    for c in range(s.channels.shape[0]):
+        kind, row = s.channels[c, 0], s.channels[c, 1]
+        if kind == _ADWIN:
+            adwin.reset(s.adwin, row)
+        elif kind == _CUSUM:
+            cusum.reset(s.cusum, row)
+        else:
+            page_hinkley.reset(s.page_hinkley, row)
+
+
+_reset_channels = kernel(_reset_channels, uses=(_jit, adwin, cusum, page_hinkley))
+
+
 def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int: np.ndarray,
                         out_float: np.ndarray) -> tuple[int, int]:
     n_channels = s.channels.shape[0]
@@ -195,7 +224,9 @@ def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int:
         s.seen[0] = index + 1
         x = values[i]
         if standardized:
-            x, valid = standardize.step(s.std, 0, x)
+            x, valid, settled = standardize.step(s.std, 0, x)
+            if settled:
+                _reset_channels(s)
             if not valid:
                 continue
         fired_any = False
@@ -214,27 +245,37 @@ def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int:
             stats[:] = np.nan
             if kind == _ADWIN:
                 age = adwin.record(s.adwin, row, stats)
+                way = adwin.direction(s.adwin, row)
             elif kind == _CUSUM:
                 age = cusum.record(s.cusum, row, stats)
+                way = cusum.direction(s.cusum, row)
             else:
                 age = 0
-            episode = index - s.counters[c, _LAST_INDEX] > cooldown
+                way = page_hinkley.direction(s.page_hinkley, row)
+            near = index - s.counters[c, _LAST_INDEX] <= cooldown
+            if standardized:
+                episode = not (near and way == s.counters[c, _LAST_DIRECTION])
+            else:
+                episode = not near
             s.counters[c, _FIRINGS] += 1
             s.counters[c, _DETECTIONS] += episode
             s.counters[c, _LAST_INDEX] = index
+            s.counters[c, _LAST_DIRECTION] = way
             out_int[count, 0] = i
             out_int[count, 1] = index
             out_int[count, 2] = c
             out_int[count, 3] = index - age + 1 if age else index
             out_int[count, 4] = episode
+            out_int[count, 5] = way
             count += 1
         if fired_any and standardized:
             standardize.restart_step(s.std, 0)
+            _reset_channels(s)
     return values.size, count
 
 
 _stream_update_many = kernel(_stream_update_many,
-                             uses=(_jit, adwin, cusum, page_hinkley, standardize))
+                             uses=(_jit, adwin, cusum, page_hinkley, standardize, detectors))
 
 
 def update_many(state: StreamState, values: Any) -> Firings:
@@ -270,6 +311,6 @@ def update_many(state: StreamState, values: Any) -> Firings:
     column = as_column(values)
     ints, floats = collect(
         lambda start, oi, of: _stream_update_many(state, column, start, oi, of),
-        column.size, max(1, state.channels.shape[0]), 5, WIDTH)
+        column.size, max(1, state.channels.shape[0]), 6, WIDTH)
     return Firings(ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3], ints[:, 4].astype(bool),
-                   floats)
+                   ints[:, 5], floats)

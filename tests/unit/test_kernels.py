@@ -132,16 +132,31 @@ def test_cusum_equals_ours(params: dict) -> None:
         reference.upper, reference.lower, reference.change_age)
 
 
-@pytest.mark.parametrize(("loc", "scale"), [(None, None), (0.2, 1.3)],
-                         ids=["self-starting", "given-baseline"])
-def test_standardizer_equals_ours_across_restarts(loc, scale) -> None:
-    """Restarts at random points keep the learning phase (Student t -> normal through
-    SciPy's stdtr and ndtri) in about a fifth of the values."""
-    values = regimes(8)
+def ar1(seed: int, phi: float, n: int = MILLION) -> np.ndarray:
+    """A stable AR(1) stream with coefficient ``phi`` and a daily-like cycle of 1440."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=n)
+    out = np.empty(n)
+    prev = 0.0
+    for i, e in enumerate(noise.tolist()):
+        prev = phi * prev + e
+        out[i] = prev
+    return out + 2.0 * np.sin(2 * np.pi * np.arange(n) / 1440)
+
+
+@pytest.mark.parametrize(("loc", "scale", "season", "values"), [
+    (None, None, {}, regimes(8)),
+    (0.2, 1.3, {}, regimes(8)),
+    (None, None, {"period": 1440, "phases": 24, "track": 20_000}, ar1(8, 0.7)),
+], ids=["self-starting", "given-baseline", "autocorrelated-seasonal-tracking"])
+def test_standardizer_equals_ours_across_restarts(loc, scale, season, values) -> None:
+    """Restarts at random points keep the learning phase (robust start, Student t ->
+    normal through SciPy's stdtr and ndtri, the season's first cycle) in a good part of
+    the values."""
     rng = np.random.default_rng(9)
     cuts = np.unique(np.r_[0, rng.integers(0, MILLION, 200), MILLION])
-    state = standardize.new_state(1000, 5, 5.0, loc, scale)
-    reference = Standardizer(1000, 5, 5.0, loc, scale)
+    state = standardize.new_state(1000, 10, 5.0, loc, scale, **season)
+    reference = Standardizer(1000, 10, 5.0, loc, scale, **season)
     z_ours, valid_ours, z_ref = [], [], []
     for a, b in itertools.pairwise(cuts):
         if a:
@@ -154,17 +169,23 @@ def test_standardizer_equals_ours_across_restarts(loc, scale) -> None:
     z, valid = np.concatenate(z_ours), np.concatenate(valid_ours)
     assert valid.tolist() == [v is not None for v in z_ref]
     assert z[valid].tolist() == [v for v in z_ref if v is not None]
-    assert standardize.statistics(state) == {"n": reference.n, "mean": reference.mean,
-                                             "m2": reference.m2, "loc": None, "scale": None}
+    assert (~valid).sum() >= 10 * (cuts.size - 2)      # each restart's robust start teaches
+    assert standardize.statistics(state) == baseline(reference)
+
+
+def baseline(reference: Standardizer) -> dict[str, float]:
+    """The reference's state as ``standardize.statistics`` shows it."""
+    return {"t": reference.t, "n": reference.n, "m": reference.m, "loc": reference.loc,
+            "scale": reference.scale, "phi": reference.phi}
 
 
 def stream_pair(settings: Settings):
     """A reference ``Stream`` as the monitor builds it, and the kernel's state for it."""
     d = settings.detection
     reference = Stream("m", "1", "feature", "x", settings.detectors.feature,
-                       Standardizer(d.warmup, d.min_samples, d.clip) if d.standardize else None,
+                       Standardizer.from_settings(d) if d.standardize else None,
                        d.cooldown, engine="river")
-    std = standardize.new_state(d.warmup, d.min_samples, d.clip) if d.standardize else None
+    std = standardize.from_reference(reference.std) if d.standardize else None
     state = stream.new_state([(s.type, s.params) for s in settings.detectors.feature], std,
                              d.cooldown)
     return reference, state
@@ -177,16 +198,23 @@ def detections_of(state: stream.StreamState, firings: stream.Firings, values: np
         c = int(firings.channel[j])
         stats = dict(zip(stream.statistic_names(state, c), firings.statistics[j].tolist()))
         out.append((int(firings.index[j]), names[c], int(firings.onset[j]),
-                    float(values[firings.position[j]]), stats))
+                    float(values[firings.position[j]]), stats,
+                    int(firings.direction[j]) if state.config[0] else None))
     return out
 
 
+#: a detection's direction as the kernel gives it (none on raw values)
+_WAY = {"up": 1, "down": -1}
 CALIBRATED = Settings(reference={"enabled": False})
 RIVER_MODE = Settings(reference={"enabled": False},
                       detectors={"feature": ["adwin", "page_hinkley", "cusum"]},
                       detection={"standardize": False, "calibrate": False, "cooldown": 0})
 EVERY_KIND = Settings(reference={"enabled": False},
                       detectors={"feature": ["cusum", "page_hinkley", "adwin"]})
+#: an autocorrelated daily cycle with its period set, the location tracking
+SEASONAL = Settings(reference={"enabled": False},
+                    detectors={"feature": ["cusum", "page_hinkley", "adwin"]},
+                    detection={"period": 1440, "track": 5000})
 #: River's parameters on raw values with episodes: a lasting shift fires again and again
 EPISODES = Settings(reference={"enabled": False},
                     detection={"standardize": False, "calibrate": False, "cooldown": 500})
@@ -197,6 +225,7 @@ EPISODES = Settings(reference={"enabled": False},
     pytest.param(RIVER_MODE, regimes(11), id="river-mode"),
     pytest.param(EVERY_KIND, heavy_tails(17), id="calibrated-every-kind-heavy-tails"),
     pytest.param(EPISODES, regimes(18), id="raw-values-with-cooldown"),
+    pytest.param(SEASONAL, ar1(19, 0.8) + regimes(19), id="seasonal-autocorrelated"),
 ])
 def test_stream_equals_monitor_stream(settings: Settings, values: np.ndarray) -> None:
     reference, state = stream_pair(settings)
@@ -207,11 +236,13 @@ def test_stream_equals_monitor_stream(settings: Settings, values: np.ndarray) ->
     for x in values.tolist():
         reference.update(x, 0.0, out)
     names = [ch.name for ch in reference.channels]
-    expected = [(d.index, d.detector, d.onset_index, d.value, d.statistic) for d in out]
-    assert len(expected) > 50
+    expected = [(d.index, d.detector, d.onset, d.value, d.statistic, _WAY.get(d.direction))
+                for d in out]
+    assert len(expected) > 30
     assert detections_of(state, firings, values, names) == expected
-    assert state.counters.tolist() == [[ch.firings, ch.detections, ch.last_index]
-                                       for ch in reference.channels]
+    assert state.counters.tolist() == [
+        [ch.firings, ch.detections, ch.last_index, ch.last_direction]
+        for ch in reference.channels]
     assert firings.index.size == sum(ch.firings for ch in reference.channels)
     assert int(state.seen[0]) == MILLION
     for (kind, row), ch in zip(state.channels.tolist(), reference.channels):
@@ -229,8 +260,7 @@ def test_stream_equals_monitor_stream(settings: Settings, values: np.ndarray) ->
                 det._sum_increase, det._sum_decrease)
     if reference.std is not None:
         r = reference.std
-        assert standardize.statistics(state.std) == {"n": r.n, "mean": r.mean, "m2": r.m2,
-                                                     "loc": None, "scale": None}
+        assert standardize.statistics(state.std) == baseline(r)
 
 
 def test_stream_with_a_profile_baseline_equals_monitor_stream() -> None:
@@ -246,7 +276,7 @@ def test_stream_with_a_profile_baseline_equals_monitor_stream() -> None:
         reference.update(x, 0.0, out)
     names = [ch.name for ch in reference.channels]
     assert out and detections_of(state, firings, values, names) == [
-        (d.index, d.detector, d.onset_index, d.value, d.statistic) for d in out]
+        (d.index, d.detector, d.onset, d.value, d.statistic, _WAY.get(d.direction)) for d in out]
 
 
 def test_batch_boundaries_do_not_matter() -> None:
@@ -266,7 +296,7 @@ def test_batch_boundaries_do_not_matter() -> None:
     for name, column in whole._asdict().items():
         assert np.array_equal(column, np.concatenate([getattr(p, name) for p in parts]),
                               equal_nan=True), name
-    assert whole.episode.sum() > 50
+    assert whole.episode.sum() > 30
     chunked = stream.to_arrays(chunked_state)
     for name, array in stream.to_arrays(whole_state).items():
         assert np.array_equal(array, chunked[name]), name
@@ -360,7 +390,7 @@ def drifting_events(seed: int, n: int = 60_000) -> list:
                  "features": features, "prediction": int(score > 0.5), "score": round(score, 6)}
         records.append(Record("prediction", json.dumps(event).encode(), float(i),
                               "predictions", 0, i))
-        truth = int(rng.random() < (0.9 if late else score))
+        truth = int(rng.random() < (0.1 if late else score))     # errors rise late
         waiting.append(json.dumps({"model": "m", "prediction_id": f"p{i}",
                                    "label": truth}).encode())
         if rng.random() < 0.5:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
+import numpy as np
 import pytest
 
 from detector import detectors
 from detector.config import DetectorSpec, Settings
+from detector.detectors import Standardizer
 from detector.kernels.stream import KINDS as KERNEL_KINDS
 from detector.monitor import ModelMonitor, Stream
 from tests.streams import simulate
@@ -73,6 +76,33 @@ def test_detections_equal_river_on_the_transformed_values(standardize: bool) -> 
     assert all(d.model == "fraud" and d.version == "3" for d in out)
     first = min((i for f, e in expected.values() for i in e if i >= 3000), default=None)
     assert first is not None and first < 3300                      # the shift is found
+
+
+def test_a_seasonal_autocorrelated_stream_equals_the_independent_simulation() -> None:
+    """Period, robust start, whitening, tracking and re-arming as ``tests.streams``
+    describes them, on an AR(0.7) stream with a cycle of 500 and a level change every
+    3000 values."""
+    rng = np.random.default_rng(3)
+    noise, values, prev = rng.normal(size=30_000), [], 0.0
+    levels = np.repeat(rng.normal(0.0, 2.0, 10), 3000)
+    for i, e in enumerate(noise.tolist()):
+        prev = 0.7 * prev + e
+        values.append(prev + 2.0 * math.sin(2 * math.pi * i / 500) + float(levels[i]))
+    settings = Settings(reference={"enabled": False},
+                        detectors={"feature": ["adwin", "cusum", "page_hinkley"]},
+                        detection={"period": 500, "track": 3000, "warmup": 800})
+    d = settings.detection
+    stream = Stream("m", "1", "feature", "x", settings.detectors.feature,
+                    Standardizer.from_settings(d), d.cooldown)
+    out: list = []
+    stream.pending.extend(values)
+    stream.flush(0.0, out)
+    expected = simulate(values, settings.detectors.feature, settings)
+    for ch in stream.channels:
+        firings, episodes = expected[ch.name]
+        assert [x.index for x in out if x.detector == ch.name] == episodes, ch.name
+        assert (ch.firings, ch.detections) == (len(firings), len(episodes)), ch.name
+    assert len(out) >= 5
 
 
 def test_declared_features_only_and_feature_cap() -> None:
