@@ -41,7 +41,7 @@ from detector.events import (
 )
 from detector.join import JoinBuffer
 from detector.monitor import Detection, Engine, ModelMonitor
-from detector.records import Record
+from detector.records import PartitionCounts, Record
 from detector.reference import Profile
 from detector.trace import BatchPositions
 
@@ -98,7 +98,7 @@ class Pipeline:
         self.join = JoinBuffer(settings.join.ttl_seconds, settings.join.capacity)
         self.evicted_versions = 0
         #: ``rejected`` by the source partition of what was rejected (see ``take``)
-        self.rejected_in: dict[int, Counter[tuple[str, str]]] = {}
+        self.rejected_in = PartitionCounts(self.rejected)
         #: models whose events came from more than one partition (logged once each)
         self.spread: set[str] = set()
         self._partition = -1           # the source partition of the record being read
@@ -225,12 +225,7 @@ class Pipeline:
 
     def count_rejection(self, kind: str, reason: str, partition: int) -> None:
         """Count one rejection of a message read from source ``partition``."""
-        key = (kind, reason)
-        self.rejected[key] += 1
-        by = self.rejected_in.get(partition)
-        if by is None:
-            by = self.rejected_in[partition] = Counter()
-        by[key] += 1
+        self.rejected_in.add((kind, reason), partition)
 
     def _model(self, name: str) -> ModelState | None:
         state = self.models.get(name)
@@ -342,7 +337,8 @@ class Pipeline:
 
     def restore(self, state: dict) -> None:
         self.models = state["models"]
-        self.rejected = state["rejected"]
+        self.rejected.clear()           # in place: ``rejected_in`` counts into it
+        self.rejected.update(state["rejected"])
         self.join = state["join"]
         self.evicted_versions = state["evicted_versions"]
         for name in self.settings.models:
@@ -353,15 +349,13 @@ class Pipeline:
         the models it owns, its rejection counts and its entries waiting in the join;
         with ``remove``, they leave this pipeline (the partition moves elsewhere)."""
         models = {name: st for name, st in self.models.items() if st.partition == partition}
-        rejected = self.rejected_in.get(partition, Counter())
-        out = {"models": models, "rejected": dict(rejected),
+        out = {"models": models, "rejected": self.rejected_in.take(partition, remove),
                "join": self.join.take([partition], remove)}
         if remove:
             for name in models:
                 del self.models[name]
                 if name in self.settings.models:
                     self.models[name] = ModelState(name)
-            self.rejected.subtract(self.rejected_in.pop(partition, {}))
             self.spread -= models.keys()
         return out
 
@@ -380,9 +374,7 @@ class Pipeline:
                     continue
             st.partition = partition
             self.models[name] = st
-        counts = Counter(state["rejected"])
-        self.rejected.update(counts)
-        self.rejected_in.setdefault(partition, Counter()).update(counts)
+        self.rejected_in.put(partition, state["rejected"])
         self.join.put(state["join"])
 
     def monitors(self) -> Iterable[ModelMonitor]:

@@ -12,7 +12,8 @@ the pipeline consumes them, neither depending on the other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping
 from typing import NamedTuple, Protocol
 
 from detector.events import Kind
@@ -54,3 +55,41 @@ class Sink(Protocol):
     def open(self) -> None: ...
     def publish(self, messages: Iterable[Message]) -> Mapping[str, int]: ...
     def close(self) -> None: ...
+
+
+class PartitionCounts:
+    """Counts by key (``totals``, what the metrics read) with each source partition's
+    share beside them, so that a partition's share can move with its state.
+
+    >>> c = PartitionCounts(Counter({("label", "invalid_json"): 0}))
+    >>> c.add(("label", "invalid_json"), 3); c.add(("label", "invalid_json"), 5)
+    >>> moved = c.take(3, remove=True); (moved, c.totals[("label", "invalid_json")])
+    ({('label', 'invalid_json'): 1}, 1)
+    >>> c.put(3, moved); c.totals[("label", "invalid_json")]
+    2
+    """
+
+    def __init__(self, totals: Counter) -> None:
+        self.totals = totals
+        self._by: dict[int, Counter] = {}
+
+    def add(self, key: Hashable, partition: int) -> None:
+        self.totals[key] += 1
+        by = self._by.get(partition)
+        if by is None:
+            by = self._by[partition] = Counter()
+        by[key] += 1
+
+    def take(self, partition: int, remove: bool = False) -> dict:
+        """The share of ``partition``; with ``remove`` it leaves the totals too."""
+        counts = dict(self._by.get(partition, {}))
+        if remove:
+            self.totals.subtract(self._by.pop(partition, {}))
+        return counts
+
+    def put(self, partition: int, counts: Mapping) -> None:
+        """Add a share taken elsewhere (from a checkpoint) to ``partition``'s and the
+        totals."""
+        counts = Counter(counts)
+        self.totals.update(counts)
+        self._by.setdefault(partition, Counter()).update(counts)

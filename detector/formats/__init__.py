@@ -61,7 +61,7 @@ from detector.formats import cloudevents
 from detector.formats.bodies import Half, Side, oip, request_body, response_body
 from detector.formats.tensors import Invalid
 from detector.join import JoinBuffer
-from detector.records import Record
+from detector.records import PartitionCounts, Record
 
 #: ``drift_events_rejected_total{kind="payload", reason}``: why a server's message is not used
 REASONS: tuple[str, ...] = (
@@ -124,7 +124,7 @@ class Inputs:
             {(f, o): 0 for f in formats for o in PAIR_OUTCOMES})
         #: ``pairs`` by the source partition of the half that decided the outcome, and
         #: the source partition of each half waiting (state moves with its partition)
-        self.pairs_in: dict[int, Counter[tuple[str, str]]] = {}
+        self.pairs_in = PartitionCounts(self.pairs)
         self._from: dict[tuple[str, str], int] = {}
 
     def route(self, topic: str) -> Route | None:
@@ -155,7 +155,7 @@ class Inputs:
                 key, half = self._read(route, record)
                 done = (str(route.index), key)
                 if done in self.paired:
-                    self._count(route.input.format, "duplicate", record.partition)
+                    self.pairs_in.add((route.input.format, "duplicate"), record.partition)
                     continue
                 pair = (self.join.add_prediction if half.side == "request"
                         else self.join.add_label)(done[0], key, now, (half, record),
@@ -164,7 +164,7 @@ class Inputs:
                     self._from[done] = record.partition
                 else:
                     self._from.pop(done, None)
-                    self._count(route.input.format, "matched", record.partition)
+                    self.pairs_in.add((route.input.format, "matched"), record.partition)
                     self._remember(done, now, record.partition)
                     out.records += self._events(route, key, pair[0], pair[1])
             except Invalid as exc:
@@ -172,14 +172,6 @@ class Inputs:
                 out.rejected.append((rejection, record))
         self.expire(now)
         return out
-
-    def _count(self, fmt: str, outcome: str, partition: int) -> None:
-        key = (fmt, outcome)
-        self.pairs[key] += 1
-        by = self.pairs_in.get(partition)
-        if by is None:
-            by = self.pairs_in[partition] = Counter()
-        by[key] += 1
 
     def _remember(self, done: tuple[str, str], now: float, partition: int) -> None:
         paired, j = self.paired, self.settings.input_join
@@ -198,7 +190,8 @@ class Inputs:
         formats, waiting = self.settings.inputs, self._from
         for name, keys in zip(dropped._fields, dropped, strict=True):
             for key in keys:
-                self._count(formats[int(key[0])].format, _DROPPED[name], waiting.pop(key, -1))
+                self.pairs_in.add((formats[int(key[0])].format, _DROPPED[name]),
+                                  waiting.pop(key, -1))
 
     def _read(self, route: Route, record: Record) -> tuple[str, Half]:
         """The join key (request id) and the decoded half of one message."""
@@ -265,14 +258,13 @@ class Inputs:
         entries = self.join.take([partition], remove)
         paired = [(done, v) for done, v in self.paired.items() if v[1] == partition]
         waiting = {done: partition for side in entries for done, _ in side}
-        counts = self.pairs_in.get(partition, Counter())
+        counts = self.pairs_in.take(partition, remove)
         if remove:
-            self.pairs.subtract(self.pairs_in.pop(partition, {}))
             for done, _ in paired:
                 del self.paired[done]
             for done in waiting:
                 self._from.pop(done, None)
-        return {"input_join": entries, "input_pairs": dict(counts), "input_paired": paired}
+        return {"input_join": entries, "input_pairs": counts, "input_paired": paired}
 
     def put(self, partition: int, state: dict[str, Any]) -> None:
         """Take over the inputs' part of a checkpoint of source ``partition`` (in place:
@@ -282,9 +274,7 @@ class Inputs:
         entries = state["input_join"]
         self.join.put(entries)
         self._from.update({done: partition for side in entries for done, _ in side})
-        counts = Counter(state["input_pairs"])
-        self.pairs.update(counts)
-        self.pairs_in.setdefault(partition, Counter()).update(counts)
+        self.pairs_in.put(partition, state["input_pairs"])
         merged = sorted([*self.paired.items(), *state["input_paired"]], key=lambda i: i[1][0])
         self.paired = OrderedDict(merged)
 
