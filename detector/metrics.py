@@ -927,6 +927,7 @@ class _Handler(BaseHTTPRequestHandler):
             for d in list(self.exporter.status.detections):
                 entry = {**asdict(d), **detection_fields(d)}
                 del entry["trace"]      # detection_fields gives it, flat
+                del entry["onset"]      # detection_fields names it onset_value_index
                 recent.append(entry)
             self._send(200, json.dumps(recent).encode(), "application/json")
         elif path == "/report" and self.report is not None:
