@@ -20,19 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.install import apt_install
+
 
 def chromium() -> str:
     """The Chromium binary; ``apt-get install chromium`` first if there is none."""
-    found = shutil.which("chromium")
-    if found is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-            assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
-        found = shutil.which("chromium")
-    assert found, "chromium still missing after apt-get install chromium"
-    return found
+    apt_install(("chromium",), ("chromium",))
+    return shutil.which("chromium")
 
 
 class Browser:

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from detector.broker import Noida, Tansu, free_port
 from detector.config import KafkaSettings
 from detector.sources import create_topics, producer
+from tests.install import apt_install
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
@@ -44,15 +45,7 @@ PROMETHEUS_TOOLS = ("prometheus", "promtool", "prometheus-alertmanager", "amtool
 def prometheus_tools() -> dict[str, str]:
     """Paths of Prometheus, promtool, Alertmanager and amtool; installs the Debian
     packages when they are missing. Never skips: a missing tool fails the run."""
-    if not all(shutil.which(t) for t in PROMETHEUS_TOOLS):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                     "prometheus", "prometheus-alertmanager"]):
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
-    missing = [t for t in PROMETHEUS_TOOLS if not shutil.which(t)]
-    assert not missing, f"still missing after install: {missing}"
+    apt_install(PROMETHEUS_TOOLS, ("prometheus", "prometheus-alertmanager"))
     return {t: shutil.which(t) for t in PROMETHEUS_TOOLS}
 
 

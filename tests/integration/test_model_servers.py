@@ -19,6 +19,7 @@ from detector.broker import Tansu, free_port
 from detector.sources import create_topics, producer
 from tests.conftest import DetectorProcess, Topics, kill, sample, wait_for
 from tests.formats_data import FEATURES, inferences, kserve, native, oip_json
+from tests.install import one_at_a_time
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +34,12 @@ ENGINE = {"reference": {"warmup": 100, "window": 100, "evaluate_every": 20},
 def mlserver_python() -> Path:
     """The MLServer virtualenv's python (made, and MLServer installed, if missing)."""
     python = VENV / "bin" / "python"
-    if not (VENV / "bin" / "mlserver").exists():
-        for cmd in ([sys.executable, "-m", "venv", str(VENV)],
-                    [str(python), "-m", "pip", "install", "-q", *MLSERVER]):
-            done = subprocess.run(cmd, check=False, capture_output=True,
-                                  text=True)
-            assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
+    with one_at_a_time():
+        if not (VENV / "bin" / "mlserver").exists():
+            for cmd in ([sys.executable, "-m", "venv", str(VENV)],
+                        [str(python), "-m", "pip", "install", "-q", *MLSERVER]):
+                done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+                assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
     return python
 
 

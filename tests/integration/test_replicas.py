@@ -51,13 +51,23 @@ def _produce(topics: Topics, events: list[tuple[str, dict, dict]]) -> None:
     prod.close()
 
 
+#: Signals fed by the label join: the order in which labels meet their predictions
+#: depends on how the consumer interleaves the two topics (not on the partitioning),
+#: so their detections differ between any two runs, one instance or several; their
+#: value counts do not.
+JOINED = {("signal", "error"), ("signal", "label")}
+DETECTIONS = {"drift_detections_total", "drift_detector_firings_total"}
+
+
 def _counters(procs: list[DetectorProcess]) -> dict:
-    """Every exported counter, summed over ``procs``."""
+    """Every exported counter, summed over ``procs`` (the detections of the joined
+    signals left out, see ``JOINED``)."""
     total: dict = {}
     for p in procs:
         p.metrics()                          # every series announced once (see metrics.py)
         for key, value in p.metrics().items():
-            if key[0] in COUNTERS and value:
+            if key[0] in COUNTERS and value and not (key[0] in DETECTIONS
+                                                     and JOINED & set(key[1])):
                 total[key] = total.get(key, 0) + value
     return total
 
@@ -68,7 +78,8 @@ def _events(procs: list[DetectorProcess]) -> float:
 
 def _detections(procs: list[DetectorProcess]) -> set[tuple]:
     return {(r["model"], r["model_version"], r["signal"], r["feature"], r["detector"], r["index"])
-            for p in procs for r in p.log_records() if r.get("event") == "drift_detected"}
+            for p in procs for r in p.log_records() if r.get("event") == "drift_detected"
+            and ("signal", r["signal"]) not in JOINED}
 
 
 def _assigned(proc: DetectorProcess, topics: Topics) -> set[int]:
@@ -89,6 +100,9 @@ def _settled(procs: list[DetectorProcess], topics: Topics, events: int) -> None:
 
 @pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_three_replicas_hand_state_over_exactly(tansu, spawn, client: str) -> None:
+    """A third of the stream with three replicas, the next third after one of them is
+    SIGKILLed, the last after a new one joins: every counter summed over the live
+    replicas, and every detection, equal the single instance's."""
     topics = Topics(tansu, partitions=6)
     stream = _stream(seed=31)
     third = len(stream) // 3
@@ -120,7 +134,7 @@ def test_three_replicas_hand_state_over_exactly(tansu, spawn, client: str) -> No
     _settled(live, topics, total)
 
     got = _counters(live)
-    assert got.keys() == expected.keys()
+    assert got.keys() == expected.keys(), set(got) ^ set(expected)
     for key, value in expected.items():
         assert got[key] == value, key
     assert _detections([*replicas, back]) == expected_detections

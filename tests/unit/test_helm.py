@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import pytest
 import yaml
 
 from detector.config import load_settings
+from tests.install import apt_install, one_at_a_time
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -192,23 +192,18 @@ process.exit(bad ? 1 : 0);
 def operator_schemas() -> Callable[[list[dict]], tuple[bool, str]]:
     """``validate(objects)``: (all valid, the validator's report) for prometheus-operator
     objects, by the operator's schemas in node."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nodejs",
-                     "npm"]):
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-            assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
+    apt_install(("node", "npm"), ("nodejs", "npm"))
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "drift-detector" \
         / OPERATOR_MODELS.replace("@", "").replace("/", "-")
     package = cache / "node_modules" / "@kubernetes-models" / "prometheus-operator"
-    if not (package / "package.json").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        (cache / "package.json").write_text('{"private": true, "type": "module"}\n')
-        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
-                               OPERATOR_MODELS], cwd=cache, capture_output=True, text=True,
-                              check=False, timeout=600)
-        assert done.returncode == 0, f"npm install {OPERATOR_MODELS}:\n{done.stderr[-2000:]}"
+    with one_at_a_time():
+        if not (package / "package.json").exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            (cache / "package.json").write_text('{"private": true, "type": "module"}\n')
+            done = subprocess.run(["npm", "install", "--no-audit", "--no-fund",
+                                   "--loglevel=error", OPERATOR_MODELS], cwd=cache,
+                                  capture_output=True, text=True, check=False, timeout=600)
+            assert done.returncode == 0, f"npm install {OPERATOR_MODELS}:\n{done.stderr[-2000:]}"
     script = cache / "validate.mjs"      # beside node_modules, where node resolves imports
     script.write_text(VALIDATOR)
 
