@@ -19,7 +19,7 @@
    estimated onset, and covering, next to the "zero" baseline and the best
    default-parameter method of the TCPD paper (van den Burg & Williams, 2020).
 
-Ours is the shipped feature defaults (ADWIN and CUSUM, calibrated, standardised);
+Ours is the shipped feature defaults (ADWIN, CUSUM and Jump, calibrated, standardised);
 River's are each detector alone with its defaults on the raw values. River's KSWIN
 runs in Python (~250 us per value), so it sees a tenth of the values (10^5 per
 stable family, 25 runs per change family); its rates are scaled to 10^6.

@@ -90,13 +90,16 @@ def _unique_names(specs: tuple[DetectorSpec, ...]) -> tuple[DetectorSpec, ...]:
 
 
 class DetectorSets(_Section):
-    """Online detectors per signal, on standardised values; parameters the user leaves
+    """Online detectors per signal, on standardised values (``jump`` on the values as they
+    came); parameters the user leaves
     out follow from ``detection.false_alarm_rate`` (see ``detector.calibration``).
     ``categorical`` runs on the 0/1 share stream of each top category of a
     categorical feature; ``label`` on numeric (e.g. 0/1) labels of joined pairs."""
 
-    feature: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"), DetectorSpec(type="cusum"))
-    prediction: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"), DetectorSpec(type="cusum"))
+    feature: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"), DetectorSpec(type="cusum"),
+                                         DetectorSpec(type="jump"))
+    prediction: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"),
+                                            DetectorSpec(type="cusum"), DetectorSpec(type="jump"))
     error: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"), DetectorSpec(type="cusum"))
     categorical: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"),)
     label: tuple[DetectorSpec, ...] = (DetectorSpec(type="adwin"),)

@@ -100,8 +100,8 @@ class Channel:
     def __init__(self, spec: DetectorSpec) -> None:
         self.name = spec.name
         self.detector = detectors.build(spec.type, spec.params)
-        #: binary detectors (DDM, ...) need the raw 0/1 values, the others get z-scores
-        self.scaled = not detectors.is_binary(spec.type)
+        #: binary detectors (DDM, ...) and jump take the raw values, the others z-scores
+        self.scaled = not detectors.takes_raw(spec.type)
         self.detections = 0
         self.firings = 0
         self.last_at = float("-inf")
@@ -240,6 +240,7 @@ class Stream:
             if self.std is not None and self.std.settled:
                 self._reset_channels()
             fired = False
+            shift: float | None = None
             for ch in self.channels:
                 if ch.scaled:
                     if z is None:
@@ -250,7 +251,10 @@ class Stream:
                 det = ch.detector
                 det.update(x)
                 if det.drift_detected:
-                    fired = True
+                    if isinstance(det, detectors.Jump):
+                        shift = det.shift
+                    else:
+                        fired = True
                     ch.firings += 1
                     ch.last_at = now
                     way = detectors.direction(det)
@@ -268,9 +272,13 @@ class Stream:
                         positions.append(p)
                     ch.last_index = index
                     ch.last_direction = way
-            if fired and self.std is not None:
-                # the new regime becomes the baseline, and every detector starts on it
-                self.std.restart()
+            if self.std is not None and (fired or shift is not None):
+                # the new regime becomes the baseline (after a jump alone: the old one
+                # moved by the jump), and every detector of z-scores starts on it
+                if fired:
+                    self.std.restart()
+                else:
+                    self.std.relevel(shift)
                 self._reset_channels()
         return positions
 

@@ -81,10 +81,10 @@ from detector import (
     reference,
     trace,
 )
-from detector.detectors import CUSUM, Standardizer
+from detector.detectors import CUSUM, Jump, Standardizer
 from detector.errors import DriftDetectorError
 from detector.formats.bodies import Half
-from detector.kernels import adwin, cusum, page_hinkley, standardize
+from detector.kernels import adwin, cusum, jump, page_hinkley, standardize
 from detector.kernels import stream as stream_kernel
 
 FORMAT_VERSION = 2
@@ -305,8 +305,8 @@ class Tag(enum.IntEnum):
 ALLOWED: dict[str, type] = {f"{c.__module__}.{c.__qualname__}": c for c in (
     pipeline.ModelState, monitor.ModelMonitor, monitor.Stream, monitor.Channel,
     monitor.KernelChannel, monitor.ReferenceStream, monitor.DistanceChannel, monitor.Schema,
-    CUSUM, Standardizer, stream_kernel.StreamState, adwin.AdwinState, cusum.CusumState,
-    page_hinkley.PageHinkleyState, standardize.StandardizerState,
+    CUSUM, Jump, Standardizer, stream_kernel.StreamState, adwin.AdwinState,
+    cusum.CusumState, jump.JumpState, page_hinkley.PageHinkleyState, standardize.StandardizerState,
     reference.NumericReference, reference.CategoricalReference,
     reference.Profile, performance.Performance,
     estimation.Estimator, estimation.Windows, calibrate_scores.Calibrator,

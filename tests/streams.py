@@ -5,9 +5,11 @@ Standardizer``) with plain lists: a per-phase offset (with a period), a robust s
 autocorrelation, whitened self-starting z-scores (their scale widened for the error of
 the autocorrelation) (Student t mapped to the normal while
 learning, only once the effective sample size is large enough), a tracking location
-after `warmup`, clipped; after any firing the baseline and every detector restart, and
-a firing starts an episode unless it goes the same way as the channel's previous one
-within `cooldown` values (raw values: unless it is within `cooldown`)."""
+after `warmup`, clipped; after any firing the baseline and every detector restart (after
+a jump alone the baseline's level moves by the jump instead: jump detectors see the raw
+values and go on), and a firing starts an episode unless it goes the same way as the
+channel's previous one within `cooldown` values (raw values: unless it is within
+`cooldown`)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from detector.config import Settings
-from detector.detectors import build, direction
+from detector.detectors import Jump, build, direction
 
 
 class _Baseline:
@@ -66,6 +68,15 @@ class _Baseline:
         if not var > 0:
             return self.origin + mean, 0.0, 0.0
         return self.origin + mean, math.sqrt(var), min(max(cov / var, 0.0), 0.98)
+
+    def relevel(self, shift: float) -> _Baseline:
+        """This baseline moved by ``shift``, or a new one while it gathers its start."""
+        if len(self.start) < self.d.min_samples:
+            return _Baseline(self.d)
+        self.origin += shift
+        if self.loc is not None:
+            self.loc += shift
+        return self
 
     def winsor(self, y: float, centre: float, scale: float) -> float:
         if scale <= 0:
@@ -144,26 +155,35 @@ def simulate(values: list[float], specs, settings: Settings | None = None
     episodes = {name: [] for name in dets}
     last = {name: (-10**18, 0) for name in dets}
     baseline = _Baseline(d)
+
+    def restarted() -> dict:     # every detector anew, but jumps (on raw values) go on
+        return {s.name: dets[s.name] if s.type == "jump" else build(s.type, s.params)
+                for s in specs}
+
     for i, x in enumerate(values):
         z = baseline.z(x, i) if d.standardize else x
         if d.standardize and baseline.settled:      # detectors start on the settled baseline
-            dets = {s.name: build(s.type, s.params) for s in specs}
-        if z is None:
-            continue
-        fired = False
+            dets = restarted()
+        fired, shift = False, None
         for name, det in dets.items():
-            det.update(z)
+            raw = isinstance(det, Jump)
+            if z is None and not raw:
+                continue
+            det.update(x if raw else z)
             if det.drift_detected:
-                fired = True
+                if raw:
+                    shift = det.shift
+                else:
+                    fired = True
                 firings[name].append(i)
                 way = direction(det)
                 near = i - last[name][0] <= d.cooldown
                 if not near or d.standardize and way != last[name][1]:
                     episodes[name].append(i)
                 last[name] = (i, way)
-        if fired and d.standardize:
-            baseline = _Baseline(d)
-            dets = {s.name: build(s.type, s.params) for s in specs}
+        if d.standardize and (fired or shift is not None):
+            baseline = _Baseline(d) if fired else baseline.relevel(shift)
+            dets = restarted()
     return {name: (firings[name], episodes[name]) for name in dets}
 
 

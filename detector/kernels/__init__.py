@@ -10,6 +10,7 @@ module              kernel                              reference
 ``adwin``           ``update_many``                     River's ``drift.ADWIN`` (Rust)
 ``page_hinkley``    ``update_many``                     River's ``drift.PageHinkley``
 ``cusum``           ``update_many``                     ``detector.detectors.CUSUM``
+``jump``            ``update_many``                     ``detector.detectors.Jump``
 ``standardize``     ``transform_many``, ``restart``     ``detector.detectors.Standardizer``
 ``stream``          ``update_many``                     ``detector.monitor.Stream.update``
 ``windows``         ``codes``, ``window_distances``     ``detector.reference.NumericReference``
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.kernels import adwin, cusum, page_hinkley, standardize, stream, windows
+from detector.kernels import adwin, cusum, jump, page_hinkley, standardize, stream, windows
 from detector.reference import NumericReference
 
 
@@ -46,6 +47,7 @@ def warm_up() -> None:
     adwin.update_many(adwin.new_state(), values)
     cusum.update_many(cusum.new_state(), values)
     page_hinkley.update_many(page_hinkley.new_state(), values)
+    jump.update_many(jump.new_state(), values)
     standardize.transform_many(standardize.new_state(1000, 5, 5.0), values)
     state = stream.new_state(
         [(kind, {}) for kind in stream.KINDS], standardize.new_state(1000, 5, 5.0), 500)

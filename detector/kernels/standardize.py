@@ -158,7 +158,7 @@ def _estimate(s: StandardizerState, r: int) -> None:
 
 
 @inline
-def _sorted_median(a: np.ndarray, k: int) -> float:
+def sorted_median(a: np.ndarray, k: int) -> float:
     """Sort ``a[:k]`` in place (insertion sort: ``k`` is small) and return its median."""
     for i in range(1, k):
         v = a[i]
@@ -179,10 +179,10 @@ def _start(s: StandardizerState, r: int) -> None:
     buf, tmp = s.buffer[r], s.scratch[r]
     for i in range(k):
         tmp[i] = buf[i]
-    origin = _sorted_median(tmp, k)
+    origin = sorted_median(tmp, k)
     for i in range(k):
         tmp[i] = abs(buf[i] - origin)
-    scale = _sorted_median(tmp, k) * MAD_TO_SD
+    scale = sorted_median(tmp, k) * MAD_TO_SD
     if scale <= 0:
         mean = 0.0
         for i in range(k):
@@ -333,6 +333,16 @@ def restart_step(s: StandardizerState, r: int) -> None:
     s.counts[r, _M] = 0
     s.counts[r, _GIVEN] = 0
     s.bins[r, :, :] = 0.0
+
+
+@inline
+def relevel_step(s: StandardizerState, r: int, shift: float) -> None:
+    """Move the baseline's level by ``shift`` (the reference's ``relevel``)."""
+    if not s.counts[r, _GIVEN] and s.counts[r, _M] < s.params[r, _MIN_SAMPLES]:
+        restart_step(s, r)
+        return
+    s.moments[r, _ORIGIN] += shift
+    s.moments[r, _LOC] += shift
 
 
 def _standardize_many(s: StandardizerState, r: int, values: np.ndarray, out: np.ndarray,

@@ -3,10 +3,12 @@
 
 For each value, in order: standardise it (optional; ``detector.kernels.standardize``),
 feed the z-score to every channel (any number of ADWIN, CUSUM and Page-Hinkley
-detectors, in the configured order), and for each firing count it and decide whether
-it starts an episode. Standardised, after a value that fired any channel the
-standardiser restarts on the new regime and every channel starts afresh (as they do
-when the standardiser's baseline settles after its learning), so a later
+detectors; a Jump detector gets the value as it came), in the configured order, and
+for each firing count it and decide whether it starts an episode. Standardised, after
+a value that fired any channel the standardiser restarts on the new regime and every
+channel of z-scores starts afresh (as they do when the standardiser's baseline settles
+after its learning); when only a Jump fired, the baseline keeps its scale and moves its
+level by the jump's shift instead of restarting. So a later
 firing is a new change: it starts an episode unless it goes the same way as that
 channel's previous firing within ``cooldown`` values (a trend that keeps firing after
 each re-learning). On raw values (River mode) a firing more than ``cooldown`` values
@@ -28,17 +30,18 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from detector import detectors
-from detector.kernels import _jit, adwin, cusum, page_hinkley, standardize
+from detector.kernels import _jit, adwin, cusum, jump, page_hinkley, standardize
 from detector.kernels._jit import as_column, collect, kernel
 from detector.kernels.adwin import AdwinState
 from detector.kernels.cusum import CusumState
+from detector.kernels.jump import JumpState
 from detector.kernels.page_hinkley import PageHinkleyState
 from detector.kernels.standardize import StandardizerState
 
 #: detector types the stream kernel runs, by their code in ``StreamState.channels``
-KINDS = ("adwin", "cusum", "page_hinkley")
-_ADWIN, _CUSUM, _PAGE_HINKLEY = 0, 1, 2
-_MODULES = {"adwin": adwin, "cusum": cusum, "page_hinkley": page_hinkley}
+KINDS = ("adwin", "cusum", "page_hinkley", "jump")
+_ADWIN, _CUSUM, _PAGE_HINKLEY, _JUMP = 0, 1, 2, 3
+_MODULES = {"adwin": adwin, "cusum": cusum, "page_hinkley": page_hinkley, "jump": jump}
 _STATISTICS = {kind: module.STATISTIC for kind, module in _MODULES.items()}
 #: statistics columns in ``Firings.statistics`` (the longest detector's)
 WIDTH = max(len(names) for names in _STATISTICS.values())
@@ -56,7 +59,8 @@ class StreamState(NamedTuple):
     state. ``counters[c]``: firings, detections (episodes), stream index and direction
     (+1 up, -1 down) of the last firing. ``std``: the standardiser (unused with
     standardize 0). ``adwin``,
-    ``cusum``, ``page_hinkley``: the detectors, one row per channel of that kind."""
+    ``cusum``, ``page_hinkley``, ``jump``: the detectors, one row per channel of that
+    kind."""
 
     config: np.ndarray
     seen: np.ndarray
@@ -66,6 +70,7 @@ class StreamState(NamedTuple):
     adwin: AdwinState
     cusum: CusumState
     page_hinkley: PageHinkleyState
+    jump: JumpState
 
 
 class Firings(NamedTuple):
@@ -114,13 +119,14 @@ def new_state(channels: Sequence[tuple[str, Mapping[str, Any]]],
         adwin=adwin.stack(states["adwin"]),
         cusum=cusum.stack(states["cusum"]),
         page_hinkley=page_hinkley.stack(states["page_hinkley"]),
+        jump=jump.stack(states["jump"]),
     )
 
 
 _NESTED = {"std": StandardizerState, "adwin": AdwinState, "cusum": CusumState,
-           "page_hinkley": PageHinkleyState}
+           "page_hinkley": PageHinkleyState, "jump": JumpState}
 _INTEGER = {"config", "seen", "channels", "counters", "std.counts", "adwin.counts",
-            "adwin.sizes", "cusum.counts", "page_hinkley.fired"}
+            "adwin.sizes", "cusum.counts", "page_hinkley.fired", "jump.counts"}
 
 
 def to_arrays(state: StreamState) -> dict[str, np.ndarray]:
@@ -159,9 +165,9 @@ def _check_layout(state: StreamState) -> None:
     def shaped(array: np.ndarray, rows: int, *rest: int) -> bool:
         return array.shape == (rows, *rest)
 
-    a, c, p, std = state.adwin, state.cusum, state.page_hinkley, state.std
-    na, nc, np_, ns, channels = (len(a.params), len(c.params), len(p.params),
-                                 len(std.params), len(state.channels))
+    a, c, p, std, j = state.adwin, state.cusum, state.page_hinkley, state.std, state.jump
+    na, nc, np_, ns, nj, channels = (len(a.params), len(c.params), len(p.params),
+                                     len(std.params), len(j.params), len(state.channels))
     width = a.totals.shape[2] if a.totals.ndim == 3 else 0
     ok = (shaped(state.config, 2) and shaped(state.seen, 1)
           and shaped(state.channels, channels, 2) and shaped(state.counters, channels, 4)
@@ -176,10 +182,15 @@ def _check_layout(state: StreamState) -> None:
           and shaped(a.sizes, na, adwin.LEVELS) and shaped(a.totals, na, adwin.LEVELS, width)
           and shaped(a.variances, na, adwin.LEVELS, width)
           and shaped(c.params, nc, 2) and shaped(c.sums, nc, 2) and shaped(c.counts, nc, 4)
-          and shaped(p.params, np_, 5) and shaped(p.sums, np_, 6) and shaped(p.fired, np_))
+          and shaped(p.params, np_, 5) and shaped(p.sums, np_, 6) and shaped(p.fired, np_)
+          and shaped(j.params, nj, jump.WIDTHS["params"])
+          and shaped(j.sums, nj, jump.WIDTHS["sums"])
+          and shaped(j.counts, nj, jump.WIDTHS["counts"])
+          and shaped(j.start, nj, jump.WIDTHS["start"]) and j.ring.ndim == 2
+          and j.ring.shape[0] == nj)
     if not ok:
         raise ValueError("stream state arrays have inconsistent shapes")
-    rows = np.array([na, nc, np_])
+    rows = np.array([na, nc, np_, nj])
     kinds, slots = state.channels[:, 0], state.channels[:, 1]
     if ((kinds < 0) | (kinds >= len(KINDS))).any() or (
             (slots < 0) | (slots >= rows[np.clip(kinds, 0, len(KINDS) - 1)])).any():
@@ -189,6 +200,11 @@ def _check_layout(state: StreamState) -> None:
             (a.sizes < 0) | (a.sizes > max_buckets[:, None])).any() or (
             (a.counts[:, 1] < 0) | (a.counts[:, 1] >= adwin.LEVELS)).any():
         raise ValueError("stream state has an ADWIN window out of its bounds")
+    window, after = j.params[:, 0], j.params[:, 1]
+    if ((window < 2) | (after < 1) | (window != np.floor(window)) | (after != np.floor(after))
+            | (window + after > j.ring.shape[1]) | (j.counts[:, 0] < 0)
+            | (j.counts[:, 0] >= window + after) | (j.counts[:, 3] < 0)).any():
+        raise ValueError("stream state has a jump ring out of its bounds")
 
 
 def statistic_names(state: StreamState, channel: int) -> tuple[str, ...]:
@@ -197,14 +213,15 @@ def statistic_names(state: StreamState, channel: int) -> tuple[str, ...]:
 
 
 def _reset_channels(s: StreamState) -> None:
-    """Every detector of the stream starts afresh (compiled on its own: it is rare)."""
+    """Every detector of standardised values starts afresh (compiled on its own: it is
+    rare); ``jump`` (on raw values) goes on, as ``Stream._reset_channels``."""
     for c in range(s.channels.shape[0]):
         kind, row = s.channels[c, 0], s.channels[c, 1]
         if kind == _ADWIN:
             adwin.reset(s.adwin, row)
         elif kind == _CUSUM:
             cusum.reset(s.cusum, row)
-        else:
+        elif kind == _PAGE_HINKLEY:
             page_hinkley.reset(s.page_hinkley, row)
 
 
@@ -222,17 +239,23 @@ def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int:
             return i, count
         index = s.seen[0]
         s.seen[0] = index + 1
-        x = values[i]
+        raw = values[i]
+        x = raw
+        valid = True
         if standardized:
-            x, valid, settled = standardize.step(s.std, 0, x)
+            x, valid, settled = standardize.step(s.std, 0, raw)
             if settled:
                 _reset_channels(s)
-            if not valid:
-                continue
         fired_any = False
+        jumped = False
+        moved = 0.0
         for c in range(n_channels):
             kind, row = s.channels[c, 0], s.channels[c, 1]
-            if kind == _ADWIN:
+            if kind == _JUMP:
+                fired = jump.step(s.jump, row, raw)
+            elif not valid:
+                continue
+            elif kind == _ADWIN:
                 fired = adwin.step(s.adwin, row, x)
             elif kind == _CUSUM:
                 fired = cusum.step(s.cusum, row, x)
@@ -240,7 +263,11 @@ def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int:
                 fired = page_hinkley.step(s.page_hinkley, row, x)
             if not fired:
                 continue
-            fired_any = True
+            if kind == _JUMP:
+                jumped = True
+                moved = jump.shift(s.jump, row)
+            else:
+                fired_any = True
             stats = out_float[count]
             stats[:] = np.nan
             if kind == _ADWIN:
@@ -249,6 +276,9 @@ def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int:
             elif kind == _CUSUM:
                 age = cusum.record(s.cusum, row, stats)
                 way = cusum.direction(s.cusum, row)
+            elif kind == _JUMP:
+                age = jump.record(s.jump, row, stats)
+                way = jump.direction(s.jump, row)
             else:
                 age = 0
                 way = page_hinkley.direction(s.page_hinkley, row)
@@ -268,14 +298,18 @@ def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int:
             out_int[count, 4] = episode
             out_int[count, 5] = way
             count += 1
-        if fired_any and standardized:
-            standardize.restart_step(s.std, 0)
+        if standardized and (fired_any or jumped):
+            if fired_any:
+                standardize.restart_step(s.std, 0)
+            else:
+                standardize.relevel_step(s.std, 0, moved)
             _reset_channels(s)
     return values.size, count
 
 
 _stream_update_many = kernel(_stream_update_many,
-                             uses=(_jit, adwin, cusum, page_hinkley, standardize, detectors))
+                             uses=(_jit, adwin, cusum, jump, page_hinkley, standardize,
+                                   detectors))
 
 
 def update_many(state: StreamState, values: Any) -> Firings:

@@ -60,7 +60,7 @@ def test_check_config_prints_file_and_environment_merged(tmp_path) -> None:
     assert effective["kafka"]["bootstrap_servers"] == "from-env:9092"   # env wins
     assert effective["kafka"]["group_id"] == "g"                         # file kept
     assert effective["models"]["fraud"]["thresholds"] == {"accuracy": 0.9}
-    assert [d["name"] for d in effective["detectors"]["feature"]] == ["adwin", "cusum"]
+    assert [d["name"] for d in effective["detectors"]["feature"]] == ["adwin", "cusum", "jump"]
     assert effective["detectors"]["feature"][1]["params"]["h"] > 0       # derived, shown
 
 

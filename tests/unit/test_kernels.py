@@ -17,7 +17,7 @@ from river import drift
 from detector import detectors
 from detector.config import Settings
 from detector.detectors import Standardizer
-from detector.kernels import adwin, cusum, page_hinkley, standardize, stream
+from detector.kernels import adwin, cusum, jump, page_hinkley, standardize, stream
 from detector.monitor import Stream
 
 MILLION = 1_000_000
@@ -132,6 +132,41 @@ def test_cusum_equals_ours(params: dict) -> None:
         reference.upper, reference.lower, reference.change_age)
 
 
+def steps(seed: int, n: int = MILLION) -> np.ndarray:
+    """A smooth, strongly autocorrelated stream (AR(1) phi 0.98) whose level jumps by
+    2-40 times its step noise at random moments (every ~2,000 values), with t(3)
+    outliers: what Jump is for, and what it must not fire on."""
+    rng = np.random.default_rng(seed)
+    level = np.cumsum(np.where(rng.random(n) < 5e-4, rng.uniform(-40, 40, n), 0.0))
+    noise = np.empty(n)
+    prev = 0.0
+    for i, e in enumerate(rng.normal(0.0, 1.0, n).tolist()):
+        prev = 0.98 * prev + e
+        noise[i] = prev
+    spikes = np.where(rng.random(n) < 1e-3, rng.standard_t(3, n) * 10, 0.0)
+    return level + noise + spikes
+
+
+@pytest.mark.parametrize(("values", "params"), [
+    pytest.param(steps(8), {}, id="steps"),
+    pytest.param(regimes(9) * 0.01 + np.repeat(np.arange(MILLION // 500) % 7, 500),
+                 {"window": 3, "after": 2, "threshold": 4.0}, id="staircase"),
+    pytest.param(np.round(steps(12)), {}, id="rounded"),
+])
+def test_jump_equals_ours(values: np.ndarray, params: dict) -> None:
+    state = jump.new_state(params)
+    ours = jump.update_many(state, values)
+    reference = detectors.build("jump", params)
+    fired, seen = river_run(reference, values,
+                            lambda det: (det.gap, det.shift, det.noise, det.after))
+    assert len(fired) > 30 and ours.index.tolist() == fired
+    assert [(*row, age) for row, age in zip(ours.statistics.tolist(),
+                                            ours.onset_age.tolist())] == seen
+    end = jump.statistics(state)
+    assert (end["noise"], end["flat"], end["gap"], end["shift"], end["steps"]) == (
+        reference.noise, reference.flat, reference.gap, reference.shift, reference.steps)
+
+
 def ar1(seed: int, phi: float, n: int = MILLION) -> np.ndarray:
     """A stable AR(1) stream with coefficient ``phi`` and a daily-like cycle of 1440."""
     rng = np.random.default_rng(seed)
@@ -215,6 +250,9 @@ EVERY_KIND = Settings(reference={"enabled": False},
 SEASONAL = Settings(reference={"enabled": False},
                     detectors={"feature": ["cusum", "page_hinkley", "adwin"]},
                     detection={"period": 1440, "track": 5000})
+#: a Jump between detectors of z-scores (its firings move their baseline's level)
+WITH_JUMP = Settings(reference={"enabled": False},
+                     detectors={"feature": ["cusum", "jump", "page_hinkley", "adwin"]})
 #: River's parameters on raw values with episodes: a lasting shift fires again and again
 EPISODES = Settings(reference={"enabled": False},
                     detection={"standardize": False, "calibrate": False, "cooldown": 500})
@@ -226,6 +264,8 @@ EPISODES = Settings(reference={"enabled": False},
     pytest.param(EVERY_KIND, heavy_tails(17), id="calibrated-every-kind-heavy-tails"),
     pytest.param(EPISODES, regimes(18), id="raw-values-with-cooldown"),
     pytest.param(SEASONAL, ar1(19, 0.8) + regimes(19), id="seasonal-autocorrelated"),
+    pytest.param(CALIBRATED, steps(20), id="calibrated-defaults-jumps"),
+    pytest.param(WITH_JUMP, regimes(21) + steps(21), id="every-kind-with-jump"),
 ])
 def test_stream_equals_monitor_stream(settings: Settings, values: np.ndarray) -> None:
     reference, state = stream_pair(settings)
@@ -254,6 +294,10 @@ def test_stream_equals_monitor_stream(settings: Settings, values: np.ndarray) ->
             end = cusum.statistics(state.cusum, row)
             assert (end["upper"], end["lower"], end["change_age"]) == (
                 det.upper, det.lower, det.change_age)
+        elif kind == stream.KINDS.index("jump"):
+            end = jump.statistics(state.jump, row)
+            assert (end["noise"], end["flat"], end["steps"], end["seen"]) == (
+                det.noise, det.flat, det.steps, det.seen)
         else:
             end = page_hinkley.statistics(state.page_hinkley, row)
             assert (end["sum_increase"], end["sum_decrease"]) == (

@@ -561,7 +561,7 @@ def _warm(n_numeric: int, n_categorical: int, **metrics: object) -> Pipeline:
 
 
 @pytest.mark.parametrize("per_detector, numeric, categorical, version", [
-    (True, 24, 41, 103), (False, 11, 28, 76)])
+    (True, 27, 41, 106), (False, 11, 28, 76)])
 def test_series_budget_per_feature_and_version(per_detector: bool, numeric: int,
                                                categorical: int, version: int) -> None:
     """The cardinality budget of the README: series per numeric feature, per categorical
@@ -584,7 +584,7 @@ def test_max_feature_series_keeps_whole_features_in_order_and_counts_the_rest() 
     """With room for two features, the version's own streams and the first two features
     are exported, the third is left out and counted; once it fits, its counters start
     at 0."""
-    pipeline = _warm(3, 0, max_feature_series=2 * 24 + 23)
+    pipeline = _warm(3, 0, max_feature_series=2 * 27 + 26)
     collector = DriftCollector(pipeline, threading.Lock(), RunStatus())
     series = _series(collector.render())
     assert {labels["feature"] for _, labels, _ in series if labels.get("signal") == "feature"} \
@@ -599,11 +599,11 @@ def test_max_feature_series_keeps_whole_features_in_order_and_counts_the_rest() 
     roomy._max_feature_series = 10**6
     x2 = [(name, value) for name, labels, value in _series(roomy.render())
           if labels.get("feature") == "x2" and name == "drift_detections_total"]
-    assert len(x2) == 5 and all(value == 0 for _, value in x2)
+    assert len(x2) == 6 and all(value == 0 for _, value in x2)
 
 
 def test_a_capped_scrape_is_logged_when_it_starts_and_ends(caplog) -> None:
-    pipeline = _warm(3, 0, max_feature_series=24)
+    pipeline = _warm(3, 0, max_feature_series=27)
     collector = DriftCollector(pipeline, threading.Lock(), RunStatus())
     with caplog.at_level(logging.INFO, logger="detector.metrics"):
         collector.render()

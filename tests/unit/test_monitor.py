@@ -88,9 +88,15 @@ def test_a_seasonal_autocorrelated_stream_equals_the_independent_simulation() ->
     for i, e in enumerate(noise.tolist()):
         prev = 0.7 * prev + e
         values.append(prev + 2.0 * math.sin(2 * math.pi * i / 500) + float(levels[i]))
-    settings = Settings(reference={"enabled": False},
-                        detectors={"feature": ["adwin", "cusum", "page_hinkley"]},
-                        detection={"period": 500, "track": 3000, "warmup": 800})
+    out = _equal_to_the_simulation(values, Settings(
+        reference={"enabled": False}, detectors={"feature": ["adwin", "cusum", "page_hinkley"]},
+        detection={"period": 500, "track": 3000, "warmup": 800}))
+    assert len(out) >= 5
+
+
+def _equal_to_the_simulation(values: list[float], settings: Settings) -> list:
+    """One feature stream's detections with ``settings``, checked against
+    ``tests.streams.simulate`` (episodes and counts per channel)."""
     d = settings.detection
     stream = Stream("m", "1", "feature", "x", settings.detectors.feature,
                     Standardizer.from_settings(d), d.cooldown)
@@ -102,7 +108,24 @@ def test_a_seasonal_autocorrelated_stream_equals_the_independent_simulation() ->
         firings, episodes = expected[ch.name]
         assert [x.index for x in out if x.detector == ch.name] == episodes, ch.name
         assert (ch.firings, ch.detections) == (len(firings), len(episodes)), ch.name
-    assert len(out) >= 5
+    return out
+
+
+def test_jumps_in_a_smooth_stream_equal_the_independent_simulation() -> None:
+    """The default detectors (ADWIN, CUSUM, Jump) on a smooth AR(0.95) stream whose
+    level steps by 15-30 times its step noise every 1,500 values (every second step inside
+    the baseline's learning): each jump moves the baseline's level, as ``tests.streams``
+    describes it, and is found 3 values after it with its onset exact."""
+    rng = np.random.default_rng(8)
+    steps = np.repeat(np.cumsum(rng.choice([-1.0, 1.0], 12) * rng.uniform(15, 30, 12)), 1500)
+    noise, values, prev = rng.normal(size=steps.size), [], 0.0
+    for e, level in zip(noise.tolist(), steps.tolist()):
+        prev = 0.95 * prev + e
+        values.append(prev + level)
+    out = _equal_to_the_simulation(values, Settings(reference={"enabled": False}))
+    # each step found once, by Jump: the moved baseline keeps CUSUM and ADWIN quiet
+    assert [(x.detector, x.index, x.onset) for x in out] == [
+        ("jump", c + 3, c) for c in range(1500, steps.size, 1500)]
 
 
 def test_declared_features_only_and_feature_cap() -> None:

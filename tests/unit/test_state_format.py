@@ -36,7 +36,7 @@ from tests.streams import demo_stream
 
 #: every detector a configuration can name, on every signal that takes it
 EVERY_DETECTOR = {
-    "feature": ["adwin", "cusum", "page_hinkley", "kswin"],
+    "feature": ["adwin", "cusum", "page_hinkley", "kswin", "jump"],
     "prediction": ["adwin", "kswin"],
     "error": ["ddm", "eddm", "hddm_a", "hddm_w", "fhddm", "adwin"],
     "categorical": ["cusum", "page_hinkley"],
