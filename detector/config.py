@@ -14,7 +14,7 @@ discovered from the stream, capped by ``max_models`` / ``max_features``.
 
 >>> s = Settings()
 >>> s.kafka.predictions_topic, s.metrics.port, [d.name for d in s.detectors.feature]
-('predictions', 10108, ['adwin', 'cusum'])
+('predictions', 10108, ['adwin', 'cusum', 'jump'])
 """
 
 from __future__ import annotations

@@ -159,6 +159,9 @@ class Jump(DriftDetector):
             return
         # the ring is full: the oldest value is at self.pos; the window, then the after
         ring, p = self.ring, self.pos
+        bound = self.threshold * self.noise / (1.0 - 2.0 * JUMP_SPREAD / math.sqrt(self.steps))
+        if abs(x - ring[p]) <= bound:   # the newest and the oldest bound any gap: none
+            return
         pre_lo = pre_hi = pre_sum = ring[p]
         for i in range(1, size):
             v = ring[p + i - size if p + i >= size else p + i]
@@ -172,7 +175,6 @@ class Jump(DriftDetector):
                 post_lo = v if v < post_lo else post_lo  # noqa: FURB136
                 post_hi = v if v > post_hi else post_hi  # noqa: FURB136
                 post_sum += v
-        bound = self.threshold * self.noise / (1.0 - 2.0 * JUMP_SPREAD / math.sqrt(self.steps))
         up, down, spread = post_lo - pre_hi, pre_lo - post_hi, post_hi - post_lo
         if up > bound and spread < up:
             self.rise, self.gap = True, up

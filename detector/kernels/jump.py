@@ -144,6 +144,10 @@ def step(s: JumpState, r: int, x: float) -> bool:
     if s.counts[r, _RUN] < size or s.counts[r, _STEPS] < JUMP_MIN_STEPS or not noise > 0.0 or (
             s.sums[r, _FLAT] > JUMP_FLAT):
         return False
+    bound = s.params[r, _THRESHOLD] * noise / (
+        1.0 - 2.0 * JUMP_SPREAD / math.sqrt(s.counts[r, _STEPS]))
+    if abs(x - s.ring[r, p]) <= bound:  # the newest and the oldest bound any gap: none
+        return False
     pre_lo = pre_hi = pre_sum = s.ring[r, p]
     post_lo = post_hi = post_sum = 0.0
     for i in range(1, size):
@@ -158,8 +162,6 @@ def step(s: JumpState, r: int, x: float) -> bool:
             post_lo = v if v < post_lo else post_lo  # noqa: FURB136
             post_hi = v if v > post_hi else post_hi  # noqa: FURB136
             post_sum += v
-    bound = s.params[r, _THRESHOLD] * noise / (
-        1.0 - 2.0 * JUMP_SPREAD / math.sqrt(s.counts[r, _STEPS]))
     up = post_lo - pre_hi
     down = pre_lo - post_hi
     spread = post_hi - post_lo
