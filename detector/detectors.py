@@ -159,8 +159,12 @@ class Jump(DriftDetector):
             return
         # the ring is full: the oldest value is at self.pos; the window, then the after
         ring, p = self.ring, self.pos
-        bound = self.threshold * self.noise / (1.0 - 2.0 * JUMP_SPREAD / math.sqrt(self.steps))
-        if abs(x - ring[p]) <= bound:   # the newest and the oldest bound any gap: none
+        # no gap exceeds |newest - oldest|, and the bound is at least threshold x noise
+        most, least = abs(x - ring[p]), self.threshold * self.noise
+        if most <= least:
+            return
+        bound = least / (1.0 - 2.0 * JUMP_SPREAD / math.sqrt(self.steps))
+        if most <= bound:
             return
         pre_lo = pre_hi = pre_sum = ring[p]
         for i in range(1, size):

@@ -144,9 +144,13 @@ def step(s: JumpState, r: int, x: float) -> bool:
     if s.counts[r, _RUN] < size or s.counts[r, _STEPS] < JUMP_MIN_STEPS or not noise > 0.0 or (
             s.sums[r, _FLAT] > JUMP_FLAT):
         return False
-    bound = s.params[r, _THRESHOLD] * noise / (
-        1.0 - 2.0 * JUMP_SPREAD / math.sqrt(s.counts[r, _STEPS]))
-    if abs(x - s.ring[r, p]) <= bound:  # the newest and the oldest bound any gap: none
+    # no gap exceeds |newest - oldest|, and the bound is at least threshold x noise
+    most = abs(x - s.ring[r, p])
+    least = s.params[r, _THRESHOLD] * noise
+    if most <= least:
+        return False
+    bound = least / (1.0 - 2.0 * JUMP_SPREAD / math.sqrt(s.counts[r, _STEPS]))
+    if most <= bound:
         return False
     pre_lo = pre_hi = pre_sum = s.ring[r, p]
     post_lo = post_hi = post_sum = 0.0
