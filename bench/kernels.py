@@ -4,8 +4,9 @@ and the kernels in a read-only package directory.
     python bench/kernels.py [--values 1000000] [--repeat 3] [--json kernels.json]
 
 1. Speed: each kernel and its reference (River's ADWIN and PageHinkley, our CUSUM,
-   Standardizer and Stream) on the same column, interleaved, best of ``--repeat``;
-   wall and CPU time per value, and whether the detections are the same.
+   Jump, Standardizer and Stream) on the same column, interleaved, best of ``--repeat``;
+   wall and CPU time per value, and whether the detections are the same; the default
+   stream with and without Jump (what it costs).
 2. Compile time of each kernel with an empty numba cache (cold) and from the cache
    (warm), each in a fresh process with its own ``NUMBA_CACHE_DIR``.
 3. A copy of the package on a read-only mount (as root: ``unshare -m`` and a read-only
@@ -38,7 +39,7 @@ from river import drift
 from detector import detectors
 from detector.config import Settings
 from detector.detectors import Standardizer
-from detector.kernels import adwin, cusum, page_hinkley, standardize, stream, warm_up
+from detector.kernels import adwin, cusum, jump, page_hinkley, standardize, stream, warm_up
 from detector.monitor import Stream
 
 
@@ -122,6 +123,10 @@ def cases(n: int) -> list[tuple[str, Callable, Callable]]:
     x = regimes(n)
     xs = x.tolist()
     calibrated = Settings(reference={"enabled": False})
+    without_jump = Settings(reference={"enabled": False},
+                            detectors={"feature": ["adwin", "cusum"]})
+    # a level step of 30 every 20,000 values, for Jump to find
+    steps = x + np.repeat(np.arange(n // 20_000 + 1) % 2 * 30.0, 20_000)[:n]
     river_mode = Settings(reference={"enabled": False},
                           detectors={"feature": ["adwin", "page_hinkley", "cusum"]},
                           detection={"standardize": False, "calibrate": False, "cooldown": 0})
@@ -136,12 +141,16 @@ def cases(n: int) -> list[tuple[str, Callable, Callable]]:
         ("cusum (k 0.5, h 22.249)",
          lambda: river_fired(detectors.build("cusum", {"k": 0.5, "h": 22.249}), xs),
          lambda: cusum.update_many(cusum.new_state({"k": 0.5, "h": 22.249}), x).index.tolist()),
+        ("jump (defaults, steps)",
+         lambda: river_fired(detectors.build("jump", {}), steps.tolist()),
+         lambda: jump.update_many(jump.new_state(), steps).index.tolist()),
         ("standardize (restart/10k)", *standardize_case(x, 10_000)),
         ("standardize (all t->normal)", *standardize_case(x, 1_000)),
         ("stream calibrated", *stream_case(calibrated, z, None)),
         ("  same, batches of 2000", stream_case(calibrated, z, None)[0],
          stream_case(calibrated, z, 2000)[1]),
         ("stream River mode", *stream_case(river_mode, x, None)),
+        ("stream calibrated, no jump", *stream_case(without_jump, z, None)),
     ]
 
 
@@ -178,12 +187,13 @@ import json, sys, time
 t = time.perf_counter()
 import numpy as np
 from detector import kernels
-from detector.kernels import _jit, adwin, cusum, page_hinkley, standardize, stream
+from detector.kernels import _jit, adwin, cusum, jump, page_hinkley, standardize, stream
 imported = time.perf_counter() - t
 x = np.linspace(-1.0, 1.0, 64)
 calls = {
     "adwin": lambda: adwin.update_many(adwin.new_state(), x),
     "cusum": lambda: cusum.update_many(cusum.new_state(), x),
+    "jump": lambda: jump.update_many(jump.new_state(), x),
     "page_hinkley": lambda: page_hinkley.update_many(page_hinkley.new_state(), x),
     "standardize": lambda: standardize.transform_many(standardize.new_state(1000, 5, 5.0), x),
     "stream": lambda: stream.update_many(stream.new_state(
