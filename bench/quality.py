@@ -18,6 +18,10 @@
    and scored with the TCPD F1 (margin 5) at the detection index and at the
    estimated onset, and covering, next to the "zero" baseline and the best
    default-parameter method of the TCPD paper (van den Burg & Williams, 2020).
+4. 300 short synthetic series shaped like those (100-800 values; AR(1) noise with phi
+   0 / 0.5 / 0.8 / 0.95, normal or t(3); 0-4 changes, each a step or a 5-30-value ramp
+   of 0.3-12 sd), scored the same way: ours, ours without Jump, River's ADWIN +
+   Page-Hinkley, and the zero baseline; how many series each scores below zero.
 
 Ours is the shipped feature defaults (ADWIN, CUSUM and Jump, calibrated, standardised);
 River's are each detector alone with its defaults on the raw values. River's KSWIN
@@ -277,6 +281,54 @@ def tcpd() -> list[dict]:
     return rows
 
 
+def short_series(rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    """One series of section 4 and its change points (where each change begins)."""
+    n = int(rng.integers(100, 800))
+    phi = float(rng.choice([0.0, 0.5, 0.8, 0.95]))
+    noise = rng.normal(size=n) if rng.random() < 0.7 else rng.standard_t(3, n)
+    x, prev = np.empty(n), 0.0
+    for i, e in enumerate(noise.tolist()):
+        prev = phi * prev + e
+        x[i] = prev
+    sd = float(np.std(x))
+    k = int(rng.integers(0, 5))
+    cps = sorted(rng.choice(np.arange(30, n - 10), k, replace=False).tolist()) if k else []
+    level = np.zeros(n)
+    for c in cps:
+        size = float(rng.choice([-1, 1]) * rng.uniform(1, 12) * sd
+                     * (1.0 if rng.random() < 0.5 else 0.3))
+        if rng.random() < 0.7:
+            level[c:] += size
+        else:
+            length = int(rng.integers(5, 30))
+            level[c:] += np.minimum(np.arange(n - c), length) / length * size
+    return (x + level) * 10.0 + 100.0, cps
+
+
+def short(count: int = 300) -> list[dict]:
+    rng = np.random.default_rng(4242)
+    series = [short_series(rng) for _ in range(count)]
+    runs = {"ours": Settings(reference={"enabled": False}),
+            "ours without jump": Settings(reference={"enabled": False},
+                                          detectors={"feature": ["adwin", "cusum"]}),
+            "river adwin+page_hinkley": Settings(
+                detectors={"feature": ["adwin", "page_hinkley"]}, detection=_RAW,
+                reference={"enabled": False})}
+    zero = [f1({"a": cps}, []) for _, cps in series]
+    rows = [{"config": "zero", "series": count, "f1_index": round(float(np.mean(zero)), 3),
+             "f1_onset": round(float(np.mean(zero)), 3)}]
+    for cname, settings in runs.items():
+        row: dict = {"config": cname, "series": count}
+        for at in ("index", "onset"):
+            scores = [f1({"a": cps}, through_pipeline(settings, f"s{j}",
+                                                      [{"value": float(v)} for v in x], at=at))
+                      for j, (x, cps) in enumerate(series)]
+            row[f"f1_{at}"] = round(float(np.mean(scores)), 3)
+            row[f"below_zero_{at}"] = sum(a < z - 1e-9 for a, z in zip(scores, zero))
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a tenth of the values and runs")
@@ -324,11 +376,16 @@ def main() -> None:
     print(f"{'mean':<20}" + "".join(
         f"{np.mean([a for a, _ in v]):>19.3f} / {np.mean([b for _, b in v]):.3f}"
         for v in means.values()) + f"{np.mean([p['best'][1] for p in PUBLISHED.values()]):>20.3f}")
+    print("\n## short synthetic series (section 4)")
+    sh = short(30 if args.quick else 300)
+    for r in sh:
+        print(json.dumps(r), flush=True)
     elapsed = time.perf_counter() - started
     print(f"\n({elapsed:.0f} s)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"quick": args.quick, "seconds": round(elapsed),
-                                     "stable": st, "changes": ch, "tcpd": tc}, indent=1) + "\n")
+                                     "stable": st, "changes": ch, "tcpd": tc,
+                                     "short": sh}, indent=1) + "\n")
     print(f"results written to {args.json}")
 
 
