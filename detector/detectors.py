@@ -92,6 +92,9 @@ JUMP_SPREAD = 0.7555
 #: a stream with more than this share of zero differences (mostly constant: 0/1, rare
 #: counts) is not judged: there any change is a jump, and the others see it
 JUMP_FLAT = 0.5
+#: a step of the window that moved the jump's way by more than this many typical steps
+#: was already the ramp into the new level: the onset is placed before it
+JUMP_RAMP = 2.5
 
 
 class Jump(DriftDetector):
@@ -104,9 +107,10 @@ class Jump(DriftDetector):
     trend or an autocorrelated wander moves a few steps at a time, but a level shift of a
     smooth or autocorrelated stream (a sensor, a broken pipeline writing zeros) is one
     large step that stays: whitened detectors see it as a single spike. The onset is the
-    first of the ``after`` values, ``shift`` the mean of the ``after`` values less the
-    mean of the ``window`` before them; the next firing needs ``window`` values after the
-    onset.
+    first of the ``after`` values (earlier when the last steps of the window already
+    moved its way by more than ``JUMP_RAMP`` typical steps each: a ramp), ``shift`` the
+    mean of the ``after`` values less the mean of the ``window`` before them; the next
+    firing needs ``window`` values after the first of the ``after`` values.
 
     Simulated over 2 x 10^7 values each, the largest gap of Gaussian AR(1) streams up to
     a random walk was 6.9 typical steps, of iid t(2), t(3) and lognormal values 4.4
@@ -142,6 +146,8 @@ class Jump(DriftDetector):
         self.seen = self.steps = 0
         self.noise = self.flat = self.last = self.gap = self.shift = 0.0
         self.rise = False
+        #: values since the onset, at a firing
+        self.age = 0
 
     def update(self, x: float) -> None:
         self._drift_detected = False
@@ -187,6 +193,15 @@ class Jump(DriftDetector):
         else:
             return
         self.shift = post_sum / self.after - pre_sum / self.window
+        # a ramp into the new level began earlier: walk back over steps of the window
+        # that already moved its way by more than JUMP_RAMP typical steps
+        way, self.age = (1.0 if self.rise else -1.0), self.after
+        for i in range(self.window - 1, 0, -1):
+            here = ring[p + i - size if p + i >= size else p + i]
+            before = ring[p + i - 1 - size if p + i - 1 >= size else p + i - 1]
+            if (here - before) * way <= JUMP_RAMP * self.noise:
+                break
+            self.age += 1
         self._drift_detected = True
         self.run = self.after
 
@@ -305,7 +320,7 @@ def onset_age(detector: DriftDetector) -> int | None:
     if isinstance(detector, CUSUM):
         return detector.change_age
     if isinstance(detector, Jump):
-        return detector.after
+        return detector.age
     if isinstance(detector, drift.ADWIN):
         return int(detector.width)
     return None

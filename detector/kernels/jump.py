@@ -24,6 +24,7 @@ from detector.detectors import (
     JUMP_MEDIAN_TO_MEAN,
     JUMP_MEMORY,
     JUMP_MIN_STEPS,
+    JUMP_RAMP,
     JUMP_SPREAD,
     JUMP_START,
     JUMP_WINSOR,
@@ -38,9 +39,9 @@ STATISTIC = ("gap", "shift", "noise")
 # columns of JumpState.params, .sums and .counts
 _WINDOW, _AFTER, _THRESHOLD = 0, 1, 2
 _NOISE, _FLAT, _LAST, _GAP, _SHIFT = 0, 1, 2, 3, 4
-_POS, _RUN, _SEEN, _STEPS, _RISE, _DETECTED = 0, 1, 2, 3, 4, 5
+_POS, _RUN, _SEEN, _STEPS, _RISE, _DETECTED, _AGE = 0, 1, 2, 3, 4, 5, 6
 #: columns of each array, for a checkpoint's shape check
-WIDTHS = {"params": 3, "sums": 5, "counts": 6, "start": JUMP_START}
+WIDTHS = {"params": 3, "sums": 5, "counts": 7, "start": JUMP_START}
 
 
 class JumpState(NamedTuple):
@@ -48,7 +49,8 @@ class JumpState(NamedTuple):
     noise (the typical step), flat (share of zero steps), last (the previous value),
     gap and shift (of the last firing). ``counts``: pos (ring slot of the next value), run
     (values since the start or the last onset), seen, steps (differences learned),
-    rise (1 when the last firing went up), detected (1 on the value that fired).
+    rise (1 when the last firing went up), detected (1 on the value that fired), age
+    (values since the onset, at the last firing).
     ``ring[r, :window + after]``: the last values; ``start``: the first differences."""
 
     params: np.ndarray
@@ -66,7 +68,7 @@ def new_state(params: Mapping[str, Any] | None = None) -> JumpState:
     """
     det = detectors.build("jump", dict(params or {}))
     return JumpState(np.array([[det.window, det.after, det.threshold]], dtype=np.float64),
-                     np.zeros((1, 5)), np.zeros((1, 6), dtype=np.int64),
+                     np.zeros((1, 5)), np.zeros((1, 7), dtype=np.int64),
                      np.zeros((1, det.window + det.after)), np.zeros((1, JUMP_START)))
 
 
@@ -74,7 +76,7 @@ def stack(states: list[JumpState]) -> JumpState:
     """Several Jump states as one, row after row (in the order given); the rings are
     as wide as the widest."""
     if not states:
-        return JumpState(np.zeros((0, 3)), np.zeros((0, 5)), np.zeros((0, 6), np.int64),
+        return JumpState(np.zeros((0, 3)), np.zeros((0, 5)), np.zeros((0, 7), np.int64),
                          np.zeros((0, 2)), np.zeros((0, JUMP_START)))
     width = max(s.ring.shape[1] for s in states)
     rings = [np.pad(s.ring, ((0, 0), (0, width - s.ring.shape[1]))) for s in states]
@@ -178,6 +180,15 @@ def step(s: JumpState, r: int, x: float) -> bool:
     else:
         return False
     s.sums[r, _SHIFT] = post_sum / (size - window) - pre_sum / window
+    way = 1.0 if s.counts[r, _RISE] else -1.0
+    age = size - window
+    for i in range(window - 1, 0, -1):      # the ramp into the new level, if any
+        here = s.ring[r, p + i - size if p + i >= size else p + i]
+        before = s.ring[r, p + i - 1 - size if p + i - 1 >= size else p + i - 1]
+        if (here - before) * way <= JUMP_RAMP * noise:
+            break
+        age += 1
+    s.counts[r, _AGE] = age
     s.counts[r, _DETECTED] = 1
     s.counts[r, _RUN] = int(s.params[r, _AFTER])
     return True
@@ -189,7 +200,7 @@ def record(s: JumpState, r: int, out: np.ndarray) -> int:
     out[0] = s.sums[r, _GAP]
     out[1] = s.sums[r, _SHIFT]
     out[2] = s.sums[r, _NOISE]
-    return int(s.params[r, _AFTER])
+    return s.counts[r, _AGE]
 
 
 @inline
@@ -204,7 +215,6 @@ def direction(s: JumpState, r: int) -> int:
     return 1 if s.counts[r, _RISE] else -1
 
 
-@kernel
 def _jump_update_many(s: JumpState, r: int, values: np.ndarray, start: int,
                       out_int: np.ndarray, out_float: np.ndarray) -> tuple[int, int]:
     count = 0
@@ -216,6 +226,9 @@ def _jump_update_many(s: JumpState, r: int, values: np.ndarray, start: int,
             out_int[count, 1] = record(s, r, out_float[count])
             count += 1
     return values.size, count
+
+
+_jump_update_many = kernel(_jump_update_many, uses=(detectors, standardize))
 
 
 def update_many(state: JumpState, values: Any, row: int = 0) -> Fired:

@@ -158,7 +158,7 @@ def test_jump_equals_ours(values: np.ndarray, params: dict) -> None:
     ours = jump.update_many(state, values)
     reference = detectors.build("jump", params)
     fired, seen = river_run(reference, values,
-                            lambda det: (det.gap, det.shift, det.noise, det.after))
+                            lambda det: (det.gap, det.shift, det.noise, det.age))
     assert len(fired) > 30 and ours.index.tolist() == fired
     assert [(*row, age) for row, age in zip(ours.statistics.tolist(),
                                             ours.onset_age.tolist())] == seen

@@ -115,7 +115,7 @@ def test_jumps_in_a_smooth_stream_equal_the_independent_simulation() -> None:
     """The default detectors (ADWIN, CUSUM, Jump) on a smooth AR(0.95) stream whose
     level steps by 15-30 times its step noise every 1,500 values (every second step inside
     the baseline's learning): each jump moves the baseline's level, as ``tests.streams``
-    describes it, and is found 3 values after it with its onset exact."""
+    describes it, and is found 3 values after it with its onset (nearly always) exact."""
     rng = np.random.default_rng(8)
     steps = np.repeat(np.cumsum(rng.choice([-1.0, 1.0], 12) * rng.uniform(15, 30, 12)), 1500)
     noise, values, prev = rng.normal(size=steps.size), [], 0.0
@@ -123,9 +123,13 @@ def test_jumps_in_a_smooth_stream_equal_the_independent_simulation() -> None:
         prev = 0.95 * prev + e
         values.append(prev + level)
     out = _equal_to_the_simulation(values, Settings(reference={"enabled": False}))
-    # each step found once, by Jump: the moved baseline keeps CUSUM and ADWIN quiet
-    assert [(x.detector, x.index, x.onset) for x in out] == [
-        ("jump", c + 3, c) for c in range(1500, steps.size, 1500)]
+    # each step found once, by Jump: the moved baseline keeps CUSUM and ADWIN quiet; the
+    # onset is the step, or one value before it when the noise's last step went the
+    # jump's way by more than JUMP_RAMP typical steps (taken for the start of a ramp)
+    changes = list(range(1500, steps.size, 1500))
+    assert [(x.detector, x.index) for x in out] == [("jump", c + 3) for c in changes]
+    assert all(0 <= c - x.onset <= 1 for x, c in zip(out, changes))
+    assert sum(x.onset == c for x, c in zip(out, changes)) >= len(changes) - 2
 
 
 def test_declared_features_only_and_feature_cap() -> None:

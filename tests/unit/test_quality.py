@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from detector import detectors
 from detector.config import Settings
 from detector.detectors import CUSUM, Standardizer
 from detector.monitor import ModelMonitor, Stream
@@ -106,6 +107,18 @@ def test_jump_stays_quiet_over_a_million_values_without_a_step(family: str) -> N
     out: list = []
     stream.flush(0.0, out, values)
     assert out == [] and stream.channels[0].firings == 0
+
+
+def test_a_jump_reached_by_a_short_ramp_has_its_onset_where_the_ramp_began() -> None:
+    rng = np.random.default_rng(5)
+    ramp = np.r_[np.zeros(100), np.linspace(0.0, 40.0, 6)[1:], np.full(50, 40.0)]
+    values = ramp + rng.normal(0.0, 0.5, ramp.size)
+    det, fired = detectors.Jump(), []
+    for i, x in enumerate(values.tolist()):
+        det.update(x)
+        if det.drift_detected:
+            fired.append((i, i - detectors.onset_age(det) + 1))
+    assert len(fired) == 1 and abs(fired[0][1] - 100) <= 1, fired   # not the ramp's end
 
 
 def test_level_steps_of_a_real_series_are_found_where_they_happen() -> None:
