@@ -378,7 +378,8 @@ def run_demo(duration: float = 60.0, rate: float = 2000.0, seed: int = 7,
               f"plan: {rate:.0f} predictions/s; A = {SHIFTED_FEATURE} mean shift at event "
               f"{scenario.shift_at:,}; B = concept change at event {scenario.concept_at:,}\n"
               "detectors: the defaults (ADWIN and CUSUM on standardised values, calibrated to one "
-              "false alarm per 10^9 values;\nPSI/JS/KS/chi2 against the first 1,000 values)\n"
+              "false alarm per 10^9 values;\nJump on abrupt steps; PSI/JS/KS/chi2 against the "
+              "first 1,000 values)\n"
               "Ctrl-C to stop.", flush=True)
         watch = _start_alerting(stack, port) if alerts else None
         stop_service, stop_producer = threading.Event(), threading.Event()
