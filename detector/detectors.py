@@ -174,7 +174,7 @@ class Jump(DriftDetector):
             return
         pre_lo = pre_hi = pre_sum = ring[p]
         for i in range(1, size):
-            v = ring[p + i - size if p + i >= size else p + i]
+            v = ring[(p + i) % size]
             if i < self.window:
                 pre_lo = v if v < pre_lo else pre_lo  # noqa: FURB136
                 pre_hi = v if v > pre_hi else pre_hi  # noqa: FURB136
@@ -196,12 +196,13 @@ class Jump(DriftDetector):
         # a ramp into the new level began earlier: walk back over steps of the window
         # that already moved its way by more than JUMP_RAMP typical steps
         way, self.age = (1.0 if self.rise else -1.0), self.after
+        here = ring[(p + self.window - 1) % size]
         for i in range(self.window - 1, 0, -1):
-            here = ring[p + i - size if p + i >= size else p + i]
-            before = ring[p + i - 1 - size if p + i - 1 >= size else p + i - 1]
+            before = ring[(p + i - 1) % size]
             if (here - before) * way <= JUMP_RAMP * self.noise:
                 break
             self.age += 1
+            here = before
         self._drift_detected = True
         self.run = self.after
 

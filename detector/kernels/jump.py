@@ -157,7 +157,7 @@ def step(s: JumpState, r: int, x: float) -> bool:
     pre_lo = pre_hi = pre_sum = s.ring[r, p]
     post_lo = post_hi = post_sum = 0.0
     for i in range(1, size):
-        v = s.ring[r, p + i - size if p + i >= size else p + i]
+        v = s.ring[r, (p + i) % size]
         if i < window:
             pre_lo = v if v < pre_lo else pre_lo  # noqa: FURB136
             pre_hi = v if v > pre_hi else pre_hi  # noqa: FURB136
@@ -182,12 +182,13 @@ def step(s: JumpState, r: int, x: float) -> bool:
     s.sums[r, _SHIFT] = post_sum / (size - window) - pre_sum / window
     way = 1.0 if s.counts[r, _RISE] else -1.0
     age = size - window
+    here = s.ring[r, (p + window - 1) % size]
     for i in range(window - 1, 0, -1):      # the ramp into the new level, if any
-        here = s.ring[r, p + i - size if p + i >= size else p + i]
-        before = s.ring[r, p + i - 1 - size if p + i - 1 >= size else p + i - 1]
+        before = s.ring[r, (p + i - 1) % size]
         if (here - before) * way <= JUMP_RAMP * noise:
             break
         age += 1
+        here = before
     s.counts[r, _AGE] = age
     s.counts[r, _DETECTED] = 1
     s.counts[r, _RUN] = int(s.params[r, _AFTER])
