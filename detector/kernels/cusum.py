@@ -70,11 +70,17 @@ def onset_age(state: CusumState, row: int = 0) -> int:
 
 
 @inline
+def reset(s: CusumState, r: int) -> None:
+    """Forget everything, as a fresh detector (the reference's ``_reset``)."""
+    s.sums[r, :] = 0.0
+    s.counts[r, :] = 0
+
+
+@inline
 def step(s: CusumState, r: int, x: float) -> bool:
     """Feed one value to detector ``r``; True when it fires (the reference's ``update``)."""
     if s.counts[r, _DETECTED]:
-        s.sums[r, :] = 0.0
-        s.counts[r, :] = 0
+        reset(s, r)
     k = s.params[r, _K]
     # max(0.0, v) as Python's max: 0.0 unless v is greater (so also for v = nan)
     upper = s.sums[r, _UPPER] + x - k
@@ -102,13 +108,6 @@ def record(s: CusumState, r: int, out: np.ndarray) -> int:
     out[0] = s.sums[r, _UPPER]
     out[1] = s.sums[r, _LOWER]
     return s.counts[r, _CHANGE_AGE]
-
-
-@inline
-def reset(s: CusumState, r: int) -> None:
-    """Forget everything, as a fresh detector (the reference's ``_reset``)."""
-    s.sums[r, :] = 0.0
-    s.counts[r, :] = 0
 
 
 @inline
