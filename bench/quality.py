@@ -80,6 +80,12 @@ CONFIGS: dict[str, Settings] = {
 }
 #: the share of the values River's KSWIN (pure Python) is run on
 SLOW = {"river kswin": 0.1}
+#: the runs of whole series (sections 3 and 4): ours, and River's two detectors together
+SERIES_RUNS: dict[str, Settings] = {
+    "ours": CONFIGS["ours"],
+    "river adwin+page_hinkley": Settings(
+        detectors={"feature": ["adwin", "page_hinkley"]}, detection=_RAW,
+        reference={"enabled": False})}
 
 
 def detections(settings: Settings, values: np.ndarray) -> list[tuple[int, int]]:
@@ -260,11 +266,7 @@ def through_pipeline(settings: Settings, name: str, rows: list[dict[str, float]]
 def tcpd() -> list[dict]:
     rows = []
     series = tcpd_series()
-    runs = {"ours": Settings(reference={"enabled": False}),
-            "river adwin+page_hinkley": Settings(
-                detectors={"feature": ["adwin", "page_hinkley"]}, detection=_RAW,
-                reference={"enabled": False})}
-    for cname, settings in runs.items():
+    for cname, settings in SERIES_RUNS.items():
         for name, (values, annotations) in series.items():
             row = {"config": cname, "series": name, "n": len(values)}
             for at in ("index", "onset"):
@@ -308,12 +310,10 @@ def short_series(rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
 def short(count: int = 300) -> list[dict]:
     rng = np.random.default_rng(4242)
     series = [short_series(rng) for _ in range(count)]
-    runs = {"ours": Settings(reference={"enabled": False}),
+    runs = {"ours": SERIES_RUNS["ours"],
             "ours without jump": Settings(reference={"enabled": False},
                                           detectors={"feature": ["adwin", "cusum"]}),
-            "river adwin+page_hinkley": Settings(
-                detectors={"feature": ["adwin", "page_hinkley"]}, detection=_RAW,
-                reference={"enabled": False})}
+            "river adwin+page_hinkley": SERIES_RUNS["river adwin+page_hinkley"]}
     zero = [f1({"a": cps}, []) for _, cps in series]
     rows = [{"config": "zero", "series": count, "f1_index": round(float(np.mean(zero)), 3),
              "f1_onset": round(float(np.mean(zero)), 3)}]
