@@ -78,7 +78,9 @@ class CUSUM(DriftDetector):
 
 
 #: a Jump learns the typical step from the median of its first JUMP_START differences,
-#: then their running mean (winsorised at JUMP_WINSOR x it, over the last ~JUMP_MEMORY)
+#: then their running mean (winsorised at JUMP_WINSOR x it, over the last ~JUMP_MEMORY);
+#: only moves count (differences of 0 are skipped), so that a stream which mostly holds
+#: still (a flag, a rare count, a lamp off) is judged against the size of its moves
 JUMP_START = 10
 JUMP_WINSOR = 5.0
 JUMP_MEMORY = 1000
@@ -89,9 +91,6 @@ JUMP_MEDIAN_TO_MEAN = 1.1830
 #: standard errors)
 JUMP_MIN_STEPS = 20
 JUMP_SPREAD = 0.7555
-#: a stream with more than this share of zero differences (mostly constant: 0/1, rare
-#: counts) is not judged: there any change is a jump, and the others see it
-JUMP_FLAT = 0.5
 #: a step of the window that moved the jump's way by more than this many typical steps
 #: was already the ramp into the new level: the onset is placed before it
 JUMP_RAMP = 2.5
@@ -102,7 +101,7 @@ class Jump(DriftDetector):
 
     It fires when the last ``after`` values all lie beyond every one of the ``window``
     values before them, by more than ``threshold`` typical steps (the winsorised mean
-    |difference| of consecutive values) and by more than they spread among themselves
+    |difference| of consecutive values that differ) and by more than they spread among themselves
     (a new level, not a shock decaying). An outlier does not last ``after`` values, a
     trend or an autocorrelated wander moves a few steps at a time, but a level shift of a
     smooth or autocorrelated stream (a sensor, a broken pipeline writing zeros) is one
@@ -144,14 +143,14 @@ class Jump(DriftDetector):
         #: ring slot of the next value; values since the start or the last onset
         self.pos = self.run = 0
         self.seen = self.steps = 0
-        self.noise = self.flat = self.last = self.gap = self.shift = 0.0
+        self.noise = self.last = self.gap = self.shift = 0.0
         self.rise = False
         #: values since the onset, at a firing
         self.age = 0
 
     def update(self, x: float) -> None:
         self._drift_detected = False
-        if self.seen:
+        if self.seen and x != self.last:
             self._learn(abs(x - self.last))
         self.seen += 1
         self.last = x
@@ -160,8 +159,7 @@ class Jump(DriftDetector):
         self.ring[pos] = x
         self.pos = pos + 1 if pos + 1 < size else 0
         self.run += 1
-        if self.run < size or self.steps < JUMP_MIN_STEPS or not self.noise > 0.0 or (
-                self.flat > JUMP_FLAT):
+        if self.run < size or self.steps < JUMP_MIN_STEPS or not self.noise > 0.0:
             return
         # the ring is full: the oldest value is at self.pos; the window, then the after
         ring, p = self.ring, self.pos
@@ -210,7 +208,6 @@ class Jump(DriftDetector):
         k = self.steps
         self.steps = k + 1
         weight = k + 1 if k + 1 < JUMP_MEMORY else JUMP_MEMORY
-        self.flat += ((1.0 if d == 0.0 else 0.0) - self.flat) / weight
         if k < JUMP_START:
             self.start[k] = d
             if k + 1 == JUMP_START:

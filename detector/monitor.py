@@ -259,8 +259,11 @@ class Stream:
                     ch.last_at = now
                     way = detectors.direction(det)
                     near = index - ch.last_index <= self.cooldown
-                    episode = (not (near and way == ch.last_direction) if self.std is not None
-                               else not near)
+                    if isinstance(det, detectors.Jump):  # a fresh window: a new step
+                        episode = True
+                    else:
+                        episode = (not (near and way == ch.last_direction)
+                                   if self.std is not None else not near)
                     if episode:
                         ch.detections += 1
                         age = detectors.onset_age(det)

@@ -9,7 +9,7 @@ after `warmup`, clipped; after any firing the baseline and every detector restar
 a jump alone the baseline's level moves by the jump instead: jump detectors see the raw
 values and go on), and a firing starts an episode unless it goes the same way as the
 channel's previous one within `cooldown` values (raw values: unless it is within
-`cooldown`)."""
+`cooldown`; a jump's firing always does)."""
 
 from __future__ import annotations
 
@@ -178,7 +178,7 @@ def simulate(values: list[float], specs, settings: Settings | None = None
                 firings[name].append(i)
                 way = direction(det)
                 near = i - last[name][0] <= d.cooldown
-                if not near or d.standardize and way != last[name][1]:
+                if raw or not near or d.standardize and way != last[name][1]:
                     episodes[name].append(i)
                 last[name] = (i, way)
         if d.standardize and (fired or shift is not None):

@@ -1,7 +1,7 @@
 """Abrupt, lasting level shifts over a column: a port of ``detector.detectors.Jump``.
 
-Per value: the |difference| from the previous value teaches the typical step (the
-median of the first ``JUMP_START``, then a winsorised running mean), the value enters
+Per value: the |difference| from the previous value, unless 0, teaches the typical step
+(the median of the first ``JUMP_START``, then a winsorised running mean), the value enters
 a ring of ``window + after`` values, and once the ring holds values of one regime it
 fires when the last ``after`` all lie beyond every one of the ``window`` before them by
 more than ``threshold`` typical steps. Same operations in the same order as the
@@ -20,7 +20,6 @@ import numpy as np
 
 from detector import detectors
 from detector.detectors import (
-    JUMP_FLAT,
     JUMP_MEDIAN_TO_MEAN,
     JUMP_MEMORY,
     JUMP_MIN_STEPS,
@@ -38,16 +37,16 @@ STATISTIC = ("gap", "shift", "noise")
 
 # columns of JumpState.params, .sums and .counts
 _WINDOW, _AFTER, _THRESHOLD = 0, 1, 2
-_NOISE, _FLAT, _LAST, _GAP, _SHIFT = 0, 1, 2, 3, 4
+_NOISE, _LAST, _GAP, _SHIFT = 0, 1, 2, 3
 _POS, _RUN, _SEEN, _STEPS, _RISE, _DETECTED, _AGE = 0, 1, 2, 3, 4, 5, 6
 #: columns of each array, for a checkpoint's shape check
-WIDTHS = {"params": 3, "sums": 5, "counts": 7, "start": JUMP_START}
+WIDTHS = {"params": 3, "sums": 4, "counts": 7, "start": JUMP_START}
 
 
 class JumpState(NamedTuple):
     """Jump detectors, one per row. ``params``: window, after, threshold. ``sums``:
-    noise (the typical step), flat (share of zero steps), last (the previous value),
-    gap and shift (of the last firing). ``counts``: pos (ring slot of the next value), run
+    noise (the typical step), last (the previous value), gap and shift (of the last
+    firing). ``counts``: pos (ring slot of the next value), run
     (values since the start or the last onset), seen, steps (differences learned),
     rise (1 when the last firing went up), detected (1 on the value that fired), age
     (values since the onset, at the last firing).
@@ -68,7 +67,7 @@ def new_state(params: Mapping[str, Any] | None = None) -> JumpState:
     """
     det = detectors.build("jump", dict(params or {}))
     return JumpState(np.array([[det.window, det.after, det.threshold]], dtype=np.float64),
-                     np.zeros((1, 5)), np.zeros((1, 7), dtype=np.int64),
+                     np.zeros((1, 4)), np.zeros((1, 7), dtype=np.int64),
                      np.zeros((1, det.window + det.after)), np.zeros((1, JUMP_START)))
 
 
@@ -76,7 +75,7 @@ def stack(states: list[JumpState]) -> JumpState:
     """Several Jump states as one, row after row (in the order given); the rings are
     as wide as the widest."""
     if not states:
-        return JumpState(np.zeros((0, 3)), np.zeros((0, 5)), np.zeros((0, 7), np.int64),
+        return JumpState(np.zeros((0, 3)), np.zeros((0, 4)), np.zeros((0, 7), np.int64),
                          np.zeros((0, 2)), np.zeros((0, JUMP_START)))
     width = max(s.ring.shape[1] for s in states)
     rings = [np.pad(s.ring, ((0, 0), (0, width - s.ring.shape[1]))) for s in states]
@@ -86,11 +85,11 @@ def stack(states: list[JumpState]) -> JumpState:
 
 
 def statistics(state: JumpState, row: int = 0) -> dict[str, float]:
-    """The reference's public view of detector ``row``: ``noise``, ``flat``, ``gap``,
-    ``shift``, ``steps``, ``seen`` and ``drift_detected`` (1.0 or 0.0)."""
+    """The reference's public view of detector ``row``: ``noise``, ``gap``, ``shift``,
+    ``steps``, ``seen`` and ``drift_detected`` (1.0 or 0.0)."""
     check_row(state, row)
     su, c = state.sums[row], state.counts[row]
-    return {"noise": float(su[_NOISE]), "flat": float(su[_FLAT]), "gap": float(su[_GAP]),
+    return {"noise": float(su[_NOISE]), "gap": float(su[_GAP]),
             "shift": float(su[_SHIFT]),
             "steps": float(c[_STEPS]), "seen": float(c[_SEEN]),
             "drift_detected": float(c[_DETECTED])}
@@ -101,7 +100,6 @@ def _learn(s: JumpState, r: int, d: float) -> None:
     k = s.counts[r, _STEPS]
     s.counts[r, _STEPS] = k + 1
     weight = k + 1 if k + 1 < JUMP_MEMORY else JUMP_MEMORY
-    s.sums[r, _FLAT] += ((1.0 if d == 0.0 else 0.0) - s.sums[r, _FLAT]) / weight
     if k < JUMP_START:
         s.start[r, k] = d
         if k + 1 == JUMP_START:
@@ -131,7 +129,7 @@ _start = kernel(_start, uses=(detectors, standardize))
 def step(s: JumpState, r: int, x: float) -> bool:
     """Feed one value to detector ``r``; True when it fires (the reference's ``update``)."""
     s.counts[r, _DETECTED] = 0
-    if s.counts[r, _SEEN]:
+    if s.counts[r, _SEEN] and x != s.sums[r, _LAST]:
         _learn(s, r, abs(x - s.sums[r, _LAST]))
     s.counts[r, _SEEN] += 1
     s.sums[r, _LAST] = x
@@ -143,8 +141,7 @@ def step(s: JumpState, r: int, x: float) -> bool:
     s.counts[r, _POS] = p
     s.counts[r, _RUN] += 1
     noise = s.sums[r, _NOISE]
-    if s.counts[r, _RUN] < size or s.counts[r, _STEPS] < JUMP_MIN_STEPS or not noise > 0.0 or (
-            s.sums[r, _FLAT] > JUMP_FLAT):
+    if s.counts[r, _RUN] < size or s.counts[r, _STEPS] < JUMP_MIN_STEPS or not noise > 0.0:
         return False
     # no gap exceeds |newest - oldest|, and the bound is at least threshold x noise
     most = abs(x - s.ring[r, p])

@@ -283,7 +283,9 @@ def _stream_update_many(s: StreamState, values: np.ndarray, start: int, out_int:
                 age = 0
                 way = page_hinkley.direction(s.page_hinkley, row)
             near = index - s.counters[c, _LAST_INDEX] <= cooldown
-            if standardized:
+            if kind == _JUMP:       # a fresh window after the last onset: a new step
+                episode = True
+            elif standardized:
                 episode = not (near and way == s.counters[c, _LAST_DIRECTION])
             else:
                 episode = not near

@@ -91,22 +91,60 @@ def test_no_false_alarm_over_a_million_autocorrelated_values(phi: float) -> None
         assert found(Settings(), values) == [], (phi, k)
 
 
-@pytest.mark.parametrize("family", ["random walk", "t(2)", "lognormal", "rounded AR(0.9)"])
+def bursts(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
+    """A bursty 0/1 flag: on with probability ``p`` a value, then on for 1 to 50 values."""
+    out, i = np.zeros(n), 0
+    while i < n:
+        if rng.random() < p:
+            length = int(rng.integers(1, 51))
+            out[i:i + length] = 1.0
+            i += length
+        i += 1
+    return out
+
+
+@pytest.mark.parametrize("family", ["random walk", "t(2)", "lognormal", "rounded AR(0.9)",
+                                    "rare 0/1", "bursty 0/1", "Poisson(0.2)"])
 def test_jump_stays_quiet_over_a_million_values_without_a_step(family: str) -> None:
     """Jump at its defaults on streams that wander, spike or skew but never step: a
     random walk (the worst case of autocorrelation), infinite-variance t(2) spikes,
-    skewed values, and an autocorrelated stream rounded to a coarse grid."""
+    skewed values, an autocorrelated stream rounded to a coarse grid, and streams that
+    mostly hold still (flags on now and then or in bursts, rare counts): their moves are
+    of one unit, which is then their typical step."""
     rng = np.random.default_rng(20261124)
     n = 1_000_000
     values = {"random walk": lambda: np.cumsum(rng.normal(size=n)),
               "t(2)": lambda: rng.standard_t(2, n),
               "lognormal": lambda: rng.lognormal(0.0, 1.0, n),
-              "rounded AR(0.9)": lambda: np.round(ar1(rng, 0.9, n) * 2)}[family]()
+              "rounded AR(0.9)": lambda: np.round(ar1(rng, 0.9, n) * 2),
+              "rare 0/1": lambda: (rng.random(n) < 0.01).astype(float),
+              "bursty 0/1": lambda: bursts(rng, n, 0.01),
+              "Poisson(0.2)": lambda: rng.poisson(0.2, n).astype(float)}[family]()
     stream = Stream("m", "1", "feature", "x", Settings(detectors={"feature": ["jump"]})
                     .detectors.feature, Standardizer(1000, 10, 5.0), 500)
     out: list = []
     stream.flush(0.0, out, values)
     assert out == [] and stream.channels[0].firings == 0
+
+
+def test_a_stream_that_mostly_holds_still_is_judged_by_the_size_of_its_moves() -> None:
+    """A lamp's light: exactly 0 while off (most differences are 0), about 400 and
+    flickering while on. Each switch after the first moves has been learned is a jump,
+    and every one is its own episode, the same way twice within the cooldown included
+    (off, on, off: the light has no trend to continue)."""
+    rng = np.random.default_rng(11)
+    spans = [80, 60, 70, 60, 50, 60, 90]            # off, on, off, on, ...
+    values = np.concatenate([np.zeros(n) if k % 2 == 0 else 400.0 + rng.normal(0, 10, n)
+                             for k, n in enumerate(spans)])
+    switches = np.cumsum(spans)[:-1].tolist()       # 80 on, 140 off, 210 on, ...
+    stream = Stream("m", "1", "feature", "x", Settings().detectors.feature,
+                    Standardizer.from_settings(Settings().detection), 500)
+    out: list = []
+    stream.flush(0.0, out, values)
+    jumps = [(d.index, d.onset, d.direction) for d in out if d.detector == "jump"]
+    # the first on-span teaches the moves (20 are needed); every switch after it is found
+    assert jumps == [(s + 3, s, "up" if k % 2 == 0 else "down")
+                     for k, s in enumerate(switches) if k > 0], jumps
 
 
 def test_a_jump_reached_by_a_short_ramp_has_its_onset_where_the_ramp_began() -> None:
