@@ -167,11 +167,10 @@ def step(s: JumpState, r: int, x: float) -> bool:
             post_sum += v
     up = post_lo - pre_hi
     down = pre_lo - post_hi
-    spread = post_hi - post_lo
-    if up > bound and spread < up:
+    if up > bound and post_hi - x < up:
         s.counts[r, _RISE] = 1
         s.sums[r, _GAP] = up
-    elif down > bound and spread < down:
+    elif down > bound and x - post_lo < down:
         s.counts[r, _RISE] = 0
         s.sums[r, _GAP] = down
     else:

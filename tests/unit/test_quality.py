@@ -159,6 +159,20 @@ def test_a_jump_reached_by_a_short_ramp_has_its_onset_where_the_ramp_began() -> 
     assert len(fired) == 1 and abs(fired[0][1] - 100) <= 1, fired   # not the ramp's end
 
 
+def test_a_step_that_goes_on_rising_is_found_at_the_step() -> None:
+    """A gas concentration when people walk in: one large step, then a climb of 6
+    typical steps a value for 15 values. The values after the step spread widely, but
+    they do not fall back: a new regime, found 3 values after the step."""
+    rng = np.random.default_rng(7)
+    level = np.r_[np.zeros(100), 20.0 + np.arange(15) * 6.0, np.full(40, 104.0)]
+    det, fired = detectors.Jump(), []
+    for i, x in enumerate((level + rng.normal(0.0, 1.0, level.size)).tolist()):
+        det.update(x)
+        if det.drift_detected:
+            fired.append((i, i - detectors.onset_age(det) + 1, detectors.direction(det)))
+    assert fired == [(103, 100, 1)], fired
+
+
 def test_level_steps_of_a_real_series_are_found_where_they_happen() -> None:
     """RunLog (TCPD, River's bundle): a runner's pace steps between running and walking;
     the annotated steps are found within the F1 margin of where they fired."""
