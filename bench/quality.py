@@ -6,7 +6,9 @@
    learning phase counts): iid normal, heavy-tailed t(3), discrete Poisson(3), rare
    0/1 (1 %), AR(1) with phi 0.5 / 0.7 / 0.9 / 0.95, a daily cycle (period 1,440,
    amplitude 2 sd; ours with ``detection.period: 1440``, and without it for
-   comparison) and a slow trend (1 sd per 10^5 values). False alarms per 10^6 values.
+   comparison), a slow trend (1 sd per 10^5 values) and a bursty stream (AR(1) phi 0.9
+   driven by lognormal shocks; ours also without Jump, which fires on its bursts).
+   False alarms per 10^6 values.
 2. Change families, 250 runs of 4,000 values (10^6) with the change at value 2,000:
    level shift 0.5 / 1 / 2 sd, variance x2, trend onset (2 sd per 1,000 values), two
    changes 300 apart (+2 sd, then back), a +2 sd shift in an AR(1) phi = 0.7 stream
@@ -80,6 +82,8 @@ CONFIGS: dict[str, Settings] = {
 }
 #: the share of the values River's KSWIN (pure Python) is run on
 SLOW = {"river kswin": 0.1}
+#: the defaults without Jump (ADWIN and CUSUM alone)
+WITHOUT_JUMP = Settings(reference={"enabled": False}, detectors={"feature": ["adwin", "cusum"]})
 #: the runs of whole series (sections 3 and 4): ours, and River's two detectors together
 SERIES_RUNS: dict[str, Settings] = {
     "ours": CONFIGS["ours"],
@@ -109,6 +113,16 @@ def ar1(rng: np.random.Generator, phi: float, n: int) -> np.ndarray:
     return out
 
 
+def bursts(rng: np.random.Generator, n: int) -> np.ndarray:
+    """AR(1) phi 0.9 driven by lognormal(0, 1) shocks: a queue length or a latency that
+    jumps now and then and takes ~10 values to settle (skewed, autocorrelated)."""
+    out, prev = np.empty(n), 16.5
+    for i, v in enumerate(rng.lognormal(0.0, 1.0, n).tolist()):
+        prev = 0.9 * prev + v
+        out[i] = prev
+    return out
+
+
 STABLE: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "iid normal": lambda r, n: r.normal(0.0, 1.0, n),
     "heavy-tailed t(3)": lambda r, n: r.standard_t(3, n),
@@ -119,7 +133,9 @@ STABLE: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "daily cycle": lambda r, n: (2.0 * np.sin(2 * np.pi * (np.arange(n) + r.integers(DAY))
                                               / DAY) + r.normal(0.0, 1.0, n)),
     "slow trend": lambda r, n: r.normal(0.0, 1.0, n) + np.arange(n) / 100_000,
+    "bursty: AR(1) 0.9, lognormal shocks": bursts,
 }
+BURSTY = "bursty: AR(1) 0.9, lognormal shocks"
 
 CHANGES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "shift +0.5 sd": lambda r: np.r_[r.normal(0, 1, CHANGE), r.normal(0.5, 1, AFTER)],
@@ -147,8 +163,11 @@ def stable(scale: float) -> list[dict]:
     families = [(f, f, c) for f in STABLE for c in CONFIGS]
     families.insert(families.index(("daily cycle", "daily cycle", "ours")) + 1,
                     ("daily cycle", "daily cycle (no period set)", "ours (no period)"))
+    families.insert(families.index((BURSTY, BURSTY, "ours")) + 1,
+                    (BURSTY, f"{BURSTY} (ours without Jump)", "ours without jump"))
+    extra = {"ours (no period)": CONFIGS["ours"], "ours without jump": WITHOUT_JUMP}
     for family, label, cname in families:
-        settings = CONFIGS["ours"] if cname == "ours (no period)" else settings_for(cname, family)
+        settings = extra[cname] if cname in extra else settings_for(cname, family)
         streams, length = 10, int(100_000 * scale * SLOW.get(cname, 1.0))
         alarms = 0
         for k in range(streams):
@@ -311,8 +330,7 @@ def short(count: int = 300) -> list[dict]:
     rng = np.random.default_rng(4242)
     series = [short_series(rng) for _ in range(count)]
     runs = {"ours": SERIES_RUNS["ours"],
-            "ours without jump": Settings(reference={"enabled": False},
-                                          detectors={"feature": ["adwin", "cusum"]}),
+            "ours without jump": WITHOUT_JUMP,
             "river adwin+page_hinkley": SERIES_RUNS["river adwin+page_hinkley"]}
     zero = [f1({"a": cps}, []) for _, cps in series]
     rows = [{"config": "zero", "series": count, "f1_index": round(float(np.mean(zero)), 3),
@@ -347,12 +365,12 @@ def main() -> None:
               flush=True)
 
     names = list(CONFIGS)
-    print(f"\n{'stable family: FA/1e6':<32}" + "".join(f"{c:>20}" for c in names))
+    print(f"\n{'stable family: FA/1e6':<56}" + "".join(f"{c:>20}" for c in names))
     table = {(r["family"], r["config"]): r for r in st}
+    ours = {r["family"]: r for r in st if r["config"].startswith("ours")}
     for family in dict.fromkeys(r["family"] for r in st):
-        cells = [table.get((family, c)) or table.get((family, "ours (no period)"))
-                 if c == "ours" else table.get((family, c)) for c in names]
-        print(f"{family:<32}" + "".join(
+        cells = [ours.get(family) if c == "ours" else table.get((family, c)) for c in names]
+        print(f"{family:<56}" + "".join(
             f"{'' if r is None else format(r['per_1e6'], 'g'):>20}" for r in cells))
     print(f"\n{'change: delay mean/median, onset err, found/runs, FA before':<60}")
     for r in ch:
