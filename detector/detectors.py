@@ -91,6 +91,7 @@ JUMP_MEDIAN_TO_MEAN = 1.1830
 #: standard errors)
 JUMP_MIN_STEPS = 20
 JUMP_SPREAD = 0.7555
+assert JUMP_MIN_STEPS > JUMP_START     # so a Jump judges only with its typical step learned
 #: a step of the window that moved the jump's way by more than this many typical steps
 #: was already the ramp into the new level: the onset is placed before it
 JUMP_RAMP = 2.5
@@ -160,7 +161,7 @@ class Jump(DriftDetector):
         self.ring[pos] = x
         self.pos = pos + 1 if pos + 1 < size else 0
         self.run += 1
-        if self.run < size or self.steps < JUMP_MIN_STEPS or not self.noise > 0.0:
+        if self.run < size or self.steps < JUMP_MIN_STEPS:
             return
         # the ring is full: the oldest value is at self.pos; the window, then the after
         ring, p = self.ring, self.pos
@@ -214,11 +215,9 @@ class Jump(DriftDetector):
             if k + 1 == JUMP_START:
                 self.start.sort()
                 self.noise = median(self.start) * JUMP_MEDIAN_TO_MEAN
-                if not self.noise > 0.0:
-                    self.noise = sum(self.start) / JUMP_START
             return
         s = self.noise
-        w = d if not s > 0.0 or d < JUMP_WINSOR * s else JUMP_WINSOR * s
+        w = d if d < JUMP_WINSOR * s else JUMP_WINSOR * s  # noqa: FURB136
         self.noise = s + (w - s) / weight
 
 

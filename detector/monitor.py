@@ -251,7 +251,8 @@ class Stream:
                 det = ch.detector
                 det.update(x)
                 if det.drift_detected:
-                    if isinstance(det, detectors.Jump):
+                    jumped = isinstance(det, detectors.Jump)
+                    if jumped:
                         shift = det.shift
                     else:
                         fired = True
@@ -259,11 +260,9 @@ class Stream:
                     ch.last_at = now
                     way = detectors.direction(det)
                     near = index - ch.last_index <= self.cooldown
-                    if isinstance(det, detectors.Jump):  # a fresh window: a new step
-                        episode = True
-                    else:
-                        episode = (not (near and way == ch.last_direction)
-                                   if self.std is not None else not near)
+                    # a jump needs a fresh window after the last: always a new step
+                    episode = jumped or (not (near and way == ch.last_direction)
+                                         if self.std is not None else not near)
                     if episode:
                         ch.detections += 1
                         age = detectors.onset_age(det)

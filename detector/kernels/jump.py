@@ -106,20 +106,14 @@ def _learn(s: JumpState, r: int, d: float) -> None:
             _start(s, r)
         return
     noise = s.sums[r, _NOISE]
-    w = d if not noise > 0.0 or d < JUMP_WINSOR * noise else JUMP_WINSOR * noise
+    w = d if d < JUMP_WINSOR * noise else JUMP_WINSOR * noise  # noqa: FURB136
     s.sums[r, _NOISE] = noise + (w - noise) / weight
 
 
 def _start(s: JumpState, r: int) -> None:
-    """The typical step from the median of the first differences (their mean if it is
-    0), sorting them in place as the reference; compiled on its own (it runs once)."""
-    noise = sorted_median(s.start[r], JUMP_START) * JUMP_MEDIAN_TO_MEAN
-    if not noise > 0.0:
-        total = 0.0
-        for i in range(JUMP_START):
-            total += s.start[r, i]
-        noise = total / JUMP_START
-    s.sums[r, _NOISE] = noise
+    """The typical step from the median of the first differences (none is 0), sorting
+    them in place as the reference; compiled on its own (it runs once)."""
+    s.sums[r, _NOISE] = sorted_median(s.start[r], JUMP_START) * JUMP_MEDIAN_TO_MEAN
 
 
 _start = kernel(_start, uses=(detectors, standardize))
@@ -140,9 +134,9 @@ def step(s: JumpState, r: int, x: float) -> bool:
     p = pos + 1 if pos + 1 < size else 0
     s.counts[r, _POS] = p
     s.counts[r, _RUN] += 1
-    noise = s.sums[r, _NOISE]
-    if s.counts[r, _RUN] < size or s.counts[r, _STEPS] < JUMP_MIN_STEPS or not noise > 0.0:
+    if s.counts[r, _RUN] < size or s.counts[r, _STEPS] < JUMP_MIN_STEPS:
         return False
+    noise = s.sums[r, _NOISE]
     # no gap exceeds |newest - oldest|, and the bound is at least threshold x noise
     most = abs(x - s.ring[r, p])
     least = s.params[r, _THRESHOLD] * noise
