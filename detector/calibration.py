@@ -6,9 +6,12 @@ in-control mean run length, ARL0). The parameters follow from it:
 
 * ``cusum``: ``h`` from Siegmund's approximation of the one-sided ARL0 of a
   CUSUM on N(0, 1) values, ``(exp(2kb) - 2kb - 1) / (2k^2)`` with ``b = h + 1.166``,
-  halved for the two sides, taken at ``k - 2 / sqrt(warmup)``: the baseline mean is
-  estimated from ``warmup`` values, and a mean off by two standard errors must not
-  break the budget;
+  for two sides. The baseline's mean and sd are estimated from ``warmup`` values, so
+  a stable stream's standardised values are off by those estimates' errors: ``h``
+  holds the budget on average over them (``cusum_h``). For a short warmup (under
+  ~250 values at 10^-9) that average is ruled by the rare baseline far off and asks
+  for a huge ``h``; there ``h`` holds the budget for a mean off by two standard
+  errors instead, whichever is smaller;
 * ``page_hinkley``: the same ``threshold`` with ``delta = k`` (Page-Hinkley is a
   CUSUM against the running mean);
 * ``adwin``: ``delta`` = rate x ``clock``, since ADWIN bounds the probability of
@@ -21,14 +24,16 @@ checks them by simulation where that is feasible (ARL0 up to ~10^5);
 >>> round(cusum_h(1e-9), 3)
 19.557
 >>> derive("cusum", 1e-9, warmup=1000)
-{'k': 0.5, 'h': 22.249}
+{'k': 0.5, 'h': 20.692}
 >>> derive("adwin", 1e-9)["delta"]
 3.2e-08
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,33 +47,73 @@ ADWIN_CLOCK = 32
 CALIBRATED = ("adwin", "page_hinkley", "cusum")
 
 
-def _arl_one_sided(h: float, k: float = K) -> float:
+def _arl_one_sided(h: float | np.ndarray, k: float | np.ndarray = K) -> float | np.ndarray:
+    """Siegmund's one-sided ARL0 (elementwise on arrays, any sign of ``k``)."""
     b = h + 1.166
-    return (math.exp(2 * k * b) - 2 * k * b - 1) / (2 * k * k)
+    if isinstance(b, float) and isinstance(k, float):
+        return (math.exp(2 * k * b) - 2 * k * b - 1) / (2 * k * k)
+    k = np.asarray(k, dtype=float)
+    level = np.abs(k) < 1e-9                  # the limit k -> 0: b^2
+    k = np.where(level, 1.0, k)
+    with np.errstate(over="ignore"):          # a run length beyond 1e308 is inf: fine
+        return np.where(level, b * b, (np.exp(2 * k * b) - 2 * k * b - 1) / (2 * k * k))
 
 
-def cusum_h(rate: float, k: float = K) -> float:
-    """The two-sided CUSUM threshold whose in-control ARL is ``1 / rate``."""
-    target = 2.0 / rate                      # two sides: each needs twice the ARL
-    lo, hi = 0.0, 200.0
+#: probabilists' Gauss-Hermite nodes and weights (of N(0, 1)) for averaging over errors
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(31)
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+def _solve(false_alarms: Callable[[float], float], rate: float) -> float:
+    """The least ``h`` whose ``false_alarms(h)`` (falling in ``h``) is at most ``rate``."""
+    lo, hi = 0.0, 400.0
     for _ in range(100):
         mid = (lo + hi) / 2
-        if _arl_one_sided(mid, k) < target:
+        if false_alarms(mid) > rate:
             lo = mid
         else:
             hi = mid
     return hi
 
 
+@functools.lru_cache(maxsize=256)
+def cusum_h(rate: float, k: float = K, warmup: int | None = None) -> float:
+    """The two-sided CUSUM threshold with ``rate`` false alarms per value in control.
+
+    With ``warmup``: values standardised by a mean and sd estimated from that many
+    values are off by the estimates' errors, ``e`` ~ N(0, 1 / warmup) and the sd's
+    ratio ``s`` ~ N(1, 1 / (2 warmup)). Such a stream is a CUSUM of N(0, 1) values
+    with ``h s`` and ``k s - e`` on one side, ``k s + e`` on the other, and ``h`` holds
+    the budget averaged over ``e`` and ``s`` (the expected false alarms of many
+    streams) or, when that is larger, for ``e`` of two standard errors and ``s`` 1.
+
+    >>> round(cusum_h(1e-9), 3), round(cusum_h(1e-9, warmup=1000), 3)
+    (19.557, 20.692)
+    >>> round(cusum_h(1e-9, warmup=100), 3)      # two standard errors: 0.2
+    31.67
+    """
+    if not warmup:
+        return _solve(lambda h: 2.0 / _arl_one_sided(h, k), rate)
+    error = _NODES[:, None] / math.sqrt(warmup)
+    ratio = np.maximum(1.0 + _NODES[None, :] / math.sqrt(2.0 * warmup), 0.5)
+    weight = _WEIGHTS[:, None] * _WEIGHTS[None, :]
+
+    def averaged(h: float) -> float:
+        return float((weight * (1.0 / _arl_one_sided(h * ratio, k * ratio - error)
+                                + 1.0 / _arl_one_sided(h * ratio, k * ratio + error))).sum())
+
+    off = max(k - 2.0 / math.sqrt(warmup), k / 2)
+    return min(_solve(averaged, rate), _solve(lambda h: 2.0 / _arl_one_sided(h, off), rate))
+
+
 def derive(kind: detectors.DetectorType, rate: float, warmup: int | None = None
            ) -> dict[str, Any]:
     """Parameters of ``kind`` for a false-alarm ``rate`` per value ({} if not calibrated).
     ``warmup`` (values behind the baseline estimate) makes ``h`` allow for its error."""
-    k_eff = K - 2.0 / math.sqrt(warmup) if warmup else K
     if kind == "cusum":
-        return {"k": K, "h": round(cusum_h(rate, max(k_eff, K / 2)), 3)}
+        return {"k": K, "h": round(cusum_h(rate, K, warmup), 3)}
     if kind == "page_hinkley":
-        return {"delta": K, "threshold": round(cusum_h(rate, max(k_eff, K / 2)), 3),
+        return {"delta": K, "threshold": round(cusum_h(rate, K, warmup), 3),
                 "min_instances": 30}
     if kind == "adwin":
         return {"delta": float(f"{min(0.002, rate * ADWIN_CLOCK):.3g}")}
@@ -89,7 +134,7 @@ class Measurement:
 
 
 def measure(kind: detectors.DetectorType, params: dict[str, Any], values: int, seed: int = 0,
-            streams: int = 4, warmup: int = 1000, min_samples: int = 10, clip: float = 5.0
+            streams: int = 4, warmup: int = 1000, min_samples: int = 10, clip: float = 4.0
             ) -> Measurement:
     """False alarms of a detector over ``streams`` stable N(0, 1) streams, standardised
     the way the service does (``detectors.Standardizer``: robust start, whitened,

@@ -333,8 +333,9 @@ def _calibrate(args: argparse.Namespace) -> int:
         measured = f"> {m.values:,}" if not m.false_alarms else f"{m.run_length:,.0f}"
         print(f"{kind:<14}{json.dumps(params):<58}{m.false_alarms:>14,}{measured:>22}",
               flush=True)
-    print("cusum: h from Siegmund's approximation, allowing for the baseline's estimation "
-          "error, so run lengths come out at or above the target; adwin: delta from its own "
+    print("cusum: h from Siegmund's approximation, averaged over the errors of a baseline "
+          "learned from warmup values, so run lengths of many streams average the target; "
+          "adwin: delta from its own "
           "bound (conservative); page_hinkley: the same approximation does not hold for its "
           "running mean (run lengths fall short), which is why it is not a default.")
     return 0

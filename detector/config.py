@@ -273,7 +273,7 @@ class DetectionSettings(_Section):
     min_samples: int = Field(10, ge=3, le=1000, description=(
         "values (effective: fewer when autocorrelated) that only teach the baseline; the "
         "first of them give its robust start (median, MAD)"))
-    clip: float = Field(5.0, ge=1.0, description="z-scores are clipped to +-clip")
+    clip: float = Field(4.0, ge=1.0, description="z-scores are clipped to +-clip")
     cooldown: int = Field(500, ge=0, description=(
         "standardised: a firing this close after the last one, the same way, continues its "
         "episode (a trend); raw values: any firing this close does"))

@@ -300,3 +300,32 @@ def test_tcpd_scoring_reproduces_the_published_zero_baseline_and_defaults_beat_i
         ours = [quality.f1(ann, quality.through_pipeline(settings, name, rows, at=at))
                 for name, (rows, ann) in series.items()]
         assert np.mean(ours) > np.mean(list(zero.values())), at
+
+
+def test_cusum_threshold_holds_the_budget_on_average_over_baselines_learned_from_warmup() -> None:
+    """``calibration.cusum_h`` with ``warmup``: streams standardised by a mean and sd each
+    estimated from its own ``warmup`` stable values raise, all together, the budgeted
+    false alarms per value; the threshold that ignores those errors raises clearly more.
+    A two-sided CUSUM (k 0.5, reset at each alarm) over 4,000 streams at once."""
+    from detector import calibration
+
+    rate, warmup, streams, length = 1e-3, 100, 4000, 2500
+    rng = np.random.default_rng(20261124)
+    learned = rng.normal(0.0, 1.0, (streams, warmup))
+    loc, scale = learned.mean(axis=1), learned.std(axis=1, ddof=1)
+
+    def alarms(h: float) -> int:
+        k, up, down, fired = calibration.K, np.zeros(streams), np.zeros(streams), 0
+        values = np.random.default_rng(7).normal(0.0, 1.0, (length, streams))
+        for x in (values - loc) / scale:
+            up, down = np.maximum(0.0, up + x - k), np.maximum(0.0, down - x - k)
+            hit = (up > h) | (down > h)
+            fired += int(hit.sum())
+            up[hit] = down[hit] = 0.0
+        return fired
+
+    budget = rate * streams * length                       # 10,000 false alarms
+    h = calibration.cusum_h(rate, calibration.K, warmup)
+    assert h < calibration.cusum_h(rate, calibration.K - 2 / math.sqrt(warmup))
+    assert 0.75 * budget < alarms(h) < 1.1 * budget
+    assert alarms(calibration.cusum_h(rate)) > 1.3 * budget
