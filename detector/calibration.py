@@ -11,7 +11,9 @@ in-control mean run length, ARL0). The parameters follow from it:
   holds the budget on average over them (``cusum_h``). For a short warmup (under
   ~250 values at 10^-9) that average is ruled by the rare baseline far off and asks
   for a huge ``h``; there ``h`` holds the budget for a mean off by two standard
-  errors instead, whichever is smaller;
+  errors instead, whichever is smaller. ``tails`` (``TAIL_SPAN`` x ``warmup``): the
+  values over which CUSUM learns how much longer than normal its tails are, and
+  raises each side's ``h`` for it (``detectors.tail_factor``);
 * ``page_hinkley``: the same ``threshold`` with ``delta = k`` (Page-Hinkley is a
   CUSUM against the running mean);
 * ``adwin``: ``delta`` = rate x ``clock``, since ADWIN bounds the probability of
@@ -24,7 +26,7 @@ checks them by simulation where that is feasible (ARL0 up to ~10^5);
 >>> round(cusum_h(1e-9), 3)
 19.557
 >>> derive("cusum", 1e-9, warmup=1000)
-{'k': 0.5, 'h': 20.692}
+{'k': 0.5, 'h': 20.692, 'tails': 10000}
 >>> derive("adwin", 1e-9)["delta"]
 3.2e-08
 """
@@ -44,6 +46,10 @@ from detector import detectors
 #: CUSUM reference value: half of the shift (in standard deviations) found fastest
 K = 0.5
 ADWIN_CLOCK = 32
+#: CUSUM on standardised values learns its tails over this many x ``warmup`` values
+#: (``detectors.tail_factor``: the factor of a normal stream is off by ~0.1 at 1,000
+#: values, ~0.03 at 10,000)
+TAIL_SPAN = 10
 CALIBRATED = ("adwin", "page_hinkley", "cusum")
 
 
@@ -111,7 +117,8 @@ def derive(kind: detectors.DetectorType, rate: float, warmup: int | None = None
     """Parameters of ``kind`` for a false-alarm ``rate`` per value ({} if not calibrated).
     ``warmup`` (values behind the baseline estimate) makes ``h`` allow for its error."""
     if kind == "cusum":
-        return {"k": K, "h": round(cusum_h(rate, K, warmup), 3)}
+        h = round(cusum_h(rate, K, warmup), 3)
+        return {"k": K, "h": h, "tails": TAIL_SPAN * warmup} if warmup else {"k": K, "h": h}
     if kind == "page_hinkley":
         return {"delta": K, "threshold": round(cusum_h(rate, K, warmup), 3),
                 "min_instances": 30}

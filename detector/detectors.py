@@ -30,13 +30,61 @@ DetectorType = Literal["adwin", "page_hinkley", "kswin", "cusum", "jump", "ddm",
                        "hddm_a", "hddm_w", "fhddm"]
 
 
+#: CUSUM can learn the tails of its values (``tails`` > 0): over its first ``tails``
+#: values, per side, the sums of exp(theta (+-x - k)) on the grid theta = 2k g, g =
+#: TAIL_STEP x (TAIL_FIRST, ..., TAIL_FIRST + TAIL_POINTS - 1) = 0.3, 0.4, ..., 1.0
+TAIL_STEP = 0.1
+TAIL_FIRST = 3
+TAIL_POINTS = 8
+#: a normal stream's learned factor exceeds 1 by its noise, about TAIL_MARGIN / 2 /
+#: sqrt(values learned); the factor is lowered by TAIL_MARGIN / sqrt(values) (two of it)
+TAIL_MARGIN = 6.0
+
+
+def tail_factor(sums: list[float], n: int) -> float:
+    """How much one side of a CUSUM must raise ``h`` for the run length it has on normal
+    values, from ``sums`` of exp(2k g (x - k)) over ``n`` values on the grid of ``g``.
+
+    A CUSUM's false alarms on a side come at a rate ~exp(-theta h), theta the root of
+    mean(exp(theta (x - k))) = 1: 2k for standard normal values, less for a longer tail
+    (skewed or heavy-tailed values, even standardised). The factor is 2k / theta (its
+    root read off the grid, linear in log mean), at most 1 / 0.3, less the margin of
+    its noise, at least 1.
+
+    >>> import math, random
+    >>> rng = random.Random(1)
+    >>> up = [0.0] * TAIL_POINTS
+    >>> for _ in range(10_000):
+    ...     x = min(rng.expovariate(1.0) - 1.0, 4.0)
+    ...     for j in range(TAIL_POINTS):
+    ...         up[j] += math.exp((TAIL_FIRST + j) * TAIL_STEP * (x - 0.5))
+    >>> round(tail_factor(up, 10_000), 2)          # exponential: upper tail too long
+    1.35
+    """
+    prev = 0.0
+    margin = TAIL_MARGIN / math.sqrt(n)
+    for j in range(TAIL_POINTS - 1, -1, -1):
+        total = sums[j]
+        m = math.log(total / n) if total > 0.0 else -math.inf
+        if m <= 0.0:
+            if j == TAIL_POINTS - 1:
+                return 1.0
+            root = (j + TAIL_FIRST) * TAIL_STEP + TAIL_STEP * (0.0 - m) / (prev - m)
+            return max(1.0, 1.0 / root - margin)
+        prev = m
+    return max(1.0, 1.0 / (TAIL_FIRST * TAIL_STEP) - margin)
+
+
 class CUSUM(DriftDetector):
     """Two-sided tabular CUSUM for standardised values (mean 0, sd 1 when stable).
 
     ``s+ = max(0, s+ + x - k)`` and ``s- = max(0, s- - x - k)``; a drift is
-    detected when either exceeds ``h``, and both restart from 0. ``k`` is half
+    detected when either exceeds its threshold, and both restart from 0. ``k`` is half
     the shift (in standard deviations) it is tuned to find fastest; ``h`` sets
-    the mean run length between false alarms (see ``detector.calibration``).
+    the mean run length between false alarms (see ``detector.calibration``) for normal
+    values. With ``tails`` > 0 it learns the tails of its first ``tails`` values and
+    raises each side's threshold (``h_up``, ``h_down``) by ``tail_factor``, so a skewed
+    or heavy-tailed stream keeps that run length too; the learning survives restarts.
 
     >>> import random
     >>> rng = random.Random(42)
@@ -49,10 +97,17 @@ class CUSUM(DriftDetector):
     [1509, 1534, 1552]
     """
 
-    def __init__(self, k: float = 0.5, h: float = 19.4) -> None:
+    def __init__(self, k: float = 0.5, h: float = 19.4, tails: int = 0) -> None:
         super().__init__()
+        if isinstance(tails, bool) or not isinstance(tails, int) or tails < 0:
+            raise ValueError(f"tails must be a whole number >= 0, got {tails!r}")
         self.k = k
         self.h = h
+        self.tails = tails
+        self.h_up = self.h_down = float(h)
+        self.learned = 0
+        self.tail_up = [0.0] * TAIL_POINTS
+        self.tail_down = [0.0] * TAIL_POINTS
         self._reset()
 
     def _reset(self) -> None:
@@ -64,16 +119,34 @@ class CUSUM(DriftDetector):
         #: values since the estimated start of the change (last time its sum was 0)
         self.change_age = 0
 
+    def _learn(self, x: float) -> None:
+        step = TAIL_STEP * 2.0 * self.k
+        up = math.exp(min(step * (x - self.k), 700.0))
+        down = math.exp(min(step * (-x - self.k), 700.0))
+        pu = up * up * up
+        pd = down * down * down
+        for j in range(TAIL_POINTS):
+            self.tail_up[j] += pu
+            self.tail_down[j] += pd
+            pu *= up
+            pd *= down
+        self.learned += 1
+        if self.learned == self.tails:
+            self.h_up = self.h * tail_factor(self.tail_up, self.learned)
+            self.h_down = self.h * tail_factor(self.tail_down, self.learned)
+
     def update(self, x: float) -> None:
         if self._drift_detected:
             self._reset()
+        if self.learned < self.tails:
+            self._learn(x)
         self.upper = max(0.0, self.upper + x - self.k)
         self.lower = max(0.0, self.lower - x - self.k)
         self._upper_age = self._upper_age + 1 if self.upper > 0 else 0
         self._lower_age = self._lower_age + 1 if self.lower > 0 else 0
-        if self.upper > self.h:
+        if self.upper > self.h_up:
             self._drift_detected, self.change_age = True, self._upper_age
-        elif self.lower > self.h:
+        elif self.lower > self.h_down:
             self._drift_detected, self.change_age = True, self._lower_age
 
 
@@ -336,7 +409,7 @@ def direction(detector: DriftDetector) -> int:
     (True, -1)
     """
     if isinstance(detector, CUSUM):
-        return 1 if detector.upper > detector.h else -1
+        return 1 if detector.upper > detector.h_up else -1
     if isinstance(detector, Jump):
         return 1 if detector.rise else -1
     if isinstance(detector, drift.PageHinkley):

@@ -3,8 +3,11 @@
 ``s+ = max(0, s+ + x - k)`` and ``s- = max(0, s- - x - k)``; it fires when either sum
 exceeds ``h``, and (as the reference) both restart from 0 at the *next* value. The
 age of each sum (values since it was last 0) gives the change's estimated start:
-``change_age`` is the age of the sum that crossed. Same operations in the same order
-as the reference, so sums, ages and detection indices are equal bit for bit.
+``change_age`` is the age of the sum that crossed. With ``tails`` > 0 it learns the
+tails of its first ``tails`` values and then compares each sum with its own threshold
+(``h_up``, ``h_down``: ``h`` x ``detectors.tail_factor``). Same operations in the same
+order as the reference, so sums, thresholds, ages and detection indices are equal bit
+for bit.
 
 State is plain arrays (``CusumState``), one row per detector.
 """
@@ -17,20 +20,26 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from detector import detectors
+from detector.detectors import TAIL_FIRST, TAIL_MARGIN, TAIL_POINTS, TAIL_STEP
 from detector.kernels._jit import Fired, as_column, check_row, collect, inline, kernel
 
 #: the statistics a detection reports, as ``detector.detectors.statistic``
 STATISTIC = ("upper", "lower")
 
 # columns of CusumState.params, .sums and .counts
-_K, _H = 0, 1
-_UPPER, _LOWER = 0, 1
-_UPPER_AGE, _LOWER_AGE, _CHANGE_AGE, _DETECTED = 0, 1, 2, 3
+_K, _H, _TAILS = 0, 1, 2
+_UPPER, _LOWER, _H_UP, _H_DOWN, _TAIL_UP = 0, 1, 2, 3, 4
+_TAIL_DOWN = _TAIL_UP + TAIL_POINTS
+_UPPER_AGE, _LOWER_AGE, _CHANGE_AGE, _DETECTED, _LEARNED = 0, 1, 2, 3, 4
+#: columns of each array
+WIDTHS = {"params": 3, "sums": _TAIL_DOWN + TAIL_POINTS, "counts": 5}
 
 
 class CusumState(NamedTuple):
-    """CUSUM detectors, one per row. ``params``: k, h. ``sums``: upper, lower.
-    ``counts``: upper_age, lower_age, change_age, fired (1 until the next value)."""
+    """CUSUM detectors, one per row. ``params``: k, h, tails. ``sums``: upper, lower,
+    h_up, h_down, then the upper and the lower tail sums (``TAIL_POINTS`` each).
+    ``counts``: upper_age, lower_age, change_age, fired (1 until the next value),
+    values learned of the tails."""
 
     params: np.ndarray
     sums: np.ndarray
@@ -43,23 +52,29 @@ def new_state(params: Mapping[str, Any] | None = None) -> CusumState:
     Raises ``ValueError`` for a parameter ``detector.detectors`` refuses.
     """
     det = detectors.build("cusum", dict(params or {}))
-    return CusumState(np.array([[det.k, det.h]], dtype=np.float64), np.zeros((1, 2)),
-                      np.zeros((1, 4), dtype=np.int64))
+    sums = np.zeros((1, WIDTHS["sums"]))
+    sums[0, _H_UP] = sums[0, _H_DOWN] = det.h
+    return CusumState(np.array([[det.k, det.h, det.tails]], dtype=np.float64), sums,
+                      np.zeros((1, WIDTHS["counts"]), dtype=np.int64))
 
 
 def stack(states: list[CusumState]) -> CusumState:
     """Several CUSUM states as one, row after row (in the order given)."""
     if not states:
-        return CusumState(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros((0, 4), np.int64))
+        return CusumState(*(np.zeros((0, WIDTHS[n]), np.int64 if n == "counts" else np.float64)
+                            for n in CusumState._fields))
     return CusumState(*(np.concatenate(parts) for parts in zip(*states)))
 
 
 def statistics(state: CusumState, row: int = 0) -> dict[str, float]:
-    """The reference's public view of detector ``row``: ``upper``, ``lower``,
-    ``change_age`` and ``drift_detected`` (1.0 or 0.0)."""
+    """The reference's public view of detector ``row``: ``upper``, ``lower``, the
+    thresholds ``h_up`` and ``h_down``, ``change_age``, ``learned`` (values of its tails)
+    and ``drift_detected`` (1.0 or 0.0)."""
     check_row(state, row)
     return {"upper": float(state.sums[row, _UPPER]), "lower": float(state.sums[row, _LOWER]),
+            "h_up": float(state.sums[row, _H_UP]), "h_down": float(state.sums[row, _H_DOWN]),
             "change_age": float(state.counts[row, _CHANGE_AGE]),
+            "learned": float(state.counts[row, _LEARNED]),
             "drift_detected": float(state.counts[row, _DETECTED])}
 
 
@@ -71,9 +86,50 @@ def onset_age(state: CusumState, row: int = 0) -> int:
 
 @inline
 def reset(s: CusumState, r: int) -> None:
-    """Forget everything, as a fresh detector (the reference's ``_reset``)."""
-    s.sums[r, :] = 0.0
-    s.counts[r, :] = 0
+    """Restart the sums, as the reference's ``_reset`` (what it learned of its tails
+    stays)."""
+    s.sums[r, _UPPER] = 0.0
+    s.sums[r, _LOWER] = 0.0
+    for c in range(_LEARNED):
+        s.counts[r, c] = 0
+
+
+@inline
+def _tail_factor(s: CusumState, r: int, first: int, n: int) -> float:
+    # detectors.tail_factor over the sums s.sums[r, first:first + TAIL_POINTS]
+    prev = 0.0
+    margin = TAIL_MARGIN / np.sqrt(n)
+    for j in range(TAIL_POINTS - 1, -1, -1):
+        total = s.sums[r, first + j]
+        m = np.log(total / n) if total > 0.0 else -np.inf
+        if m <= 0.0:
+            if j == TAIL_POINTS - 1:
+                return 1.0
+            root = (j + TAIL_FIRST) * TAIL_STEP + TAIL_STEP * (0.0 - m) / (prev - m)
+            return max(1.0, 1.0 / root - margin)
+        prev = m
+    return max(1.0, 1.0 / (TAIL_FIRST * TAIL_STEP) - margin)
+
+
+@inline
+def _learn(s: CusumState, r: int, x: float) -> None:
+    k = s.params[r, _K]
+    step = TAIL_STEP * 2.0 * k
+    up = np.exp(min(step * (x - k), 700.0))
+    down = np.exp(min(step * (-x - k), 700.0))
+    pu = up * up * up
+    pd = down * down * down
+    for j in range(TAIL_POINTS):
+        s.sums[r, _TAIL_UP + j] += pu
+        s.sums[r, _TAIL_DOWN + j] += pd
+        pu *= up
+        pd *= down
+    n = s.counts[r, _LEARNED] + 1
+    s.counts[r, _LEARNED] = n
+    if n == s.params[r, _TAILS]:
+        h = s.params[r, _H]
+        s.sums[r, _H_UP] = h * _tail_factor(s, r, _TAIL_UP, n)
+        s.sums[r, _H_DOWN] = h * _tail_factor(s, r, _TAIL_DOWN, n)
 
 
 @inline
@@ -81,6 +137,8 @@ def step(s: CusumState, r: int, x: float) -> bool:
     """Feed one value to detector ``r``; True when it fires (the reference's ``update``)."""
     if s.counts[r, _DETECTED]:
         reset(s, r)
+    if s.counts[r, _LEARNED] < s.params[r, _TAILS]:
+        _learn(s, r, x)
     k = s.params[r, _K]
     # max(0.0, v) as Python's max: 0.0 unless v is greater (so also for v = nan)
     upper = s.sums[r, _UPPER] + x - k
@@ -91,10 +149,9 @@ def step(s: CusumState, r: int, x: float) -> bool:
     s.sums[r, _LOWER] = lower
     s.counts[r, _UPPER_AGE] = s.counts[r, _UPPER_AGE] + 1 if upper > 0 else 0
     s.counts[r, _LOWER_AGE] = s.counts[r, _LOWER_AGE] + 1 if lower > 0 else 0
-    h = s.params[r, _H]
-    if upper > h:
+    if upper > s.sums[r, _H_UP]:
         s.counts[r, _CHANGE_AGE] = s.counts[r, _UPPER_AGE]
-    elif lower > h:
+    elif lower > s.sums[r, _H_DOWN]:
         s.counts[r, _CHANGE_AGE] = s.counts[r, _LOWER_AGE]
     else:
         return False
@@ -113,10 +170,9 @@ def record(s: CusumState, r: int, out: np.ndarray) -> int:
 @inline
 def direction(s: CusumState, r: int) -> int:
     """+1 when the upper sum crossed (checked first, as in ``step``), else -1."""
-    return 1 if s.sums[r, _UPPER] > s.params[r, _H] else -1
+    return 1 if s.sums[r, _UPPER] > s.sums[r, _H_UP] else -1
 
 
-@kernel
 def _cusum_update_many(s: CusumState, r: int, values: np.ndarray, start: int,
                        out_int: np.ndarray, out_float: np.ndarray) -> tuple[int, int]:
     count = 0
@@ -128,6 +184,9 @@ def _cusum_update_many(s: CusumState, r: int, values: np.ndarray, start: int,
             out_int[count, 1] = record(s, r, out_float[count])
             count += 1
     return values.size, count
+
+
+_cusum_update_many = kernel(_cusum_update_many, uses=(detectors,))
 
 
 def update_many(state: CusumState, values: Any, row: int = 0) -> Fired:

@@ -115,10 +115,24 @@ def test_page_hinkley_equals_river(params: dict) -> None:
         river._min_increase, river._max_decrease)
 
 
-@pytest.mark.parametrize("params", [{"k": 0.5, "h": 8.0}, {"k": 0.5, "h": 22.249}],
-                         ids=["often", "calibrated"])
-def test_cusum_equals_ours(params: dict) -> None:
-    values = regimes(7)
+def skewed(seed: int, n: int = MILLION, length: int = 20_000) -> np.ndarray:
+    """Standardised exponential values (a long upper tail) clipped at 4, whose mean
+    changes every ``length`` values."""
+    rng = np.random.default_rng(seed)
+    values = np.minimum(rng.exponential(size=n) - 1.0, 4.0)
+    for start in range(0, n, length):
+        values[start:start + length] += rng.normal(0.0, 0.5)
+    return values
+
+
+@pytest.mark.parametrize(("values", "params"), [
+    pytest.param(regimes(7), {"k": 0.5, "h": 8.0}, id="often"),
+    pytest.param(regimes(7), {"k": 0.5, "h": 22.249}, id="calibrated"),
+    pytest.param(regimes(7), {"k": 0.5, "h": 20.692, "tails": 10_000}, id="tails"),
+    pytest.param(skewed(13), {"k": 0.5, "h": 20.692, "tails": 10_000}, id="tails-skewed"),
+    pytest.param(skewed(14) * -1.0, {"k": 0.4, "h": 5.0, "tails": 777_777}, id="tails-late"),
+])
+def test_cusum_equals_ours(values: np.ndarray, params: dict) -> None:
     state = cusum.new_state(params)
     ours = cusum.update_many(state, values)
     reference = detectors.build("cusum", params)
@@ -128,8 +142,14 @@ def test_cusum_equals_ours(params: dict) -> None:
     assert [(*row, age) for row, age in zip(ours.statistics.tolist(),
                                             ours.onset_age.tolist())] == seen
     end = cusum.statistics(state)
-    assert (end["upper"], end["lower"], end["change_age"]) == (
-        reference.upper, reference.lower, reference.change_age)
+    assert (end["upper"], end["lower"], end["change_age"], end["h_up"], end["h_down"],
+            end["learned"]) == (reference.upper, reference.lower, reference.change_age,
+                                reference.h_up, reference.h_down, reference.learned)
+    if params.get("tails"):
+        learned = min(params["tails"], values.size)
+        assert end["learned"] == learned
+        if learned < params["tails"]:
+            assert end["h_up"] == end["h_down"] == params["h"]
 
 
 def steps(seed: int, n: int = MILLION) -> np.ndarray:
@@ -604,3 +624,18 @@ def test_the_kernel_pipelines_scanner_gives_what_decode_gives() -> None:
             ("label", "too_long"), ("label", "missing_field")} <= rejected
     assert counters(kernel) == counters(river)
     assert everything(kernel) == everything(river)
+
+
+def test_cusum_raises_the_threshold_of_the_long_tail_only() -> None:
+    """Skewed standardised values: the side of the long tail gets a higher threshold
+    (``detectors.tail_factor``), the short side keeps ``h``; so does a normal stream."""
+    params = {"k": 0.5, "h": 20.0, "tails": 10_000}
+    rng = np.random.default_rng(15)
+    exponential = np.minimum(rng.exponential(size=10_000) - 1.0, 4.0)
+    for values, up, down in ((exponential, True, False), (-exponential, False, True),
+                             (rng.normal(size=10_000), False, False)):
+        state = cusum.new_state(params)
+        cusum.update_many(state, values)
+        end = cusum.statistics(state)
+        assert (end["h_up"] > 24.0, end["h_down"] > 24.0) == (up, down)
+        assert min(end["h_up"], end["h_down"]) == 20.0
