@@ -17,7 +17,7 @@ compiled kernel when its detectors have one.
 >>> found, origins = [], []
 >>> m.flush(now=1.0, out=found, origins=origins)
 >>> [(d.feature, d.detector, d.index, at) for d, at in zip(found, origins) if d.index >= 2000][:1]
-[('amount', 'cusum', 2011, 2011)]
+[('amount', 'cusum', 2010, 2010)]
 """
 
 from __future__ import annotations
