@@ -16,6 +16,7 @@ River gives offline on the same values.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
 from river import drift, stats
@@ -41,7 +42,7 @@ TAIL_POINTS = 8
 TAIL_MARGIN = 6.0
 
 
-def tail_factor(sums: list[float], n: int) -> float:
+def tail_factor(sums: Sequence[float], n: int) -> float:
     """How much one side of a CUSUM must raise ``h`` for the run length it has on normal
     values, from ``sums`` of exp(2k g (x - k)) over ``n`` values on the grid of ``g``.
 
@@ -49,7 +50,7 @@ def tail_factor(sums: list[float], n: int) -> float:
     mean(exp(theta (x - k))) = 1: 2k for standard normal values, less for a longer tail
     (skewed or heavy-tailed values, even standardised). The factor is 2k / theta (its
     root read off the grid, linear in log mean), at most 1 / 0.3, less the margin of
-    its noise, at least 1.
+    its noise, at least 1. Compiled as it is by ``detector.kernels.cusum``.
 
     >>> import math, random
     >>> rng = random.Random(1)

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from detector import detectors
-from detector.detectors import TAIL_FIRST, TAIL_MARGIN, TAIL_POINTS, TAIL_STEP
+from detector.detectors import TAIL_POINTS, TAIL_STEP
 from detector.kernels._jit import Fired, as_column, check_row, collect, inline, kernel
 
 #: the statistics a detection reports, as ``detector.detectors.statistic``
@@ -94,21 +94,8 @@ def reset(s: CusumState, r: int) -> None:
         s.counts[r, c] = 0
 
 
-@inline
-def _tail_factor(s: CusumState, r: int, first: int, n: int) -> float:
-    # detectors.tail_factor over the sums s.sums[r, first:first + TAIL_POINTS]
-    prev = 0.0
-    margin = TAIL_MARGIN / np.sqrt(n)
-    for j in range(TAIL_POINTS - 1, -1, -1):
-        total = s.sums[r, first + j]
-        m = np.log(total / n) if total > 0.0 else -np.inf
-        if m <= 0.0:
-            if j == TAIL_POINTS - 1:
-                return 1.0
-            root = (j + TAIL_FIRST) * TAIL_STEP + TAIL_STEP * (0.0 - m) / (prev - m)
-            return max(1.0, 1.0 / root - margin)
-        prev = m
-    return max(1.0, 1.0 / (TAIL_FIRST * TAIL_STEP) - margin)
+#: the reference's own function, compiled (the same operations to the last bit)
+_tail_factor = inline(detectors.tail_factor)
 
 
 @inline
@@ -128,8 +115,8 @@ def _learn(s: CusumState, r: int, x: float) -> None:
     s.counts[r, _LEARNED] = n
     if n == s.params[r, _TAILS]:
         h = s.params[r, _H]
-        s.sums[r, _H_UP] = h * _tail_factor(s, r, _TAIL_UP, n)
-        s.sums[r, _H_DOWN] = h * _tail_factor(s, r, _TAIL_DOWN, n)
+        s.sums[r, _H_UP] = h * _tail_factor(s.sums[r, _TAIL_UP:_TAIL_DOWN], n)
+        s.sums[r, _H_DOWN] = h * _tail_factor(s.sums[r, _TAIL_DOWN:], n)
 
 
 @inline
