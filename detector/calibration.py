@@ -53,11 +53,9 @@ TAIL_SPAN = 10
 CALIBRATED = ("adwin", "page_hinkley", "cusum")
 
 
-def _arl_one_sided(h: float | np.ndarray, k: float | np.ndarray = K) -> float | np.ndarray:
-    """Siegmund's one-sided ARL0 (elementwise on arrays, any sign of ``k``)."""
+def _arl_one_sided(h: float | np.ndarray, k: float | np.ndarray = K) -> np.ndarray:
+    """Siegmund's one-sided ARL0, elementwise (any sign of ``k``)."""
     b = h + 1.166
-    if isinstance(b, float) and isinstance(k, float):
-        return (math.exp(2 * k * b) - 2 * k * b - 1) / (2 * k * k)
     k = np.asarray(k, dtype=float)
     level = np.abs(k) < 1e-9                  # the limit k -> 0: b^2
     k = np.where(level, 1.0, k)
@@ -88,7 +86,7 @@ def cusum_h(rate: float, k: float = K, warmup: int | None = None) -> float:
 
     With ``warmup``: values standardised by a mean and sd estimated from that many
     values are off by the estimates' errors, ``e`` ~ N(0, 1 / warmup) and the sd's
-    ratio ``s`` ~ N(1, 1 / (2 warmup)). Such a stream is a CUSUM of N(0, 1) values
+    ratio ``s`` ~ N(1, 1 / (2 warmup)) (at least 0.5). Such a stream is a CUSUM of N(0, 1) values
     with ``h s`` and ``k s - e`` on one side, ``k s + e`` on the other, and ``h`` holds
     the budget averaged over ``e`` and ``s`` (the expected false alarms of many
     streams) or, when that is larger, for ``e`` of two standard errors and ``s`` 1.
@@ -99,7 +97,7 @@ def cusum_h(rate: float, k: float = K, warmup: int | None = None) -> float:
     31.67
     """
     if not warmup:
-        return _solve(lambda h: 2.0 / _arl_one_sided(h, k), rate)
+        return _solve(lambda h: float(2.0 / _arl_one_sided(h, k)), rate)
     error = _NODES[:, None] / math.sqrt(warmup)
     ratio = np.maximum(1.0 + _NODES[None, :] / math.sqrt(2.0 * warmup), 0.5)
     weight = _WEIGHTS[:, None] * _WEIGHTS[None, :]
@@ -109,7 +107,8 @@ def cusum_h(rate: float, k: float = K, warmup: int | None = None) -> float:
                                 + 1.0 / _arl_one_sided(h * ratio, k * ratio + error))).sum())
 
     off = max(k - 2.0 / math.sqrt(warmup), k / 2)
-    return min(_solve(averaged, rate), _solve(lambda h: 2.0 / _arl_one_sided(h, off), rate))
+    return min(_solve(averaged, rate),
+               _solve(lambda h: float(2.0 / _arl_one_sided(h, off)), rate))
 
 
 def derive(kind: detectors.DetectorType, rate: float, warmup: int | None = None
