@@ -163,6 +163,14 @@ def settings_for(cname: str, family: str) -> Settings:
     return CONFIGS[cname]
 
 
+def false_alarms(settings: Settings, make: Callable[[np.random.Generator, int], np.ndarray],
+                 streams: int, length: int, seed: int) -> int:
+    """Detections (episode starts) over ``streams`` stable streams of ``length`` values,
+    stream ``k`` drawn with seed ``seed + k``."""
+    return sum(len(detections(settings, make(np.random.default_rng(seed + k), length)))
+               for k in range(streams))
+
+
 def stable(scale: float) -> list[dict]:
     rows = []
     families = [(f, f, c) for f in STABLE for c in CONFIGS]
@@ -174,10 +182,7 @@ def stable(scale: float) -> list[dict]:
     for family, label, cname in families:
         settings = extra[cname] if cname in extra else settings_for(cname, family)
         streams, length = 10, int(100_000 * scale * SLOW.get(cname, 1.0))
-        alarms = 0
-        for k in range(streams):
-            values = STABLE[family](np.random.default_rng(1000 + k), length)
-            alarms += len(detections(settings, values))
+        alarms = false_alarms(settings, STABLE[family], streams, length, 1000)
         row = {"family": label, "config": cname, "values": streams * length,
                "false_alarms": alarms, "per_1e6": round(alarms * 1e6 / (streams * length), 1)}
         rows.append(row)
@@ -368,14 +373,13 @@ def budget(scale: float) -> list[dict]:
     tails, with its tails learned (the default) and without (``tails: 0``): false alarms
     against the budget's expectation."""
     rows = []
+    streams, length = 10, int(200_000 * scale)
     for cname, params in (("learned tails", {}), ("no tails", {"tails": 0})):
         settings = Settings(reference={"enabled": False},
                             detection={"false_alarm_rate": LOOSE},
                             detectors={"feature": [{"type": "cusum", "params": params}]})
         for family, make in TAILED.items():
-            streams, length = 10, int(200_000 * scale)
-            alarms = sum(len(detections(settings, make(np.random.default_rng(7000 + k),
-                                                       length))) for k in range(streams))
+            alarms = false_alarms(settings, make, streams, length, 7000)
             row = {"family": family, "config": cname, "values": streams * length,
                    "false_alarms": alarms, "budget": round(LOOSE * streams * length, 1)}
             rows.append(row)
