@@ -14,6 +14,11 @@ Rows (ratios are to a baseline measured in the same run):
    share stream of every category of a categorical feature (the work our defaults do
    on categoricals); Accuracy, Precision, Recall, F1 cumulative and ``Rolling(1000)``
    on every joined pair; a dict join. Baseline of 2 (and of 5.2 at 200 features).
+0. the floor: what any per-event design in this stack pays before a single detector
+   runs (msgspec's typed decode of each message, a dict join of labels to predictions,
+   the numeric features spread into one array per batch), on the same batches as 2.
+   The 4.5x target leaves row 1's CPU per event / 4.5 for everything; this row is how
+   much of it decoding and joining in Python take alone.
 2. ours from a file: ``Pipeline.process`` over ``FileSource`` batches after
    ``kernels.warm_up()``: (a) defaults, (b) ``reference.enabled: false``, (c) River mode
    (``detection: {standardize: false, calibrate: false}``). Ratio: events per CPU second
@@ -66,14 +71,18 @@ import sys
 import tempfile
 import time
 import uuid
+from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
+from itertools import chain
 from multiprocessing import get_context
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import yaml
 
@@ -367,6 +376,55 @@ def river_loop(values: Sequence[bytes]) -> Measure:
     return m
 
 
+class _Prediction(msgspec.Struct):
+    model: str
+    prediction_id: str
+    features: dict[str, float | str | None]
+    prediction: bool | int | float | str
+    model_version: str | None = None
+    timestamp: float | None = None
+    score: float | None = None
+
+
+class _Label(msgspec.Struct):
+    model: str
+    prediction_id: str
+    label: bool | int | float | str
+    timestamp: float | None = None
+
+
+def floor_run(path: Path, total: int) -> Measure:
+    """Row 0: decode every message with msgspec (typed, no checks), join labels to
+    predictions in a dict, and spread each batch's numeric features into one array:
+    the least Python work per event before any detector, metric or reference."""
+    decoders = {"prediction": msgspec.json.Decoder(_Prediction),
+                "label": msgspec.json.Decoder(_Label)}
+    waiting: dict[tuple[str, str], Any] = {}
+    pairs = 0
+
+    def loop() -> None:
+        nonlocal pairs
+        numeric: Callable[[dict], tuple] | None = None
+        for batch in FileSource([path], batch_size=BATCH).batches():
+            rows: list[dict[str, Any]] = []
+            for record in batch:
+                event = decoders[record.kind].decode(record.value)
+                key = (event.model, event.prediction_id)
+                if record.kind == "prediction":
+                    rows.append(event.features)
+                    waiting[key] = event.prediction
+                elif waiting.pop(key, None) is not None:
+                    pairs += 1
+            if rows and numeric is None:    # the numeric names, from the first event
+                numeric = itemgetter(*(k for k, v in rows[0].items() if type(v) is float))
+            if rows:
+                np.frombuffer(array("d", chain.from_iterable(map(numeric, rows))))
+
+    m = timed(total, loop)
+    m.extra = {"matched": pairs}
+    return m
+
+
 def file_run(path: Path, settings: Settings, total: int) -> Measure:
     """``Pipeline.process`` over ``FileSource`` batches; checks that nothing was lost."""
     pipeline = Pipeline(settings)
@@ -395,18 +453,21 @@ def file_rows(stream: Stream, workdir: Path, prefix: str, repeat: int, target: f
     path.write_bytes(b"\n".join(values) + b"\n")
     shape = f"{stream.numeric}+{stream.categorical} features"
     river = Row(f"{prefix}1", f"plain River loop, {shape}")
+    floor = Row(f"{prefix}0", f"floor: decode, join, columns only, {shape}")
     ours = {m: Row(f"{prefix}2{m}", f"ours, file, {name}, {shape}")
             for m, (name, _) in FILE_MODES.items()}
     warm_up()
-    todo: list[tuple[Row, Callable[[], Measure]]] = [(river, lambda: river_loop(values))]
+    todo: list[tuple[Row, Callable[[], Measure]]] = [
+        (river, lambda: river_loop(values)), (floor, lambda: floor_run(path, len(values)))]
     for mode, (_, overrides) in FILE_MODES.items():
         settings = Settings(**overrides)
         todo.append((ours[mode], lambda s=settings: file_run(path, s, len(values))))
     interleave(todo, repeat)
+    floor.compare(river, "cpu")
     for mode, row in ours.items():
         row.compare(river, "cpu", target if mode == "a" else None)
         row.compare(river, "events/s")
-    return [river, *ours.values()]
+    return [river, floor, *ours.values()]
 
 
 # ------------------------------------------------------------------ rows 3, 4, 8: broker
@@ -732,6 +793,13 @@ def print_table(rows: list[Row], scrapes: list[dict[str, Any]], rss: dict[str, A
               f"{row.cpu_us:>11.2f}  {ratios}")
     if rows:
         print(legend)
+    by_key = {row.key: row for row in rows if row.measured}
+    for prefix, target in (("", 4.5), ("5.", 5.0)):
+        river, floor = by_key.get(f"{prefix}1"), by_key.get(f"{prefix}0")
+        if river and floor:
+            print(f"{prefix}0: the {target}x target of {prefix}2a leaves "
+                  f"{river.cpu_us / target:.2f} CPU µs/event for everything; decoding and "
+                  f"joining alone take {floor.cpu_us:.2f}")
     if scrapes:
         print()
         print("6  /metrics: best wall (CPU) ms of the scrapes. text / openmetrics: the "
