@@ -9,16 +9,16 @@ predictions after it), seeded; "events" are predictions and labels together.
 
 Rows (ratios are to a baseline measured in the same run):
 
-1. the plain River loop a user writes by hand: ``json.loads``; River ADWIN and
-   PageHinkley on every numeric feature and the score, and a River ADWIN on the 0/1
-   share stream of every category of a categorical feature (the work our defaults do
-   on categoricals); Accuracy, Precision, Recall, F1 cumulative and ``Rolling(1000)``
-   on every joined pair; a dict join. Baseline of 2 (and of 5.2 at 200 features).
 0. the floor: what any per-event design in this stack pays before a single detector
    runs (msgspec's typed decode of each message, a dict join of labels to predictions,
    the numeric features spread into one array per batch), on the same batches as 2.
    The 4.5x target leaves row 1's CPU per event / 4.5 for everything; this row is how
    much of it decoding and joining in Python take alone.
+1. the plain River loop a user writes by hand: ``json.loads``; River ADWIN and
+   PageHinkley on every numeric feature and the score, and a River ADWIN on the 0/1
+   share stream of every category of a categorical feature (the work our defaults do
+   on categoricals); Accuracy, Precision, Recall, F1 cumulative and ``Rolling(1000)``
+   on every joined pair; a dict join. Baseline of 2 (and of 5.2 at 200 features).
 2. ours from a file: ``Pipeline.process`` over ``FileSource`` batches after
    ``kernels.warm_up()``: (a) defaults, (b) ``reference.enabled: false``, (c) River mode
    (``detection: {standardize: false, calibrate: false}``). Ratio: events per CPU second
