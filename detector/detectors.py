@@ -124,8 +124,10 @@ class CUSUM(DriftDetector):
         step = TAIL_STEP * 2.0 * self.k
         up = math.exp(min(step * (x - self.k), 700.0))
         down = math.exp(min(step * (-x - self.k), 700.0))
-        pu = up * up * up
-        pd = down * down * down
+        pu, pd = up, down               # the grid's first point: up^TAIL_FIRST
+        for _ in range(TAIL_FIRST - 1):
+            pu *= up
+            pd *= down
         for j in range(TAIL_POINTS):
             self.tail_up[j] += pu
             self.tail_down[j] += pd

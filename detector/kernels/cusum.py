@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from detector import detectors
-from detector.detectors import TAIL_POINTS, TAIL_STEP
+from detector.detectors import TAIL_FIRST, TAIL_POINTS, TAIL_STEP
 from detector.kernels._jit import Fired, as_column, check_row, collect, inline, kernel
 
 #: the statistics a detection reports, as ``detector.detectors.statistic``
@@ -104,8 +104,10 @@ def _learn(s: CusumState, r: int, x: float) -> None:
     step = TAIL_STEP * 2.0 * k
     up = np.exp(min(step * (x - k), 700.0))
     down = np.exp(min(step * (-x - k), 700.0))
-    pu = up * up * up
-    pd = down * down * down
+    pu, pd = up, down               # the grid's first point: up^TAIL_FIRST
+    for _ in range(TAIL_FIRST - 1):
+        pu *= up
+        pd *= down
     for j in range(TAIL_POINTS):
         s.sums[r, _TAIL_UP + j] += pu
         s.sums[r, _TAIL_DOWN + j] += pd
